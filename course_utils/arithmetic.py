@@ -1,0 +1,102 @@
+"""Convolution arithmetic as pure functions: output size, parameters, multiply-accumulates,
+receptive-field growth.
+
+Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", 2016,
+https://arxiv.org/abs/1603.07285; Araujo et al., "Computing Receptive Fields of Convolutional
+Neural Networks", Distill 2019, https://distill.pub/2019/computing-receptive-fields/.
+"""
+from __future__ import annotations
+
+import math
+
+
+def _check(name: str, value: int, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                     transposed: bool = False, output_padding: int = 0) -> int:
+    """Spatial output size of a convolution (or transposed convolution) along one axis.
+
+    Convolution:  ``floor((size + 2·padding − dilation·(kernel − 1) − 1) / stride) + 1``
+    Transposed:   ``(size − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1``
+
+    These are the formulas of ``nn.Conv2d`` and ``nn.ConvTranspose2d``. A configuration whose
+    (dilated) kernel does not fit in the padded input raises ``ValueError``.
+    """
+    _check("size", size, 1)
+    _check("kernel", kernel, 1)
+    _check("stride", stride, 1)
+    _check("padding", padding, 0)
+    _check("dilation", dilation, 1)
+    _check("output_padding", output_padding, 0)
+    span = dilation * (kernel - 1) + 1  # the dilated kernel's extent
+    if transposed:
+        if output_padding >= max(stride, dilation):
+            raise ValueError(
+                f"output_padding={output_padding} must be smaller than stride={stride} or dilation={dilation}"
+            )
+        out = (size - 1) * stride - 2 * padding + span + output_padding
+    else:
+        if output_padding:
+            raise ValueError("output_padding only applies to transposed convolutions (transposed=True)")
+        if size + 2 * padding < span:
+            raise ValueError(
+                f"a kernel spanning {span} pixels (kernel={kernel}, dilation={dilation}) does not fit in an input "
+                f"of {size} pixels padded by {padding} on each side ({size + 2 * padding} pixels)"
+            )
+        out = (size + 2 * padding - span) // stride + 1
+    if out < 1:
+        raise ValueError(f"output size would be {out} (size={size}, kernel={kernel}, stride={stride}, "
+                         f"padding={padding}, dilation={dilation}); it must be at least 1")
+    return out
+
+
+def conv_params(in_ch: int, out_ch: int, kernel: int, groups: int = 1, bias: bool = True) -> int:
+    """Weights (and biases) of a k×k ``Conv2d``: ``k²·(C_in/groups)·C_out (+ C_out)``."""
+    if in_ch % groups or out_ch % groups:
+        raise ValueError(f"in_ch={in_ch} and out_ch={out_ch} must be divisible by groups={groups}")
+    return kernel * kernel * (in_ch // groups) * out_ch + (out_ch if bias else 0)
+
+
+def conv_macs(in_ch: int, out_ch: int, kernel: int, out_h: int, out_w: int | None = None, groups: int = 1) -> int:
+    """Multiply-accumulates of a ``Conv2d``: one ``k²·C_in/groups`` dot product per output value."""
+    out_w = out_h if out_w is None else out_w
+    return kernel * kernel * (in_ch // groups) * out_ch * out_h * out_w
+
+
+def separable_ratio(in_ch: int, out_ch: int, kernel: int = 3) -> float:
+    """Weights of a depthwise-separable conv over a standard one (no biases): ``1/C_out + 1/k²``."""
+    standard = kernel * kernel * in_ch * out_ch
+    separable = kernel * kernel * in_ch + in_ch * out_ch
+    return separable / standard
+
+
+def effective_kernel(kernel: int, dilation: int = 1) -> int:
+    """Extent of a dilated kernel: ``dilation·(kernel − 1) + 1`` (3×3 with dilation 2 spans 5×5)."""
+    return dilation * (kernel - 1) + 1
+
+
+def receptive_field_step(rf: float, jump: float, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[float, float]:
+    """One layer's effect on (receptive field, jump), both in input pixels.
+
+    ``rf_out = rf_in + (effective_kernel − 1)·jump_in`` and ``jump_out = jump_in·stride``.
+    The jump is the distance, in input pixels, between neighbouring outputs of the layer.
+    """
+    return rf + (effective_kernel(kernel, dilation) - 1) * jump, jump * stride
+
+
+def receptive_field_of_stack(layers: list[tuple[int, int] | tuple[int, int, int]]) -> list[tuple[float, float]]:
+    """Receptive field and jump after each layer of a plain stack of (kernel, stride[, dilation])."""
+    rf, jump, out = 1.0, 1.0, []
+    for layer in layers:
+        kernel, stride, *rest = layer
+        rf, jump = receptive_field_step(rf, jump, kernel, stride, rest[0] if rest else 1)
+        out.append((rf, jump))
+    return out
+
+
+def dilation_for_receptive_field(target: int, kernel: int = 3) -> int:
+    """Smallest dilation that makes one k×k kernel span at least ``target`` pixels."""
+    return max(1, math.ceil((target - 1) / (kernel - 1)))

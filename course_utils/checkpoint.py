@@ -1,0 +1,95 @@
+"""Checkpoints that survive a crash: written atomically, read with ``weights_only=True``.
+
+A write goes to a temporary file in the same folder, is flushed to disk (fsync), then renamed over
+the old checkpoint: a save that dies midway leaves the last good checkpoint untouched.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "course_utils.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: corrupt, of another format, or of another model."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **state: Any) -> Path:
+    """Save the model's weights and any extra state (optimizer, scheduler, history, epoch...)."""
+    payload = {"format": FORMAT, "model_class": type(model).__name__, "model": model.state_dict(), **state}
+    return atomic_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
+                    map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint (``weights_only=True``: no code runs) and, if ``model`` is given, load its weights.
+
+    Raises ``CheckpointError`` with a clear reason for a missing, corrupt or mismatched file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; check the path, or start without resume")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and EOF errors all mean the same thing here
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may be truncated or from "
+            "another program; delete it to start afresh."
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a course_utils checkpoint (format {FORMAT!r} expected)")
+    if model is not None:
+        saved = payload.get("model_class")
+        if saved != type(model).__name__:
+            raise CheckpointError(
+                f"{path} holds a {saved}, but the model given is a {type(model).__name__}; "
+                f"build a {saved} to load it, or start without resume"
+            )
+        current = model.state_dict()
+        weights = payload["model"]
+        mismatched = [
+            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(current[k].shape)}"
+            for k, v in weights.items() if k in current and current[k].shape != v.shape
+        ]
+        missing = sorted(set(current) - set(weights))
+        unexpected = sorted(set(weights) - set(current))
+        if mismatched or missing or unexpected:
+            detail = "; ".join(mismatched[:3] + [f"missing {missing[:3]}"] * bool(missing)
+                               + [f"unexpected {unexpected[:3]}"] * bool(unexpected))
+            raise CheckpointError(
+                f"{path} does not fit this {type(model).__name__} (another width or version?): {detail}"
+            )
+        model.load_state_dict(weights)
+    return payload

@@ -1,0 +1,410 @@
+"""CIFAR-10, from wherever the learner has it, decoded once into memory; and its augmentations.
+
+Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009.
+
+Where the data comes from, in the order tried (``root`` is the argument, else ``$COURSE_DATA_DIR``,
+else ``data/`` at the repository root, whatever the working directory):
+
+1. an image folder: ``root/train/<class>/*.png|jpg`` and ``root/test/<class>/...``;
+2. torchvision's official archive, already extracted: ``root/cifar-10-batches-py/``;
+3. a ``.tar.gz`` in ``root`` holding either of them (extracted once, next to itself);
+4. torchvision's download of the official archive, when online.
+
+With none of these, one ``DataNotFoundError`` says where it looked and how to provide the data.
+Decoded images are cached as ``root/cifar10-decoded.npz`` so the next notebook starts in a second.
+"""
+from __future__ import annotations
+
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .runtime import DATA_ENV, REPO_ROOT
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SIZE = 32
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CACHE_NAME = "cifar10-decoded.npz"
+_CACHE_VERSION = 1
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of CIFAR-10 could be found or downloaded."""
+
+
+class DataFormatError(ValueError):
+    """A copy of CIFAR-10 was found but cannot be read as it is."""
+
+
+@dataclass
+class CIFAR10Data:
+    """Both splits in memory: images ``(N, 32, 32, 3) uint8`` (HWC, RGB) and labels ``(N,) int64``."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...] = CLASSES
+    source: str = ""
+    mean: tuple[float, float, float] = field(init=False)
+    std: tuple[float, float, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = channel_stats(self.train_images)
+
+    def __repr__(self) -> str:
+        return (
+            f"CIFAR10Data(train={len(self.train_labels)}, test={len(self.test_labels)}, "
+            f"classes={len(self.classes)}, source={self.source!r})"
+        )
+
+    def subset(self, train_per_class: int | None, test_per_class: int | None, seed: int = 0) -> "CIFAR10Data":
+        """A stratified subset: the first ``n`` images of each class after a seeded shuffle.
+
+        Mean and std are recomputed from the subset's train split.
+        """
+        tr = stratified_indices(self.train_labels, train_per_class, seed)
+        te = stratified_indices(self.test_labels, test_per_class, seed)
+        return CIFAR10Data(
+            self.train_images[tr], self.train_labels[tr], self.test_images[te], self.test_labels[te],
+            self.classes, f"{self.source} (subset {len(tr)}/{len(te)})",
+        )
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 HWC images, on the 0–1 scale."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in x.std(0))
+
+
+def stratified_indices(labels: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of ``per_class`` examples of every class (all of them when ``per_class`` is None)."""
+    if per_class is None:
+        return np.arange(len(labels))
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(rng.permutation(idx)[:per_class])
+    return np.sort(np.concatenate(picks))
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and decoding the data
+# --------------------------------------------------------------------------------------------
+
+def default_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$COURSE_DATA_DIR``, else ``data/`` in the repository."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise DataNotFoundError(
+                f"{DATA_ENV}={env!r} points to a folder that does not exist. Create it and put CIFAR-10 "
+                f"there, or unset {DATA_ENV} to use {REPO_ROOT / 'data'}."
+            )
+        return path
+    return REPO_ROOT / "data"
+
+
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True) -> CIFAR10Data:
+    """Load CIFAR-10 (both splits) into memory from the first source found; see the module docstring."""
+    root = default_root(root)
+    looked: list[str] = []
+
+    if cache and (root / CACHE_NAME).is_file():
+        data = _read_cache(root / CACHE_NAME)
+        if data is not None:
+            return data
+
+    folder = _find_image_folder(root)
+    looked.append(f"an image folder {root}/train/<class>/ and {root}/test/<class>/")
+    if folder is not None:
+        data = _from_image_folder(folder)
+        return _write_cache(root, data) if cache else data
+
+    batches = root / "cifar-10-batches-py"
+    looked.append(f"torchvision's extracted archive {batches}/")
+    if batches.is_dir():
+        data = _from_torchvision(root, download=False)
+        return _write_cache(root, data) if cache else data
+
+    archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
+    looked.append(f"a .tar.gz archive in {root}/")
+    for archive in archives:
+        _extract(archive, root)
+        return load_cifar10(root, download=download, cache=cache)
+
+    if download:
+        looked.append("torchvision's download of the official archive")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            data = _from_torchvision(root, download=True)
+        except (OSError, RuntimeError) as err:  # URLError, SSL errors, timeouts, bad checksums
+            reason = f"the download failed ({type(err).__name__}: {err})"
+        else:
+            return _write_cache(root, data) if cache else data
+    else:
+        reason = "download was turned off"
+
+    raise DataNotFoundError(
+        "CIFAR-10 not found. Looked for:\n  - " + "\n  - ".join(looked) + f"\nand {reason}.\n"
+        "To fix it, either\n"
+        f"  * put a copy in {root}: a folder with train/<class>/ and test/<class>/ images, or a .tar.gz "
+        "of one (the offline copy: tar -xzf cifar10-jpeg.tar.gz -C " + str(root) + "), or\n"
+        f"  * point {DATA_ENV} (or data_dir=... / --data-dir) at the folder that holds your copy, or\n"
+        "  * go online once: torchvision downloads the official archive to that folder."
+    )
+
+
+def _find_image_folder(root: Path) -> Path | None:
+    """``root`` itself, or its only sub-folder, when it holds ``train/`` and ``test/``."""
+    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+    for c in candidates:
+        if (c / "train").is_dir() and (c / "test").is_dir():
+            return c
+    return None
+
+
+def _extract(archive: Path, root: Path) -> None:
+    """Extract a .tar.gz once (safely: no paths outside ``root``)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(root, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataFormatError(
+            f"{archive} could not be extracted ({type(err).__name__}: {err}); the archive is truncated or corrupt. "
+            "Download or copy it again (its size and checksum should match the original), then retry."
+        ) from err
+    if _find_image_folder(root) is None and not (root / "cifar-10-batches-py").is_dir():
+        raise DataFormatError(
+            f"{archive} was extracted into {root} but holds neither train/<class>/ + test/<class>/ folders "
+            "nor torchvision's cifar-10-batches-py/. Check that it is a CIFAR-10 archive."
+        )
+
+
+def _from_torchvision(root: Path, download: bool) -> CIFAR10Data:
+    from torchvision.datasets import CIFAR10
+
+    train = CIFAR10(str(root), train=True, download=download)
+    test = CIFAR10(str(root), train=False, download=download)
+    return CIFAR10Data(
+        np.ascontiguousarray(train.data), np.asarray(train.targets, dtype=np.int64),
+        np.ascontiguousarray(test.data), np.asarray(test.targets, dtype=np.int64),
+        tuple(train.classes), source=f"torchvision archive in {root}",
+    )
+
+
+def _from_image_folder(folder: Path) -> CIFAR10Data:
+    train_classes = _class_dirs(folder / "train")
+    test_classes = _class_dirs(folder / "test")
+    if [c.name for c in train_classes] != [c.name for c in test_classes]:
+        raise DataFormatError(
+            f"train/ and test/ in {folder} hold different classes: "
+            f"train={[c.name for c in train_classes]}, test={[c.name for c in test_classes]}. "
+            "Both splits need one sub-folder per class, with the same names."
+        )
+    classes = tuple(c.name for c in train_classes)
+    xtr, ytr = _decode_split(train_classes)
+    xte, yte = _decode_split(test_classes)
+    return CIFAR10Data(xtr, ytr, xte, yte, classes, source=f"image folder {folder}")
+
+
+def _class_dirs(split: Path) -> list[Path]:
+    dirs = sorted(p for p in split.iterdir() if p.is_dir())
+    if not dirs:
+        raise DataFormatError(f"{split} has no class sub-folders; expected {split}/<class>/*.png|jpg")
+    missing = [c for c in CLASSES if c not in {d.name for d in dirs}]
+    if len(dirs) == len(CLASSES) and missing:
+        warnings.warn(f"{split}: class folders {[d.name for d in dirs]} are not CIFAR-10's names", stacklevel=3)
+    elif missing and len(dirs) < len(CLASSES):
+        raise DataFormatError(
+            f"{split} lacks the class folder(s) {missing}; CIFAR-10 has 10 classes: {', '.join(CLASSES)}. "
+            "Copy the missing folders, or extract the archive again."
+        )
+    return dirs
+
+
+def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels, skipped, converted = [], [], [], []
+    for label, d in enumerate(class_dirs):
+        files = sorted(f for f in d.iterdir() if f.is_file())
+        count = 0
+        for f in files:
+            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append(f.name)
+                continue
+            try:
+                with Image.open(f) as im:
+                    if im.mode != "RGB" or im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                        converted.append(f"{f.name} ({im.mode}, {im.size[0]}x{im.size[1]})")
+                        im = im.convert("RGB")
+                        if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                            im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                    images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as err:
+                raise DataFormatError(
+                    f"{f} is not a readable image ({err}). Delete or replace it, then load again."
+                ) from err
+            labels.append(label)
+            count += 1
+        if count == 0:
+            raise DataFormatError(
+                f"class folder {d} holds no images ({IMAGE_EXTENSIONS}); every class needs images. "
+                "Copy its images again, or extract the archive again."
+            )
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} non-image file(s), e.g. {skipped[:3]}", stacklevel=3)
+    if converted:
+        warnings.warn(
+            f"converted {len(converted)} image(s) to 32x32 RGB, e.g. {converted[:3]}", stacklevel=3
+        )
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _write_cache(root: Path, data: CIFAR10Data) -> CIFAR10Data:
+    path = root / CACHE_NAME
+    tmp = path.with_suffix(".tmp.npz")
+    try:
+        np.savez(tmp, version=_CACHE_VERSION, source=data.source, classes=np.array(data.classes),
+                 xtr=data.train_images, ytr=data.train_labels, xte=data.test_images, yte=data.test_labels)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only data folder is fine: we just decode again next time
+        warnings.warn(f"could not write the decoded cache {path}: {err}", stacklevel=2)
+    return data
+
+
+def _read_cache(path: Path) -> CIFAR10Data | None:
+    try:
+        with np.load(path) as z:
+            if int(z["version"]) != _CACHE_VERSION:
+                return None
+            return CIFAR10Data(z["xtr"], z["ytr"], z["xte"], z["yte"], tuple(str(c) for c in z["classes"]),
+                               source=str(z["source"]) + " (decoded cache)")
+    except (OSError, KeyError, ValueError):
+        warnings.warn(f"ignoring unreadable cache {path}; decoding the images again", stacklevel=3)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation (albumentations 2.x)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The course's augmentation, in one place. Probabilities are per image."""
+
+    flip_p: float = 0.5
+    shift: float = 0.1          # translate up to ±10% of the side (±3 px)
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate: float = 15.0        # degrees
+    affine_p: float = 0.5
+    hole: int = 16              # one 16x16 hole (Cutout, DeVries & Taylor 2017)
+    dropout_p: float = 0.5
+
+
+def train_transforms(mean: Sequence[float], std: Sequence[float], config: AugmentConfig = AugmentConfig(),
+                     to_tensor: bool = True):
+    """The course's train pipeline: HorizontalFlip, shift-scale-rotate (``Affine``), CoarseDropout with one
+    16×16 hole filled with the dataset mean, Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
+
+    ``mean`` and ``std`` are per channel on the 0–1 scale (``CIFAR10Data.mean``/``.std``). The hole is
+    filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale: after Normalize it
+    becomes exactly 0, the value the network sees on average.
+    """
+    import albumentations as A
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
+    _check_stats(mean, std)
+    fill = tuple(255.0 * m for m in mean)
+    steps = [
+        A.HorizontalFlip(p=config.flip_p),
+        A.Affine(translate_percent=(-config.shift, config.shift), scale=config.scale,
+                 rotate=(-config.rotate, config.rotate), border_mode=cv2.BORDER_REFLECT_101, p=config.affine_p),
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(config.hole, config.hole),
+                        hole_width_range=(config.hole, config.hole), fill=fill, p=config.dropout_p),
+        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+    ]
+    if to_tensor:
+        steps.append(ToTensorV2())
+    return A.Compose(steps)
+
+
+def test_transforms(mean: Sequence[float], std: Sequence[float], to_tensor: bool = True):
+    """The test pipeline: Normalize only (and ``ToTensorV2``)."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    _check_stats(mean, std)
+    steps = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)]
+    if to_tensor:
+        steps.append(ToTensorV2())
+    return A.Compose(steps)
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
+    if any(m > 1.0 for m in mean) or any(s <= 0 or s > 1.0 for s in std):
+        raise ValueError(
+            f"mean and std must be on the 0-1 scale (e.g. CIFAR10Data.mean), got mean={mean}, std={std}"
+        )
+
+
+class AlbumentationsDataset(Dataset):
+    """Images in memory (``(N, H, W, 3) uint8``) and labels, passed through an albumentations pipeline."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return image, int(self.labels[i])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own, reproducible augmentation stream."""
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0, augment: bool = True,
+                 seed: int = 0, device: torch.device | str = "cpu", test_batch_size: int = 1000,
+                 augment_config: AugmentConfig = AugmentConfig()) -> tuple[DataLoader, DataLoader]:
+    """Train and test loaders. The train loader shuffles with its own seeded generator."""
+    train_tf = train_transforms(data.mean, data.std, augment_config) if augment else test_transforms(data.mean, data.std)
+    train_tf.set_random_seed(seed)
+    train_ds = AlbumentationsDataset(data.train_images, data.train_labels, train_tf)
+    test_ds = AlbumentationsDataset(data.test_images, data.test_labels, test_transforms(data.mean, data.std))
+    pin = torch.device(device).type == "cuda"
+    common = dict(num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator,
+                       worker_init_fn=_seed_worker if num_workers > 0 else None, **common)
+    test = DataLoader(test_ds, batch_size=test_batch_size, shuffle=False, **common)
+    return train, test

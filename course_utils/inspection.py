@@ -1,0 +1,224 @@
+"""Looking inside a model: a torchsummary table that works on any device, and the receptive field of
+every conv/pool layer, measured by running the model once.
+
+``receptive_field`` follows the data, not the module list: it watches every tensor operation of one
+forward pass (``TorchFunctionMode``), so residual branches, functional calls and layers used twice
+are all accounted for. Where branches meet (``x + f(x)``), the larger receptive field is kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .arithmetic import effective_kernel
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Run in eval mode and restore the previous mode, so inspecting never moves BatchNorm statistics."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_table: bool = True) -> dict:
+    """torchsummary's layer table, on whatever device the model is (CPU-only machines included).
+
+    Returns ``{"total_params": ..., "trainable_params": ..., "table": str}``.
+    """
+    from torchsummary import summary as _summary
+
+    device = _model_device(model)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"summary works on CPU or CUDA models; move the model from {device} with model.cpu()")
+    buffer = io.StringIO()
+    with _eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(buffer):
+        _summary(model, tuple(input_size), device=device.type)
+    table = buffer.getvalue()
+    if print_table:
+        print(table, end="")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total_params": total, "trainable_params": trainable, "table": table}
+
+
+@dataclass(frozen=True)
+class RFRow:
+    """One conv/pool layer: its settings, output size, jump and receptive field (input pixels)."""
+
+    name: str
+    op: str
+    kernel: int
+    stride: int
+    dilation: int
+    padding: int
+    output_size: tuple[int, int]
+    jump: float
+    rf: float
+    global_pool: bool = False
+
+
+class ReceptiveFieldTable(list):
+    """Rows of ``RFRow`` in execution order. ``final`` is the receptive field of the last conv/pool
+    layer before global pooling: how much of the image one position of the last feature map sees."""
+
+    @property
+    def final(self) -> int:
+        rows = [r for r in self if not r.global_pool]
+        if not rows:
+            raise ValueError("the model has no conv or pool layer")
+        return int(rows[-1].rf)
+
+    def __str__(self) -> str:
+        header = ("layer", "op", "k", "s", "d", "p", "out", "jump", "RF")
+        lines = [
+            (r.name or "-", r.op, str(r.kernel), str(r.stride), str(r.dilation), str(r.padding),
+             f"{r.output_size[0]}x{r.output_size[1]}", f"{r.jump:g}", f"{r.rf:g}" + (" (global)" if r.global_pool else ""))
+            for r in self
+        ]
+        widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(header)]
+        fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+        out = [fmt.format(*header), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+        out += [fmt.format(*l) for l in lines]
+        out.append(f"final receptive field: {self.final} pixels")
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+
+_CONV = {"conv1d", "conv2d", "conv3d"}
+_POOL = {"max_pool2d", "avg_pool2d", "lp_pool2d"}
+_ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
+_UPSAMPLE = {"pixel_shuffle", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
+
+
+def _pair(v) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(set(v)) != 1:
+            raise ValueError(f"receptive_field assumes square kernels, strides and paddings; got {tuple(v)}")
+        return int(v[0])
+    return int(v)
+
+
+def _arg(args, kwargs, index: int, name: str, default):
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+class _Tracker(TorchFunctionMode):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.meta: dict[int, tuple[float, float]] = {}
+        self.keep: list[torch.Tensor] = []  # keep tensors alive so their ids stay unique
+        self.rows = ReceptiveFieldTable()
+        self.names = names
+
+    def mark(self, t: torch.Tensor, rf: float, jump: float) -> None:
+        self.meta[id(t)] = (rf, jump)
+        self.keep.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor) and id(a) in self.meta]
+        if not inputs:
+            return out
+        rf = max(self.meta[id(a)][0] for a in inputs)
+        jump = max(self.meta[id(a)][1] for a in inputs)
+        name = getattr(func, "__name__", "")
+        x = args[0] if args else kwargs.get("input")
+        if isinstance(out, torch.Tensor) and out.dim() >= 3 and isinstance(x, torch.Tensor):
+            row = None
+            if name in _CONV:
+                weight = _arg(args, kwargs, 1, "weight", None)
+                k = _pair(weight.shape[-1])
+                s = _pair(_arg(args, kwargs, 3, "stride", 1))
+                p = _arg(args, kwargs, 4, "padding", 0)
+                d = _pair(_arg(args, kwargs, 5, "dilation", 1))
+                p = (d * (k - 1) // 2 if p == "same" else 0) if isinstance(p, str) else _pair(p)
+                row = ("conv", k, s, d, p, False)
+            elif name in _POOL:
+                k = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
+                s = _arg(args, kwargs, 2, "stride", None)
+                s = k if s in (None, [], ()) else _pair(s)
+                p = _pair(_arg(args, kwargs, 3, "padding", 0))
+                d = _pair(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
+                is_global = out.shape[-1] == 1 and out.shape[-2] == 1
+                row = (name.split("_")[0] + "pool", k, s, d, p, is_global)
+            elif name in _ADAPTIVE:
+                k, s = x.shape[-1] // out.shape[-1], x.shape[-1] // out.shape[-1]
+                row = (name.split("_")[1] + "pool", k, s, 1, 0, out.shape[-1] == 1 and out.shape[-2] == 1)
+            elif name == "conv_transpose2d":  # an upsampling conv: outputs sit jump/stride apart
+                weight = _arg(args, kwargs, 1, "weight", None)
+                k = _pair(weight.shape[-1])
+                s = _pair(_arg(args, kwargs, 3, "stride", 1))
+                p = _pair(_arg(args, kwargs, 4, "padding", 0))
+                d = _pair(_arg(args, kwargs, 7, "dilation", 1))
+                jump = jump / s
+                rf = rf + (effective_kernel(k, d) - 1) * jump
+                self.rows.append(RFRow(self.names[-1] if self.names else "", "convT", k, s, d, p,
+                                       (int(out.shape[-2]), int(out.shape[-1])), jump, rf, False))
+            elif name in _UPSAMPLE:  # no new context, denser outputs
+                jump = jump * x.shape[-1] / out.shape[-1]
+            if row is not None:
+                op, k, s, d, p, is_global = row
+                rf = rf + (effective_kernel(k, d) - 1) * jump
+                jump = jump * s
+                self.rows.append(RFRow(self.names[-1] if self.names else "", op, k, s, d, p,
+                                       (int(out.shape[-2]), int(out.shape[-1])), jump, rf, is_global))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.mark(t, rf, jump)
+        return out
+
+
+def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32),
+                    print_table: bool = False) -> ReceptiveFieldTable:
+    """The receptive field (and jump) after every conv/pool layer of ``model``, in execution order.
+
+    One forward pass of a random ``(1, *input_size)`` batch in eval mode is watched; nothing is
+    trained or changed. Rows name the module that ran the operation (``c2.1.body.1.0``). ``.final``
+    is the receptive field of the last conv/pool layer before global pooling; printing the table
+    shows every row.
+    """
+    names: list[str] = []
+
+    def enter(name: str):
+        def hook(module, args) -> None:
+            names.append(name)
+        return hook
+
+    def leave(module, args, output) -> None:
+        names.pop()
+
+    hooks = []
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(enter(name)))
+        hooks.append(module.register_forward_hook(leave))
+    x = torch.rand(1, *input_size, device=_model_device(model))
+    tracker = _Tracker(names)
+    tracker.mark(x, 1.0, 1.0)
+    try:
+        with _eval_mode(model), torch.no_grad(), tracker:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if print_table:
+        print(tracker.rows)
+    return tracker.rows

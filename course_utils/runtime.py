@@ -1,0 +1,81 @@
+"""Where the kit runs: device choice, seeding, smoke mode and the repository's folders.
+
+Nothing here touches the network or the GPU at import time.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: The repository root (the folder holding ``course_utils/``), whatever the working directory.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SMOKE_ENV = "COURSE_SMOKE"
+DATA_ENV = "COURSE_DATA_DIR"
+
+
+def is_smoke() -> bool:
+    """True when ``COURSE_SMOKE`` is set to 1/true/yes: tiny data and few epochs, for CI on a CPU."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The device to train on: ``name`` if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``),
+    else the first available of cuda, mps, cpu.
+
+    Asking for a device that is not there raises a ``ValueError`` that says what is available.
+    """
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch (all devices).
+
+    ``deterministic=True`` also asks cuDNN for deterministic kernels (slower). On a CPU the same seed
+    already gives the same run; on a GPU some kernels stay non-deterministic (see README).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def figures_dir() -> Path:
+    """``figures/`` at the repository root (created on demand)."""
+    path = REPO_ROOT / "figures"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    """``runs/`` at the repository root, where run records and checkpoints go (git-ignored)."""
+    path = REPO_ROOT / "runs"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def environment() -> str:
+    """One line for the top of a notebook: device, smoke mode, library versions."""
+    return f"device: {get_device()} | smoke mode: {is_smoke()} | torch {torch.__version__}"

@@ -1,0 +1,293 @@
+"""Training: ``train_one_epoch``, ``evaluate``, ``fit``. The device is always passed in.
+
+OneCycle schedule: Smith & Topin, "Super-Convergence", 2017, https://arxiv.org/abs/1708.07120.
+Label smoothing: Szegedy et al., "Rethinking the Inception Architecture", 2015.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run. Losses are averages per image; accuracies are percentages."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    def append(self, **row: float) -> None:
+        for key, value in row.items():
+            getattr(self, key).append(value)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    @property
+    def best_test_acc(self) -> float:
+        return max(self.test_acc, default=float("nan"))
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.test_acc[-1] if self.test_acc else float("nan")
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "History":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def __str__(self) -> str:
+        if not self.epoch:
+            return "History(empty)"
+        return (f"History({len(self)} epochs, best test acc {self.best_test_acc:.2f}%, "
+                f"final {self.final_test_acc:.2f}%, {self.total_seconds:.0f} s)")
+
+
+# --------------------------------------------------------------------------------------------
+# One epoch, and evaluation
+# --------------------------------------------------------------------------------------------
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA where supported (fp16 otherwise); a no-op elsewhere."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    device: torch.device, scheduler=None, loss_fn: Callable | None = None,
+                    amp: bool = True, channels_last: bool = False, scaler: torch.amp.GradScaler | None = None,
+                    progress: bool = True, desc: str = "train") -> tuple[float, float]:
+    """One pass over ``loader``. Returns (mean loss per image, accuracy %).
+
+    The scheduler, if given, steps once per batch (OneCycle). Loss and accuracy are accumulated on
+    the device; the bar's numbers are refreshed every 20 batches to avoid a host sync per step.
+    Raises ``TrainingDivergedError`` when the epoch's loss is not finite.
+    """
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = _progress(loader, progress, desc=desc)
+    for step, (x, y) in enumerate(bar):
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach().float() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+        if progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
+    mean_loss = total_loss.item() / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise TrainingDivergedError(
+            f"the training loss became {mean_loss}; lower the learning rate (lr) or check the input data"
+        )
+    return mean_loss, 100.0 * correct.item() / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn: Callable | None = None,
+             amp: bool = True, channels_last: bool = False, progress: bool = False) -> tuple[float, float]:
+    """Mean loss per image and accuracy % over ``loader``.
+
+    The loss is summed per image and divided by the number of images (not by the number of
+    batches, and never with the log-probabilities' sign lost: the course's original logs printed a
+    negative test loss by feeding raw outputs to ``nll_loss``).
+    """
+    loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in _progress(loader, progress, desc="test"):
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            logits = model(x)
+        total_loss += loss_fn(logits.float(), y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.shape[0]
+    return total_loss.item() / max(seen, 1), 100.0 * correct.item() / max(seen, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False,
+            amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels for every example of ``loader``, as NumPy arrays."""
+    model.eval()
+    preds, labels = [], []
+    for x, y in loader:
+        with autocast_for(device, amp):
+            logits = model(_to_device(x, device, channels_last))
+        preds.append(logits.argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------
+
+def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
+    """SGD (Nesterov) or Adam, with OneCycleLR over ``config.epochs * steps_per_epoch`` steps."""
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    nesterov=True, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=config.pct_start, div_factor=config.div_factor, final_div_factor=config.final_div_factor,
+        cycle_momentum=config.optimizer == "sgd",
+    )
+    return optimizer, scheduler
+
+
+def _reseed_epoch(loader: DataLoader, seed: int) -> None:
+    """Make an epoch's shuffling, augmentation and dropout a function of (seed, epoch) alone,
+    so that a resumed run continues exactly as an uninterrupted one would (on a CPU)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if isinstance(loader.generator, torch.Generator):
+        loader.generator.manual_seed(seed)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
+        device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
+        progress: bool = True, log: Callable[[str], None] | None = print) -> History:
+    """Train ``model`` for ``config.epochs`` epochs with OneCycle, evaluating after each epoch.
+
+    Args:
+        checkpoint: where to write a checkpoint after every epoch (atomically); None for none.
+        resume: a checkpoint to continue from (``True`` means ``checkpoint``). The model, optimizer,
+            schedule and history are restored, and training continues at the next epoch.
+        log: called with one line per epoch (``print`` by default; None for silence).
+
+    Stopping it (Ctrl-C, a notebook's stop button) returns the history so far, marked
+    ``interrupted``; the checkpoint of the last complete epoch is on disk.
+    """
+    device = torch.device(device)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimizer(model, config, len(train_loader))
+    amp = config.amp and device.type == "cuda"
+    use_scaler = amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history = History()
+    start_epoch = 0
+
+    if resume is True:
+        resume = checkpoint
+    if resume:
+        state = load_checkpoint(resume, model, map_location=device)
+        saved = TrainConfig.from_dict(state.get("config", {}))
+        if (saved.epochs, saved.batch_size, saved.lr) != (config.epochs, config.batch_size, config.lr):
+            raise CheckpointError(
+                f"{resume} was trained with epochs={saved.epochs}, batch_size={saved.batch_size}, lr={saved.lr}; "
+                f"resume with the same settings (got epochs={config.epochs}, batch_size={config.batch_size}, "
+                f"lr={config.lr})"
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history = History.from_dict(state["history"])
+        history.interrupted = False
+        start_epoch = int(state["epoch"])
+        if log:
+            log(f"resumed from {resume} after epoch {start_epoch}")
+
+    train_model = torch.compile(model) if config.compile else model
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            _reseed_epoch(train_loader, config.seed * 1000 + epoch)
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = train_one_epoch(
+                train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
+                channels_last=config.channels_last, scaler=scaler, progress=progress,
+                desc=f"epoch {epoch + 1}/{config.epochs}")
+            test_loss, test_acc = evaluate(train_model, test_loader, device, amp=amp,
+                                           channels_last=config.channels_last)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                           test_acc=test_acc, lr=lr, seconds=seconds)
+            if log:
+                log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
+                    f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  lr {lr:.4f}  {seconds:5.1f} s")
+            if checkpoint:
+                save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
+                                scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
+                                history=history.to_dict(), epoch=epoch + 1, config=config.to_dict())
+    except KeyboardInterrupt:
+        history.interrupted = True
+        if log:
+            where = f"; the last complete epoch is saved in {checkpoint}" if checkpoint else ""
+            log(f"interrupted after {len(history)} complete epoch(s){where}. "
+                "Continue with fit(..., resume=True) or the CLI's --resume.")
+    except TrainingDivergedError as err:
+        where = f" The checkpoint of epoch {len(history)} in {checkpoint} is kept." if checkpoint else ""
+        raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
+    return history
