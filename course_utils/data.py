@@ -356,6 +356,9 @@ def test_transforms(mean: Sequence[float], std: Sequence[float], to_tensor: bool
     return A.Compose(steps)
 
 
+test_transforms.__test__ = False  # not a pytest test, despite its name
+
+
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean and std need one value per RGB channel, got mean={mean}, std={std}")
@@ -408,3 +411,12 @@ def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0,
                        worker_init_fn=_seed_worker if num_workers > 0 else None, **common)
     test = DataLoader(test_ds, batch_size=test_batch_size, shuffle=False, **common)
     return train, test
+
+
+def load_for_environment(root: str | os.PathLike | None = None) -> CIFAR10Data:
+    """``load_cifar10(root)``, cut to the smoke-mode stratified subset when ``COURSE_SMOKE=1``."""
+    from .config import SMOKE_TEST_PER_CLASS, SMOKE_TRAIN_PER_CLASS
+    from .runtime import is_smoke
+
+    data = load_cifar10(root)
+    return data.subset(SMOKE_TRAIN_PER_CLASS, SMOKE_TEST_PER_CLASS) if is_smoke() else data

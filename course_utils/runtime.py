@@ -63,9 +63,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def figures_dir() -> Path:
-    """``figures/`` at the repository root (created on demand)."""
-    path = REPO_ROOT / "figures"
-    path.mkdir(exist_ok=True)
+    """``figures/`` at the repository root (created on demand); ``figures/smoke/`` (git-ignored) in
+    smoke mode, so a quick test run never overwrites the pictures the README shows."""
+    path = REPO_ROOT / "figures" / "smoke" if is_smoke() else REPO_ROOT / "figures"
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

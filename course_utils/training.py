@@ -190,10 +190,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int)
                                     nesterov=True, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * steps_per_epoch
+    if total < 2:  # a one-step run has no cycle: keep the learning rate constant
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    # tiny runs (a few steps) need at least one full step of warm-up, or OneCycle divides by zero
+    pct_start = min(0.5, max(config.pct_start, 1.5 / total))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=config.pct_start, div_factor=config.div_factor, final_div_factor=config.final_div_factor,
-        cycle_momentum=config.optimizer == "sgd",
+        optimizer, max_lr=config.lr, total_steps=total, pct_start=pct_start, div_factor=config.div_factor,
+        final_div_factor=config.final_div_factor, cycle_momentum=config.optimizer == "sgd",
     )
     return optimizer, scheduler
 

@@ -1,0 +1,185 @@
+"""Pictures for the notebooks. Every function returns its matplotlib Figure; ``save`` writes one to
+``figures/`` so the README can show it. Pure helpers (``confusion_matrix``, ``per_class_accuracy``)
+return arrays and are unit-tested.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .runtime import figures_dir
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, name: str, dpi: int = 110):
+    """Save ``fig`` as ``figures/<name>.png`` and return the path."""
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def to_display(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """An HWC uint8 image, or a CHW normalised tensor/array, as an HWC float image in [0, 1]."""
+    x = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if x.ndim == 3 and x.shape[0] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = x.transpose(1, 2, 0)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if mean is not None and std is not None:
+        x = x * np.asarray(std) + np.asarray(mean)
+    return np.clip(x, 0.0, 1.0)
+
+
+def class_balance(labels: np.ndarray, classes: Sequence[str], title: str = "images per class"):
+    plt = _plt()
+    counts = np.bincount(labels, minlength=len(classes))
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(classes, counts, color="tab:blue")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    for i, c in enumerate(counts):
+        ax.text(i, c, str(c), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 8, seed: int = 0):
+    """``per_class`` random images of every class, one row per class."""
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.9, len(classes) * 0.95))
+    for c, name in enumerate(classes):
+        idx = rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
+        for j, i in enumerate(idx):
+            ax = axes[c, j]
+            ax.imshow(to_display(images[i]), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig
+
+
+def pixel_histograms(images: np.ndarray, bins: int = 64):
+    """Distribution of pixel values per RGB channel."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for ch, color in enumerate(("red", "green", "blue")):
+        hist, edges = np.histogram(images[..., ch], bins=bins, range=(0, 255), density=True)
+        ax.plot(edges[:-1], hist, color=color, label=color)
+    ax.set_xlabel("pixel value")
+    ax.set_ylabel("density")
+    ax.set_title("pixel values per channel")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int = 4, n_draws: int = 6, seed: int = 0):
+    """Each row: an original image, then ``n_draws`` outputs of ``transform`` on it."""
+    plt = _plt()
+    transform.set_random_seed(seed)
+    fig, axes = plt.subplots(n_images, n_draws + 1, figsize=((n_draws + 1) * 1.2, n_images * 1.25))
+    for r in range(n_images):
+        axes[r, 0].imshow(to_display(images[r]))
+        axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)
+        for c in range(1, n_draws + 1):
+            axes[r, c].imshow(to_display(transform(image=images[r])["image"], mean, std))
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.05, hspace=0.1)
+    return fig
+
+
+def training_curves(history, title: str = ""):
+    """Loss and accuracy per epoch, train and test, and the learning rate."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    e = history.epoch
+    axes[0].plot(e, history.train_loss, label="train")
+    axes[0].plot(e, history.test_loss, label="test")
+    axes[0].set_title("loss per image")
+    axes[1].plot(e, history.train_acc, label="train")
+    axes[1].plot(e, history.test_acc, label="test")
+    axes[1].set_title(f"accuracy % (best test {history.best_test_acc:.2f})")
+    axes[2].plot(e, history.lr, color="tab:green")
+    axes[2].set_title("learning rate at epoch start")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(), axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``m[true, predicted]``."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    if preds.shape != labels.shape:
+        raise ValueError(f"preds {preds.shape} and labels {labels.shape} differ in shape")
+    return np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Accuracy % of each class (NaN for a class with no examples)."""
+    m = confusion_matrix(preds, labels, num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * np.diag(m) / m.sum(1)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], normalize: bool = True):
+    plt = _plt()
+    m = matrix / np.maximum(matrix.sum(1, keepdims=True), 1) if normalize else matrix
+    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    im = ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{m[i, j]:.2f}" if normalize else str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_accuracy(acc: np.ndarray, classes: Sequence[str]):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(classes, acc, color="tab:orange")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test accuracy %")
+    ax.tick_params(axis="x", rotation=45)
+    for i, a in enumerate(acc):
+        ax.text(i, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_grid(images: np.ndarray, preds: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                       n: int = 20, cols: int = 10, seed: int = 0):
+    """``n`` misclassified test images, titled "true → predicted"."""
+    plt = _plt()
+    wrong = np.flatnonzero(preds != labels)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(wrong, size=min(n, len(wrong)), replace=False) if len(wrong) else []
+    rows = max(1, int(np.ceil(len(pick) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, pick):
+        ax.imshow(to_display(images[i]), interpolation="nearest")
+        ax.set_title(f"{classes[labels[i]]}\n→ {classes[preds[i]]}", fontsize=7)
+    fig.subplots_adjust(wspace=0.1, hspace=0.5)
+    return fig

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny CIFAR-like image folder the tests make themselves (no real data needed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_utils.data import CLASSES
+
+torch.set_num_threads(1)
+
+
+def write_image_folder(root, train_per_class=6, test_per_class=3, ext="png", seed=0):
+    """Write random 32x32 RGB images as root/train/<class>/*.ext and root/test/<class>/*.ext.
+    Each class gets its own mean colour so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array([(c * 25) % 256, (c * 70) % 256, 255 - c * 25], dtype=np.int16)
+                img = np.clip(base + rng.integers(-20, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:04d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_image_folder(tmp_path / "cifar")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch):
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)

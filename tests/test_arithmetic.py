@@ -1,0 +1,64 @@
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import arithmetic as ar
+from course_utils import conv_output_size
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,dilation",
+                         [c for c in itertools.product([5, 8, 32], [1, 3, 5], [1, 2, 3], [0, 1, 2], [1, 2])
+                          if c[0] + 2 * c[3] >= c[4] * (c[1] - 1) + 1])
+def test_conv_output_size_matches_pytorch(size, kernel, stride, padding, dilation):
+    conv = nn.Conv2d(1, 1, kernel, stride, padding, dilation)
+    out = conv(torch.zeros(1, 1, size, size))
+    assert conv_output_size(size, kernel, stride, padding, dilation) == out.shape[-1]
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,output_padding,dilation",
+                         [(4, 3, 2, 1, 1, 1), (4, 4, 2, 1, 0, 1), (7, 3, 1, 0, 0, 2), (5, 2, 2, 0, 0, 1),
+                          (8, 3, 3, 1, 2, 1), (3, 5, 2, 2, 1, 1)])
+def test_transposed_output_size_matches_pytorch(size, kernel, stride, padding, output_padding, dilation):
+    conv = nn.ConvTranspose2d(1, 1, kernel, stride, padding, output_padding, dilation=dilation)
+    out = conv(torch.zeros(1, 1, size, size))
+    assert conv_output_size(size, kernel, stride, padding, dilation, transposed=True,
+                            output_padding=output_padding) == out.shape[-1]
+
+
+def test_conv_output_size_errors_name_the_numbers():
+    with pytest.raises(ValueError, match="does not fit"):
+        conv_output_size(3, 5)  # 5x5 kernel on a 3-pixel input, no padding
+    with pytest.raises(ValueError, match="spanning 9"):
+        conv_output_size(8, 3, dilation=4)
+    with pytest.raises(ValueError, match="stride"):
+        conv_output_size(8, 3, stride=0)
+    with pytest.raises(ValueError, match="output_padding"):
+        conv_output_size(8, 3, stride=2, transposed=True, output_padding=2)
+    with pytest.raises(ValueError, match="transposed"):
+        conv_output_size(8, 3, output_padding=1)
+
+
+def test_params_and_macs_match_pytorch():
+    conv = nn.Conv2d(16, 32, 3, padding=1)
+    assert ar.conv_params(16, 32, 3) == sum(p.numel() for p in conv.parameters())
+    grouped = nn.Conv2d(64, 64, 3, groups=32, bias=False)
+    assert ar.conv_params(64, 64, 3, groups=32, bias=False) == grouped.weight.numel() == 1152
+    assert ar.conv_macs(16, 32, 3, 32) == 9 * 16 * 32 * 32 * 32
+    with pytest.raises(ValueError, match="divisible"):
+        ar.conv_params(10, 16, 3, groups=4)
+
+
+def test_separable_ratio_formula():
+    # 1/C_out + 1/k^2
+    assert ar.separable_ratio(64, 128, 3) == pytest.approx(1 / 128 + 1 / 9)
+
+
+def test_receptive_field_of_stack():
+    # three 3x3 convs: 3, 5, 7; then a stride-2 conv doubles the jump; a dilated conv adds (5-1)*2
+    rows = ar.receptive_field_of_stack([(3, 1), (3, 1), (3, 1), (3, 2), (3, 1, 2)])
+    assert [r for r, _ in rows] == [3, 5, 7, 9, 17]
+    assert [j for _, j in rows] == [1, 1, 1, 2, 2]
+    assert ar.effective_kernel(3, 2) == 5
+    assert ar.dilation_for_receptive_field(9) == 4

@@ -1,0 +1,40 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from course_utils.__main__ import main
+
+
+def test_invalid_arguments_print_usage_and_exit_non_zero(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "zero"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "--epochs: expected a whole number, got 'zero'" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "vgg"])
+    assert "invalid choice: 'vgg'" in capsys.readouterr().err
+
+
+def test_missing_data_is_one_clear_line(tmp_path, capsys):
+    code = main(["train", "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: CIFAR-10 not found") and "Traceback" not in err
+
+
+def test_train_end_to_end(image_folder, tmp_path):
+    env = {**os.environ, "COURSE_SMOKE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "train", "--data-dir", str(image_folder),
+                           "--subset", "5", "--epochs", "1", "--device", "cpu", "--no-progress", "--seed", "11"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch   1/1" in proc.stdout and "final test accuracy" in proc.stdout
+    path = proc.stdout.strip().splitlines()[-1].split("run record: ")[1]
+    record = json.loads(open(path).read())
+    assert record["model"] == "cifarnet" and record["parameters"] < 200_000 and record["epochs"] == 1
+    assert record["data"]["train"] == 50 and record["device"] == "cpu"
+    os.remove(path)
+    os.remove(path.replace(".json", ".pt"))

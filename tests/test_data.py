@@ -1,0 +1,156 @@
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_utils import data as D
+from course_utils.data import (AugmentConfig, DataFormatError, DataNotFoundError, load_cifar10, make_loaders,
+                               test_transforms, train_transforms)
+
+from conftest import write_image_folder
+
+
+def test_image_folder_is_decoded_into_memory(image_folder):
+    d = load_cifar10(image_folder, download=False)
+    assert d.train_images.shape == (60, 32, 32, 3) and d.train_images.dtype == np.uint8
+    assert d.test_images.shape == (30, 32, 32, 3)
+    assert d.classes == D.CLASSES
+    assert np.bincount(d.train_labels).tolist() == [6] * 10
+    # the per-channel statistics are those of the train split
+    x = d.train_images.reshape(-1, 3) / 255.0
+    assert np.allclose(d.mean, x.mean(0)) and np.allclose(d.std, x.std(0))
+    # decoded once: the second load reads the cache
+    assert (image_folder / D.CACHE_NAME).is_file()
+    again = load_cifar10(image_folder, download=False)
+    assert "decoded cache" in again.source
+    assert np.array_equal(again.train_images, d.train_images) and np.array_equal(again.test_labels, d.test_labels)
+
+
+def test_jpeg_folder_and_tar_archive(tmp_path):
+    src = write_image_folder(tmp_path / "src", 2, 1, ext="jpg")
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+        tar.add(src / "train", arcname="train")
+        tar.add(src / "test", arcname="test")
+    d = load_cifar10(root, download=False)
+    assert len(d.train_labels) == 20 and len(d.test_labels) == 10
+    assert (root / "train" / "cat").is_dir()  # extracted once, next to the archive
+
+
+def test_env_var_and_default_root(image_folder, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(image_folder))
+    assert len(load_cifar10(download=False).train_labels) == 60
+    monkeypatch.setenv("COURSE_DATA_DIR", str(image_folder / "nowhere"))
+    with pytest.raises(DataNotFoundError, match="COURSE_DATA_DIR=.*does not exist"):
+        load_cifar10(download=False)
+
+
+def test_offline_without_data_says_where_it_looked_and_what_to_do(tmp_path):
+    with pytest.raises(DataNotFoundError) as info:
+        load_cifar10(tmp_path, download=False)
+    msg = str(info.value)
+    assert str(tmp_path) in msg and "train/<class>" in msg and "cifar-10-batches-py" in msg
+    assert "COURSE_DATA_DIR" in msg and "tar -xzf" in msg
+
+
+def test_failed_download_is_reported(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+    monkeypatch.setattr(D, "_from_torchvision", offline)
+    with pytest.raises(DataNotFoundError, match="download failed.*name resolution"):
+        load_cifar10(tmp_path, download=True)
+
+
+def test_corrupt_archive(tmp_path):
+    (tmp_path / "cifar.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 this is not a whole archive")
+    with pytest.raises(DataFormatError, match="truncated or corrupt"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_missing_and_empty_class(image_folder):
+    import shutil
+    shutil.rmtree(image_folder / "train" / "frog")
+    with pytest.raises(DataFormatError, match="lacks the class folder.*frog"):
+        load_cifar10(image_folder, download=False, cache=False)
+    (image_folder / "train" / "frog").mkdir()
+    with pytest.raises(DataFormatError, match="frog holds no images"):
+        load_cifar10(image_folder, download=False, cache=False)
+
+
+def test_odd_files_in_the_folder(image_folder):
+    (image_folder / "train" / "cat" / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(image_folder / "train" / "dog" / "gray.png")
+    with pytest.warns(UserWarning) as record:
+        d = load_cifar10(image_folder, download=False, cache=False)
+    messages = " ".join(str(w.message) for w in record)
+    assert "skipped 1 non-image file" in messages and "notes.txt" in messages
+    assert "converted 1 image(s) to 32x32 RGB" in messages and "gray.png (L, 48x40)" in messages
+    assert d.train_images.shape == (61, 32, 32, 3)
+    (image_folder / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataFormatError, match="broken.png is not a readable image"):
+        load_cifar10(image_folder, download=False, cache=False)
+
+
+def test_stratified_subset(image_folder):
+    d = load_cifar10(image_folder, download=False).subset(2, 1)
+    assert np.bincount(d.train_labels).tolist() == [2] * 10 and np.bincount(d.test_labels).tolist() == [1] * 10
+    with pytest.raises(ValueError, match="at least 1"):
+        d.subset(0, 1)
+
+
+MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def test_train_pipeline_keeps_shape_and_dtype():
+    tf = train_transforms(MEAN, STD)
+    out = tf(image=np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))["image"]
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 32, 32) and out.dtype == torch.float32
+    names = [type(t).__name__ for t in tf.transforms]
+    assert names == ["HorizontalFlip", "Affine", "CoarseDropout", "Normalize", "ToTensorV2"]
+
+
+def test_test_pipeline_is_normalize_only():
+    img = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = test_transforms(MEAN, STD)(image=img)["image"]
+    expected = (img / 255.0 - np.array(MEAN)) / np.array(STD)
+    assert np.allclose(out.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_coarse_dropout_leaves_one_16x16_mean_filled_hole():
+    # only the dropout fires; on a constant image the hole is where pixels became the mean,
+    # which Normalize turns into exactly 0
+    tf = train_transforms(MEAN, STD, AugmentConfig(flip_p=0.0, affine_p=0.0, dropout_p=1.0), to_tensor=False)
+    tf.set_random_seed(3)
+    img = np.full((32, 32, 3), 200, dtype=np.uint8)
+    for _ in range(5):
+        out = tf(image=img)["image"]
+        hole = np.all(np.abs(out) < 0.02, axis=-1)
+        rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+        assert hole.sum() == 256 and len(rows) == 16 and len(cols) == 16
+        assert rows[-1] - rows[0] == 15 and cols[-1] - cols[0] == 15
+
+
+def test_fixed_seed_gives_a_fixed_output():
+    img = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a, b = train_transforms(MEAN, STD), train_transforms(MEAN, STD)
+    a.set_random_seed(7), b.set_random_seed(7)
+    outs_a = [a(image=img)["image"] for _ in range(4)]
+    outs_b = [b(image=img)["image"] for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(outs_a, outs_b))
+    assert not all(torch.equal(outs_a[0], o) for o in outs_a[1:])  # and it is random across draws
+
+
+def test_stats_on_the_wrong_scale_are_rejected():
+    with pytest.raises(ValueError, match="0-1 scale"):
+        train_transforms((125.0, 123.0, 114.0), (63.0, 62.0, 66.0))
+
+
+def test_loaders(image_folder):
+    d = load_cifar10(image_folder, download=False)
+    train, test = make_loaders(d, batch_size=16)
+    x, y = next(iter(train))
+    assert x.shape == (16, 3, 32, 32) and y.dtype == torch.int64
+    assert sum(len(b[1]) for b in test) == 30

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from torch import nn
+
+from course_utils import receptive_field, summary
+from course_utils.layers import ConvBNAct, DepthwiseSeparableConv2d, Residual
+from course_utils.models import BaselineNet, CifarNet, count_parameters, get_model
+
+
+def test_cifarnet_meets_the_assignment():
+    model = CifarNet()
+    assert count_parameters(model) < 200_000
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert any(c.dilation[0] > 1 for c in convs), "needs a dilated convolution"
+    assert any(isinstance(m, DepthwiseSeparableConv2d) for m in model.modules())
+    assert any(c.groups == c.in_channels > 1 for c in convs), "needs a depthwise convolution"
+    assert isinstance(model.pool, nn.AdaptiveAvgPool2d)
+    rf = receptive_field(model)
+    assert rf.final > 44
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_cifarnet_backward_reaches_every_parameter():
+    model = CifarNet()
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_baseline_matches_the_original_table():
+    model = BaselineNet()
+    assert count_parameters(model) == 112_966   # the course's original torchsummary total
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3
+    # 3, 7 (5x5), 8 (pool), 8, 12, 14 (pool), 22, 30, 38, 38, 42 (pool), 58
+    assert [r.rf for r in receptive_field(model) if not r.global_pool] == [3, 7, 8, 8, 12, 14, 22, 30, 38, 38, 42, 58]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_wrong_input_gets_a_clear_error():
+    with pytest.raises(ValueError, match="expects 3 input channels, got 1"):
+        CifarNet()(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="unsqueeze"):
+        BaselineNet()(torch.randn(3, 32, 32))
+
+
+def test_get_model():
+    assert isinstance(get_model("CifarNet"), CifarNet)
+    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet"):
+        get_model("resnet50")
+
+
+def test_receptive_field_follows_residual_branches():
+    # the skip path has RF 3, the branch 3 + 2 + 2 = 7: where they meet, the larger one counts
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Residual(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1))
+    rf = receptive_field(model)
+    assert [r.rf for r in rf] == [3, 5, 7, 9, 9 + 15 * 2]
+    assert [r.name for r in rf][:3] == ["0", "1.body.0", "1.body.1"]
+    assert rf[-1].global_pool and rf.final == 9
+    assert rf[3].output_size == (16, 16) and rf[3].jump == 2
+    assert "final receptive field: 9 pixels" in str(rf)
+
+
+def test_receptive_field_leaves_model_untouched():
+    model = CifarNet().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    receptive_field(model)
+    summary(model, print_table=False)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_summary_on_cpu_counts_parameters(capsys):
+    info = summary(CifarNet(), (3, 32, 32))
+    assert info["total_params"] == count_parameters(CifarNet())
+    assert "Total params: 199,498" in capsys.readouterr().out
+
+
+def test_layers_reject_impossible_configurations():
+    with pytest.raises(ValueError, match="ConvBNAct: in_ch=10 and out_ch=16 must both be divisible by groups=4"):
+        ConvBNAct(10, 16, groups=4)
+    with pytest.raises(ValueError, match="DepthwiseSeparableConv2d: stride must be a positive integer"):
+        DepthwiseSeparableConv2d(8, 16, stride=0)
+
+
+def test_separable_parameter_count():
+    layer = DepthwiseSeparableConv2d(32, 64, norm_layer=None)  # no norm: convs carry biases
+    assert count_parameters(layer) == (9 * 32 + 32) + (32 * 64 + 64)

@@ -1,0 +1,193 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_utils.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
+from course_utils.config import TrainConfig
+from course_utils.data import load_cifar10, make_loaders
+from course_utils.models import BaselineNet, CifarNet, CifarNetConfig
+from course_utils.training import TrainingDivergedError, evaluate, fit, train_one_epoch
+
+CPU = torch.device("cpu")
+
+
+def tiny_model():
+    return CifarNet(CifarNetConfig(c1=8, c2=8, c3=16, c4=16))
+
+
+def tiny_batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_loss_falls_on_a_small_batch():
+    torch.manual_seed(0)
+    x, y = tiny_batch()
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    model = tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = [train_one_epoch(model, loader, opt, CPU, progress=False)[0] for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0]  # it memorises 64 random images
+    assert train_one_epoch(model, loader, opt, CPU, progress=False)[1] > 60
+
+
+def test_evaluate_returns_the_mean_loss_per_image():
+    x, y = tiny_batch(50)
+    model = tiny_model().eval()
+    loss, acc = evaluate(model, DataLoader(TensorDataset(x, y), batch_size=16), CPU)  # 16+16+16+2
+    with torch.no_grad():
+        logits = model(x)
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert loss > 0
+    assert acc == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())
+
+
+@pytest.fixture
+def tiny_data(image_folder):
+    return load_cifar10(image_folder, download=False)
+
+
+def small_config(**kw):
+    return TrainConfig(**{**dict(epochs=3, batch_size=16, lr=0.05, seed=3), **kw})
+
+
+def run(data, config, **kw):
+    torch.manual_seed(config.seed)
+    model = tiny_model()
+    train, test = make_loaders(data, config.batch_size, seed=config.seed)
+    return model, fit(model, train, test, config, CPU, progress=False, log=None, **kw)
+
+
+def test_fit_history(tiny_data, tmp_path):
+    model, h = run(tiny_data, small_config(), checkpoint=tmp_path / "c.pt")
+    assert h.epoch == [1, 2, 3] and len(h.test_acc) == 3 and all(l > 0 for l in h.test_loss)
+    assert h.lr[0] == pytest.approx(0.05 / 10)  # OneCycle starts at lr / div_factor
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 3
+
+
+def test_same_seed_gives_the_same_history(tiny_data):
+    _, a = run(tiny_data, small_config(epochs=2))
+    _, b = run(tiny_data, small_config(epochs=2))
+    assert a.train_loss == b.train_loss and a.test_acc == b.test_acc
+
+
+class StopAfter:
+    """A loader wrapper that raises KeyboardInterrupt when epoch ``n`` starts (the stop button)."""
+
+    def __init__(self, loader, n):
+        self.loader, self.n, self.epochs = loader, n, 0
+        self.dataset, self.generator = loader.dataset, loader.generator
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epochs += 1
+        if self.epochs == self.n:
+            raise KeyboardInterrupt
+        return iter(self.loader)
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_history(tiny_data, tmp_path):
+    config = small_config()
+    full_model, full = run(tiny_data, config)
+
+    torch.manual_seed(config.seed)
+    model = tiny_model()
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    ckpt = tmp_path / "run.pt"
+    part = fit(model, StopAfter(train, 2), test, config, CPU, checkpoint=ckpt, progress=False, log=None)
+    assert part.interrupted and part.epoch == [1]
+    assert load_checkpoint(ckpt)["epoch"] == 1
+
+    model2 = tiny_model()  # a fresh process: new model, new loaders
+    train2, test2 = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    resumed = fit(model2, train2, test2, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=None)
+    assert resumed.epoch == [1, 2, 3] and not resumed.interrupted
+    assert resumed.train_loss == full.train_loss and resumed.test_acc == full.test_acc
+    for (k, a), b in zip(full_model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
+    run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="resume with the same settings"):
+        run(tiny_data, small_config(epochs=4), checkpoint=tmp_path / "c.pt", resume=True)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    run(tiny_data, small_config(epochs=2), checkpoint=ckpt)
+    good = ckpt.read_bytes()
+    bad = tiny_data.subset(6, 3)
+    bad.train_images = bad.train_images.copy()
+    with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
+        run(bad, small_config(epochs=2, lr=1e30), checkpoint=tmp_path / "other.pt")
+    assert ckpt.read_bytes() == good
+
+
+def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):
+    torch.manual_seed(0)
+    x, y = tiny_batch(32)
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    train_one_epoch(model, loader, opt, CPU, progress=False)
+    save_checkpoint(tmp_path / "c.pt", model, optimizer=opt.state_dict())
+
+    model2 = tiny_model()
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    state = load_checkpoint(tmp_path / "c.pt", model2)
+    opt2.load_state_dict(state["optimizer"])
+    torch.manual_seed(1)  # the same dropout masks for both
+    train_one_epoch(model, loader, opt, CPU, progress=False)
+    torch.manual_seed(1)
+    train_one_epoch(model2, loader, opt2, CPU, progress=False)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_failed_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    atomic_save({"format": "x", "value": 1}, path)
+    good = path.read_bytes()
+
+    def dies_midway(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"format": "x", "value": 2}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+
+
+def test_wrong_or_corrupt_checkpoints_get_clear_errors(tmp_path):
+    save_checkpoint(tmp_path / "cifar.pt", tiny_model())
+    with pytest.raises(CheckpointError, match="holds a CifarNet, but the model given is a BaselineNet"):
+        load_checkpoint(tmp_path / "cifar.pt", BaselineNet())
+    with pytest.raises(CheckpointError, match="does not fit this CifarNet"):
+        load_checkpoint(tmp_path / "cifar.pt", CifarNet())
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="optimizer must be"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_smoke_mode_shrinks_the_recipe(monkeypatch):
+    assert TrainConfig.for_environment().train_per_class is None
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    c = TrainConfig.for_environment(seed=5)
+    assert c.epochs == 2 and c.train_per_class == 100 and c.seed == 5
