@@ -137,7 +137,13 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     batches = root / "cifar-10-batches-py"
     looked.append(f"torchvision's extracted archive {batches}/")
     if batches.is_dir():
-        data = _from_torchvision(root, download=False)
+        try:
+            data = _from_torchvision(root, download=False)
+        except RuntimeError as err:  # torchvision's checksum test failed
+            raise DataFormatError(
+                f"{batches} is incomplete or corrupt ({err}). Delete it and extract cifar-10-python.tar.gz "
+                "again, or let torchvision download it."
+            ) from err
         return _write_cache(root, data) if cache else data
 
     archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []

@@ -154,3 +154,35 @@ def test_loaders(image_folder):
     x, y = next(iter(train))
     assert x.shape == (16, 3, 32, 32) and y.dtype == torch.int64
     assert sum(len(b[1]) for b in test) == 30
+
+
+def test_torchvision_archive_layout(tmp_path, monkeypatch):
+    """root/cifar-10-batches-py/ in torchvision's pickle format is read without any download."""
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(D.CLASSES)}, f)
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)  # our fake files have other checksums
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    d = load_cifar10(tmp_path, download=False)
+    assert d.train_images.shape == (20, 32, 32, 3) and d.test_images.shape == (4, 32, 32, 3)
+    assert d.classes == D.CLASSES and "torchvision" in d.source
+    assert d.train_labels.tolist()[:4] == [0, 1, 2, 3]
+
+
+def test_corrupt_torchvision_folder(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
+    with pytest.raises(DataFormatError, match="cifar-10-batches-py.*incomplete or corrupt"):
+        load_cifar10(tmp_path, download=False)

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from course_utils import get_device, plots
+from course_utils.runtime import REPO_ROOT, figures_dir, is_smoke
+
+
+def test_get_device():
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device().type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available here"):
+            get_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu0'"):
+        get_device("tpu0")
+
+
+def test_smoke_switch_and_figure_folder(monkeypatch):
+    assert not is_smoke() and figures_dir() == REPO_ROOT / "figures"
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    assert is_smoke() and figures_dir() == REPO_ROOT / "figures" / "smoke"
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 0, 2])
+    m = plots.confusion_matrix(preds, labels, 3)
+    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert plots.per_class_accuracy(preds, labels, 3).tolist() == [50.0, 100.0, 50.0]
+    with pytest.raises(ValueError, match="differ in shape"):
+        plots.confusion_matrix(preds[:3], labels, 3)
+
+
+def test_to_display_undoes_normalisation():
+    img = np.random.default_rng(0).random((32, 32, 3))
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    chw = torch.from_numpy(((img - mean) / std).transpose(2, 0, 1))
+    assert np.allclose(plots.to_display(chw, mean, std), img)
