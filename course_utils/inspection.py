@@ -222,3 +222,39 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     if print_table:
         print(tracker.rows)
     return tracker.rows
+
+
+def empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32),
+                              seed: int = 0) -> "np.ndarray":
+    """Which input pixels actually influence the centre of ``module``'s output: the magnitude of the
+    gradient of the centre output position (summed over channels) with respect to the input,
+    summed over input channels. Returns an ``(H, W)`` array; zero outside the theoretical receptive field.
+
+    Luo et al., "Understanding the Effective Receptive Field in Deep Convolutional Neural Networks",
+    2016, https://arxiv.org/abs/1701.04128: the effective field is smaller than the theoretical one,
+    Gaussian-like, concentrated at its centre.
+    """
+    import numpy as np  # noqa: F401  (return type)
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, *input_size, generator=g).to(_model_device(module)).requires_grad_(True)
+    with _eval_mode(module):
+        out = module(x)
+        h, w = out.shape[-2] // 2, out.shape[-1] // 2
+        out[0, :, h, w].sum().backward()
+    return x.grad[0].abs().sum(0).cpu().numpy()
+
+
+def stack_footprint(dilations: list[int], kernel: int = 3, size: int | None = None) -> "np.ndarray":
+    """How many paths lead from the centre output of a stack of k×k convs with the given dilations
+    to each input pixel (all weights 1, no non-linearity). Zeros inside the covered square are
+    the *gridding* artifact of repeated equal dilations (Wang et al., "Understanding Convolution for
+    Semantic Segmentation", 2018, https://arxiv.org/abs/1702.08502)."""
+    span = 1 + sum(d * (kernel - 1) for d in dilations)
+    size = size or span + 2
+    x = torch.zeros(1, 1, size, size)
+    x[0, 0, size // 2, size // 2] = 1.0
+    w = torch.ones(1, 1, kernel, kernel)
+    for d in dilations:  # a stack of all-ones kernels is symmetric: spreading the centre out = paths in
+        x = torch.nn.functional.conv2d(x, w, padding=d * (kernel - 1) // 2, dilation=d)
+    return x[0, 0].numpy()

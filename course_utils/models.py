@@ -57,6 +57,7 @@ class CifarNetConfig:
     c2: int = 64
     c3: int = 128
     c4: int = 160
+    c2_dilation: int = 2        # dilation of C2's second conv; 1 makes it an ordinary 3x3
     dropout: float = 0.1
     num_classes: int = 10
     in_channels: int = 3
@@ -93,7 +94,7 @@ class CifarNet(nn.Module):
         )
         self.c2 = nn.Sequential(
             ConvBNAct(c.c1, c.c2, stride=2),                                # 32 -> 16
-            Residual(ConvBNAct(c.c2, c.c2), ConvBNAct(c.c2, c.c2, dilation=2), *attn(c.c2)),
+            Residual(ConvBNAct(c.c2, c.c2), ConvBNAct(c.c2, c.c2, dilation=c.c2_dilation), *attn(c.c2)),
         )
         self.c3 = nn.Sequential(
             DepthwiseSeparableConv2d(c.c2, c.c3, stride=2),                 # 16 -> 8

@@ -2,5 +2,17 @@
 from .conv_bn_act import ConvBNAct
 from .residual import Residual
 from .separable import DepthwiseSeparableConv2d
+from .upsample import (PixelShuffleUpsample, ResizeConvUpsample, TransposedUpsample, icnr_,
+                       transposed_conv_as_conv, zero_insert)
 
-__all__ = ["ConvBNAct", "DepthwiseSeparableConv2d", "Residual"]
+__all__ = [
+    "ConvBNAct",
+    "DepthwiseSeparableConv2d",
+    "PixelShuffleUpsample",
+    "Residual",
+    "ResizeConvUpsample",
+    "TransposedUpsample",
+    "icnr_",
+    "transposed_conv_as_conv",
+    "zero_insert",
+]

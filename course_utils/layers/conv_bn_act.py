@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
-from .checks import check_conv
+from .checks import check_conv, check_fits, check_input
 
 
 class ConvBNAct(nn.Sequential):
@@ -47,3 +48,9 @@ class ConvBNAct(nn.Sequential):
             layers.append(act_layer(inplace=True) if act_layer in (nn.ReLU, nn.ReLU6, nn.SiLU) else act_layer())
         super().__init__(*layers)
         self.in_channels, self.out_channels = in_ch, out_ch
+        self._geometry = (kernel_size, padding, dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(type(self).__name__, x, self.in_channels)
+        check_fits(type(self).__name__, x, *self._geometry)
+        return super().forward(x)

@@ -1,0 +1,111 @@
+"""Drawings that explain convolutions better than a paragraph: kernel taps on the input grid,
+the holes of a dilated kernel, the zeros a transposed convolution inserts, and maps side by side.
+Each function returns a matplotlib Figure."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .arithmetic import conv_output_size
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(ax, n: int, padding: int = 0) -> None:
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
+    ax.grid(which="minor", color="0.75", linewidth=0.6)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_aspect("equal")
+    if padding:
+        for i in range(n):
+            for j in range(n):
+                if min(i, j) < padding or max(i, j) >= n - padding:
+                    ax.add_patch(_plt().Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.92"))
+
+
+def kernel_taps(size: int = 7, kernel: int = 3, dilations: Sequence[int] = (1, 2, 3)):
+    """A k×k kernel's taps on a ``size×size`` input for each dilation: the kernel grows, the weights don't."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(dilations), figsize=(3.2 * len(dilations), 3.4))
+    for ax, d in zip(np.atleast_1d(axes), dilations):
+        _grid(ax, size)
+        span = d * (kernel - 1) + 1
+        c = size // 2 - (span - 1) // 2
+        ax.add_patch(plt.Rectangle((c - 0.5, c - 0.5), span, span, fill=False, ec="tab:orange", lw=1.5, ls="--"))
+        for i in range(kernel):
+            for j in range(kernel):
+                ax.add_patch(plt.Rectangle((c + j * d - 0.5, c + i * d - 0.5), 1, 1, color="tab:blue"))
+        ax.set_title(f"{kernel}x{kernel}, dilation {d}\nspans {span}x{span}, {kernel * kernel} weights")
+    fig.tight_layout()
+    return fig
+
+
+def conv_positions(size: int = 5, kernel: int = 3, stride: int = 2, padding: int = 1, dilation: int = 1):
+    """Every position the kernel takes on the padded input (one panel each), with the output size."""
+    plt = _plt()
+    out = conv_output_size(size, kernel, stride, padding, dilation)
+    n = size + 2 * padding
+    fig, axes = plt.subplots(out, out, figsize=(1.7 * out, 1.7 * out), squeeze=False)
+    span = dilation * (kernel - 1) + 1
+    for oi in range(out):
+        for oj in range(out):
+            ax = axes[oi, oj]
+            _grid(ax, n, padding)
+            for i in range(kernel):
+                for j in range(kernel):
+                    ax.add_patch(plt.Rectangle((oj * stride + j * dilation - 0.5, oi * stride + i * dilation - 0.5), 1, 1,
+                                               color="tab:blue", alpha=0.8))
+            ax.set_title(f"out[{oi},{oj}]", fontsize=8)
+    fig.suptitle(f"input {size}x{size}, padding {padding} (grey), kernel {kernel} (span {span}), stride {stride}"
+                 f" -> output {out}x{out}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def zero_insertion(size: int = 3, stride: int = 2, kernel: int = 3, padding: int = 1, output_padding: int = 1):
+    """A transposed conv as zero insertion + padding + ordinary conv: input pixels (blue), inserted
+    zeros (white), implicit padding (grey)."""
+    plt = _plt()
+    pad = kernel - 1 - padding
+    inner = stride * (size - 1) + 1
+    n = inner + 2 * pad + output_padding
+    fig, ax = plt.subplots(figsize=(4, 4))
+    _grid(ax, n)
+    for i in range(n):
+        for j in range(n):
+            inside = pad <= i < pad + inner and pad <= j < pad + inner
+            if not inside:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.9"))
+            elif (i - pad) % stride == 0 and (j - pad) % stride == 0:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="tab:blue"))
+    out = conv_output_size(size, kernel, stride, padding, transposed=True, output_padding=output_padding)
+    ax.set_title(f"{size}x{size} input, stride {stride}: {stride - 1} zero(s) between pixels,\n"
+                 f"pad {pad} (+{output_padding}), then a {kernel}x{kernel} conv -> {out}x{out}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def show_maps(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "viridis", boxes=None,
+              colorbar: bool = False, size: float = 3.0):
+    """Arrays side by side as images. ``boxes``: optional (top, left, side) squares to outline, one per map."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size + 0.4))
+    for k, (ax, m, t) in enumerate(zip(np.atleast_1d(axes), maps, titles)):
+        im = ax.imshow(m, cmap=cmap, interpolation="nearest")
+        ax.set_title(t, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+        if boxes is not None and boxes[k] is not None:
+            top, left, side = boxes[k]
+            ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), side, side, fill=False, ec="tab:red", lw=1.5))
+        if colorbar:
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
