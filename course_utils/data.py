@@ -426,3 +426,27 @@ def load_for_environment(root: str | os.PathLike | None = None) -> CIFAR10Data:
 
     data = load_cifar10(root)
     return data.subset(SMOKE_TRAIN_PER_CLASS, SMOKE_TEST_PER_CLASS) if is_smoke() else data
+
+
+def torchvision_train_transforms(mean: Sequence[float], std: Sequence[float], config: AugmentConfig = AugmentConfig()):
+    """The same train pipeline with ``torchvision.transforms.v2``, for comparison: flip,
+    ``RandomAffine`` (applied with ``affine_p``), ``RandomErasing`` of exactly one 16×16 square filled
+    with the mean (scale = 256/1024, ratio 1), ``Normalize``. Takes an HWC uint8 array, returns a CHW tensor.
+
+    One difference remains: ``RandomErasing`` keeps the hole inside the image, while albumentations'
+    ``CoarseDropout`` also keeps it inside; both place it uniformly. The affine's border is reflected
+    in albumentations and filled with the mean here (v2 has no reflect mode for affine).
+    """
+    from torchvision.transforms import v2
+
+    _check_stats(mean, std)
+    area = config.hole * config.hole / (IMAGE_SIZE * IMAGE_SIZE)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomHorizontalFlip(p=config.flip_p),
+        v2.RandomApply([v2.RandomAffine(degrees=config.rotate, translate=(config.shift, config.shift),
+                                        scale=config.scale, fill=[round(255 * m) for m in mean])], p=config.affine_p),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomErasing(p=config.dropout_p, scale=(area, area), ratio=(1.0, 1.0), value=list(mean)),
+        v2.Normalize(mean=list(mean), std=list(std)),
+    ])

@@ -258,3 +258,48 @@ def stack_footprint(dilations: list[int], kernel: int = 3, size: int | None = No
     for d in dilations:  # a stack of all-ones kernels is symmetric: spreading the centre out = paths in
         x = torch.nn.functional.conv2d(x, w, padding=d * (kernel - 1) // 2, dilation=d)
     return x[0, 0].numpy()
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, predicate):
+    """Record the outputs of every sub-module for which ``predicate(name, module)`` is true, during the
+    forward passes run inside the ``with`` block: ``{name: [output, ...]}`` (detached, on the CPU).
+
+    Example: the attention weights of every gate: ``capture(model, lambda n, m: n.endswith("gate"))``.
+    """
+    records: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if predicate(name, module):
+            def hook(m, args, out, name=name):
+                records.setdefault(name, []).append(out.detach().float().cpu())
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        yield records
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Multiply-accumulates of one forward pass of one image, counted over Conv2d and Linear layers
+    (the bulk; normalisation, activations and pooling are left out)."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, args, out) -> None:
+        nonlocal total
+        total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m: nn.Linear, args, out) -> None:
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, *input_size, device=_model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .layers import ConvBNAct, DepthwiseSeparableConv2d, Residual
+from .layers import CBAM, ECA, ConvBNAct, DepthwiseSeparableConv2d, Residual, SqueezeExcitation
 
 
 class BaselineNet(nn.Module):
@@ -58,6 +58,8 @@ class CifarNetConfig:
     c3: int = 128
     c4: int = 160
     c2_dilation: int = 2        # dilation of C2's second conv; 1 makes it an ordinary 3x3
+    downsample: str = "stride"  # "stride": 3x3 stride 2 | "maxpool": 3x3 then MaxPool 2 | "dilation": 3x3 d=2 stride 2
+    separable: bool = True      # C3/C4 depthwise-separable; False: standard 3x3 convs (many more weights)
     dropout: float = 0.1
     num_classes: int = 10
     in_channels: int = 3
@@ -87,22 +89,32 @@ class CifarNet(nn.Module):
         c = config
         self.config = c
         self.in_channels = c.in_channels
+        if c.downsample not in ("stride", "maxpool", "dilation"):
+            raise ValueError(f"CifarNet: downsample must be 'stride', 'maxpool' or 'dilation', got {c.downsample!r}")
         attn = (lambda ch: [attention(ch)]) if attention is not None else (lambda ch: [])
+        wide = DepthwiseSeparableConv2d if c.separable else ConvBNAct  # the conv of C3 and C4
+
+        def down(block, cin: int, cout: int) -> nn.Module:
+            """Halve the resolution: strided conv (default), conv + max-pool, or strided dilated conv."""
+            if c.downsample == "maxpool":
+                return nn.Sequential(block(cin, cout), nn.MaxPool2d(2))
+            return block(cin, cout, stride=2, dilation=2 if c.downsample == "dilation" else 1)
+
         self.c1 = nn.Sequential(
             ConvBNAct(c.in_channels, c.c1),                                 # 32x32
             ConvBNAct(c.c1, c.c1),
         )
         self.c2 = nn.Sequential(
-            ConvBNAct(c.c1, c.c2, stride=2),                                # 32 -> 16
+            down(ConvBNAct, c.c1, c.c2),                                    # 32 -> 16
             Residual(ConvBNAct(c.c2, c.c2), ConvBNAct(c.c2, c.c2, dilation=c.c2_dilation), *attn(c.c2)),
         )
         self.c3 = nn.Sequential(
-            DepthwiseSeparableConv2d(c.c2, c.c3, stride=2),                 # 16 -> 8
-            Residual(DepthwiseSeparableConv2d(c.c3, c.c3), DepthwiseSeparableConv2d(c.c3, c.c3), *attn(c.c3)),
+            down(wide, c.c2, c.c3),                                         # 16 -> 8
+            Residual(wide(c.c3, c.c3), wide(c.c3, c.c3), *attn(c.c3)),
         )
         self.c4 = nn.Sequential(
-            DepthwiseSeparableConv2d(c.c3, c.c4, stride=2),                 # 8 -> 4
-            Residual(DepthwiseSeparableConv2d(c.c4, c.c4), *attn(c.c4)),
+            down(wide, c.c3, c.c4),                                         # 8 -> 4
+            Residual(wide(c.c4, c.c4), *attn(c.c4)),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)                                 # global average pooling
         self.dropout = nn.Dropout(c.dropout)
@@ -130,9 +142,27 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
         )
 
 
+def cifarnet_se() -> CifarNet:
+    """CifarNet with squeeze-and-excitation after each residual body; C4 narrowed to 144 to stay < 200k."""
+    return CifarNet(CifarNetConfig(c4=144), attention=SqueezeExcitation)
+
+
+def cifarnet_eca() -> CifarNet:
+    """CifarNet with efficient channel attention (a handful of weights each); widths unchanged."""
+    return CifarNet(attention=ECA)
+
+
+def cifarnet_cbam() -> CifarNet:
+    """CifarNet with CBAM (channel then spatial attention); C4 narrowed to 144 to stay < 200k."""
+    return CifarNet(CifarNetConfig(c4=144), attention=CBAM)
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "cifarnet": CifarNet,
     "baseline": BaselineNet,
+    "cifarnet_se": cifarnet_se,
+    "cifarnet_eca": cifarnet_eca,
+    "cifarnet_cbam": cifarnet_cbam,
 }
 
 

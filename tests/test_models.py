@@ -48,7 +48,7 @@ def test_wrong_input_gets_a_clear_error():
 
 def test_get_model():
     assert isinstance(get_model("CifarNet"), CifarNet)
-    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet"):
+    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet, cifarnet_cbam, cifarnet_eca, cifarnet_se"):
         get_model("resnet50")
 
 

@@ -1,4 +1,5 @@
 """Layers of the course, one concept per module; each module's docstring cites its paper."""
+from .attention import CBAM, ECA, SqueezeExcitation, eca_kernel_size
 from .conv_bn_act import ConvBNAct
 from .residual import Residual
 from .separable import DepthwiseSeparableConv2d
@@ -6,6 +7,10 @@ from .upsample import (PixelShuffleUpsample, ResizeConvUpsample, TransposedUpsam
                        transposed_conv_as_conv, zero_insert)
 
 __all__ = [
+    "CBAM",
+    "ECA",
+    "SqueezeExcitation",
+    "eca_kernel_size",
     "ConvBNAct",
     "DepthwiseSeparableConv2d",
     "PixelShuffleUpsample",
