@@ -27,3 +27,126 @@ def pipeline_throughput(transform: Callable, images: np.ndarray, min_seconds: fl
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return n / elapsed
+
+
+def loader_throughput(data, batch_size: int, num_workers: int, max_batches: int = 40, device: str = "cpu") -> float:
+    """Images per second the augmented training loader delivers with ``num_workers`` processes."""
+    from .data import make_loaders
+
+    loader, _ = make_loaders(data, batch_size, num_workers, device=device)
+    next(iter(loader))  # start-up (worker processes) is not throughput
+    n, batches, start = 0, 0, time.perf_counter()
+    while batches < max_batches:  # as many passes as it takes
+        for x, _ in loader:
+            n += x.shape[0]
+            batches += 1
+            if batches >= max_batches:
+                break
+    return n / (time.perf_counter() - start)
+
+
+def train_step_throughput(model, device, batch_size: int, amp: str | None = None, channels_last: bool = False,
+                          steps: int = 20, warmup: int = 3) -> float:
+    """Training images per second on random data (forward, backward, SGD step).
+
+    ``amp``: None (fp32), "bf16" or "fp16" (CUDA autocast).
+    """
+    import torch
+    from torch import nn
+
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    model.train()
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
+    """Everything ``python -m course_utils bench`` measures, as one record."""
+    import os
+    import platform
+
+    import torch
+
+    from .config import TrainConfig
+    from .data import load_cifar10
+    from .experiment import run_training
+    from .models import get_model
+
+    record = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "quick": quick,
+        "pipeline": [],
+        "train_step": [],
+        "time_to_accuracy": None,
+    }
+    data = data if data is not None else load_cifar10()
+    sample = data.subset(100, 10) if quick else data
+    max_workers = min(os.cpu_count() or 1, 2 if quick else 8)
+    for workers in range(0, max_workers + 1):
+        ips = loader_throughput(sample, 128, workers, max_batches=6 if quick else 60, device=str(device))
+        record["pipeline"].append({"workers": workers, "batch_size": 128, "images_per_s": round(ips, 1)})
+        if log:
+            log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
+    settings = [(None, False)]
+    if device.type == "cuda":
+        settings += [(None, True), ("bf16", True), ("fp16", True)]
+    for name in ("baseline", "cifarnet", "cifarnet_se"):
+        for batch in ((128,) if quick else (128, 512)):
+            for amp, cl in settings:
+                ips = train_step_throughput(get_model(name), device, batch, amp, cl, steps=3 if quick else 30)
+                record["train_step"].append({"model": name, "batch_size": batch, "amp": amp or "fp32",
+                                             "channels_last": cl, "images_per_s": round(ips, 1)})
+                if log:
+                    log(f"train step  {name:<12} batch {batch:4d}  {amp or 'fp32':>4}  channels_last={cl!s:<5} "
+                        f"{ips:10,.0f} images/s")
+    if device.type == "cuda" and not quick:
+        result = run_training("cifarnet", TrainConfig(), device=str(device), data=data, progress=False, log=None)
+        h = result.history
+        hit = next((i for i, a in enumerate(h.test_acc) if a >= 85.0), None)
+        record["time_to_accuracy"] = {
+            "target": 85.0,
+            "reached_at_epoch": None if hit is None else h.epoch[hit],
+            "seconds_to_target": None if hit is None else round(sum(h.seconds[:hit + 1]), 1),
+            "final_test_acc": h.final_test_acc,
+            "total_seconds": round(h.total_seconds, 1),
+            "config": result.config.to_dict(),
+        }
+        if log:
+            log(f"time to 85%: {record['time_to_accuracy']}")
+    elif log:
+        log("time to accuracy: skipped (" + ("--quick" if quick else "needs CUDA") + ")")
+    return record

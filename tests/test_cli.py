@@ -38,3 +38,20 @@ def test_train_end_to_end(image_folder, tmp_path):
     assert record["data"]["train"] == 50 and record["device"] == "cpu"
     os.remove(path)
     os.remove(path.replace(".json", ".pt"))
+
+
+def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
+    import json as _json
+
+    code = main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    path = out.strip().splitlines()[-1].split("benchmark record: ")[1]
+    record = _json.loads(open(path).read())
+    os.remove(path)
+    assert record["device"] == "cpu" and record["quick"] is True
+    assert [p["workers"] for p in record["pipeline"]][:2] == [0, 1]
+    assert all(p["images_per_s"] > 0 for p in record["pipeline"])
+    assert {r["model"] for r in record["train_step"]} == {"baseline", "cifarnet", "cifarnet_se"}
+    assert all(r["images_per_s"] > 0 for r in record["train_step"])
+    assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out

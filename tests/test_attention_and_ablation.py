@@ -1,0 +1,91 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.ablation import VARIANTS, Variant, run_ablation, write_csv
+from course_utils.config import TrainConfig
+from course_utils.data import AugmentConfig, load_cifar10, torchvision_train_transforms, train_transforms
+from course_utils.inspection import capture, count_macs
+from course_utils.layers import CBAM, ECA, SqueezeExcitation, eca_kernel_size
+from course_utils.models import CifarNet, CifarNetConfig, count_parameters, get_model
+
+
+@pytest.mark.parametrize("channels", [16, 64, 160])
+def test_attention_keeps_the_shape_and_matches_the_formulas(channels):
+    x = torch.randn(2, channels, 8, 8)
+    hidden = max(1, channels // 16)
+    se, eca, cbam = SqueezeExcitation(channels), ECA(channels), CBAM(channels)
+    for layer in (se, eca, cbam):
+        assert layer(x).shape == x.shape
+    assert count_parameters(se) == 2 * channels * hidden + hidden + channels
+    assert count_parameters(eca) == eca_kernel_size(channels)
+    assert count_parameters(cbam) == 2 * channels * hidden + 2 * 7 * 7
+
+
+def test_eca_kernel_size_formula():
+    # k = |log2(C)/2 + 1/2|, made odd: C=64 -> 3.5 -> 3; C=256 -> 4.5 -> 4 -> 5; C=1024 -> 5.5 -> 5
+    assert [eca_kernel_size(c) for c in (8, 64, 256, 512, 1024)] == [3, 3, 5, 5, 5]
+    assert ECA(256).conv.kernel_size == (5,)
+
+
+def test_se_weights_lie_strictly_between_0_and_1():
+    torch.manual_seed(0)
+    se = SqueezeExcitation(32, reduction=4)
+    x = torch.randn(4, 32, 8, 8) * 5
+    with capture(se, lambda n, m: n == "gate") as rec:
+        y = se(x)
+    w = rec["gate"][0]
+    assert w.shape == (4, 32, 1, 1) and (w > 0).all() and (w < 1).all()
+    assert torch.allclose(y, x * w)
+
+
+def test_attention_variants_stay_under_200k_and_run():
+    for name in ("cifarnet_se", "cifarnet_eca", "cifarnet_cbam"):
+        model = get_model(name)
+        assert count_parameters(model) < 200_000, name
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="SqueezeExcitation: built for 16 input channels, got 8"):
+        SqueezeExcitation(16)(torch.randn(1, 8, 4, 4))
+
+
+def test_downsampling_variants():
+    for mode, rf in (("stride", 63), ("maxpool", 70), ("dilation", 77)):
+        model = CifarNet(CifarNetConfig(downsample=mode))
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+        assert count_parameters(model) == 199_498
+        from course_utils import receptive_field
+        assert receptive_field(model).final == rf
+    assert count_macs(CifarNet(CifarNetConfig(downsample="maxpool"))) > count_macs(CifarNet())
+    with pytest.raises(ValueError, match="downsample must be"):
+        CifarNet(CifarNetConfig(downsample="avgpool"))
+
+
+def test_count_macs_of_a_single_conv():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_macs(conv, (3, 16, 16)) == 9 * 3 * 8 * 16 * 16
+
+
+def test_torchvision_pipeline_matches_when_randomness_is_off():
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    off = AugmentConfig(flip_p=0.0, affine_p=0.0, dropout_p=0.0)
+    a = train_transforms(mean, std, off)(image=img)["image"]
+    b = torchvision_train_transforms(mean, std, off)(img)
+    assert torch.allclose(a, b, atol=1e-5)
+    # the v2 eraser makes exactly one 16x16 hole of the mean, i.e. 0 after Normalize
+    hole_only = torchvision_train_transforms(mean, std, AugmentConfig(flip_p=0.0, affine_p=0.0, dropout_p=1.0))
+    out = hole_only(np.full((32, 32, 3), 200, np.uint8))
+    assert int((out.abs() < 1e-2).all(0).sum()) == 256
+
+
+def test_run_ablation_writes_rows_and_csv(image_folder, tmp_path):
+    data = load_cifar10(image_folder, download=False)
+    variants = (VARIANTS[0], Variant("no-aug", "without augmentation", VARIANTS[0].build, augment=False))
+    rows = run_ablation(data, TrainConfig(epochs=1, batch_size=32, seed=0), torch.device("cpu"), variants, log=None)
+    assert [r["variant"] for r in rows] == ["cifarnet", "no-aug"]
+    assert rows[0]["parameters"] == 199_498 and rows[0]["receptive_field"] == 63 and rows[0]["images_per_s"] > 0
+    path = write_csv(rows, tmp_path / "a.csv")
+    read = list(csv.DictReader(open(path)))
+    assert read[1]["variant"] == "no-aug" and float(read[0]["final_test_acc"]) >= 0
