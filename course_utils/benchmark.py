@@ -150,3 +150,13 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     elif log:
         log("time to accuracy: skipped (" + ("--quick" if quick else "needs CUDA") + ")")
     return record
+
+
+def one_pass(loader, progress: bool = True, desc: str = "one pass") -> float:
+    """Iterate once over ``loader`` (a live progress bar in a notebook); returns images per second."""
+    from tqdm.auto import tqdm
+
+    n, start = 0, time.perf_counter()
+    for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=True):
+        n += x.shape[0]
+    return n / (time.perf_counter() - start)
