@@ -191,7 +191,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch
-    if total < 2:  # a one-step run has no cycle: keep the learning rate constant
+    if total < 3:  # a run of one or two steps has no cycle: keep the learning rate constant
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     # tiny runs (a few steps) need at least one full step of warm-up, or OneCycle divides by zero
     pct_start = min(0.5, max(config.pct_start, 1.5 / total))

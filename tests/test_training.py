@@ -191,3 +191,16 @@ def test_smoke_mode_shrinks_the_recipe(monkeypatch):
     monkeypatch.setenv("COURSE_SMOKE", "1")
     c = TrainConfig.for_environment(seed=5)
     assert c.epochs == 2 and c.train_per_class == 100 and c.seed == 5
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
+def test_schedule_works_for_very_short_runs(steps):
+    model = nn.Linear(2, 2)
+    opt, sched = __import__("course_utils.training", fromlist=["build_optimizer"]).build_optimizer(
+        model, TrainConfig(epochs=1, lr=0.1), steps_per_epoch=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
