@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--subset", type=_positive, metavar="N",
                        help="train on a stratified subset of N images per class (test on N//5 per class)")
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    train.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
+    train.add_argument("--workers", type=int, help="data-loader worker processes (default: 0 on a CPU, up to 8 on a GPU)")
     train.add_argument("--seed", type=int, help="random seed (default 1)")
     train.add_argument("--resume", action="store_true", help="continue this run from its checkpoint in runs/")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay)")

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .data import CIFAR10Data, make_loaders
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, cifarnet_se, count_parameters
-from .runtime import seed_everything
+from .runtime import loader_workers, seed_everything
 from .training import fit
 
 
@@ -52,7 +52,7 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device,
         seed_everything(config.seed)
         model = v.build()
         params, macs, rf = count_parameters(model), count_macs(model), receptive_field(model).final
-        train, test = make_loaders(data, config.batch_size, config.num_workers, augment=v.augment,
+        train, test = make_loaders(data, config.batch_size, loader_workers(device, config.num_workers), augment=v.augment,
                                    seed=config.seed, device=device)
         t0 = time.perf_counter()
         history = fit(model, train, test, config, device, progress=progress, log=None)

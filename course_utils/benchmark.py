@@ -54,6 +54,8 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
     import torch
     from torch import nn
 
+    from .training import training_step
+
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -67,16 +69,7 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
     model.train()
 
     def step():
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        training_step(model, x, y, opt, nn.functional.cross_entropy, device, dtype is not None, scaler, dtype)
 
     for _ in range(warmup):
         step()

@@ -29,7 +29,7 @@ class TrainConfig:
     div_factor: float = 10.0         # start at lr / 10
     final_div_factor: float = 100.0  # end at lr / 1000
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
-    num_workers: int = 0             # loader processes; 0 = augment in the training process
+    num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
     channels_last: bool = True       # NHWC memory layout: faster convs on CUDA and on CPU (oneDNN)
     compile: bool = False            # torch.compile the model (CUDA; minutes of warm-up on first use)
@@ -45,7 +45,7 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 
     @classmethod

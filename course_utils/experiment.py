@@ -13,7 +13,7 @@ import torch
 from .config import TrainConfig
 from .data import CIFAR10Data, load_cifar10, make_loaders
 from .models import count_parameters, get_model
-from .runtime import get_device, is_smoke, runs_dir, seed_everything
+from .runtime import get_device, is_smoke, loader_workers, runs_dir, seed_everything
 from .training import History, fit
 
 
@@ -50,7 +50,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)
     seed_everything(config.seed)
     model = get_model(model_name)
-    train_loader, test_loader = make_loaders(data, config.batch_size, config.num_workers, seed=config.seed,
+    train_loader, test_loader = make_loaders(data, config.batch_size, loader_workers(dev, config.num_workers), seed=config.seed,
                                              device=dev)
     ckpt = checkpoint_path(model_name, config)
     resume_from = ckpt if resume and ckpt.exists() else None

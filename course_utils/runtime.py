@@ -48,6 +48,15 @@ def get_device(name: str | None = None) -> torch.device:
     return device
 
 
+def loader_workers(device: torch.device, requested: int | None = None) -> int:
+    """Data-loader processes: ``requested`` if given; else 0 on a CPU (augmenting in other processes
+    would only take cores from the training itself) and ``min(8, cores)`` on a GPU, which otherwise
+    waits for augmentation."""
+    if requested is not None:
+        return requested
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and PyTorch (all devices).
 

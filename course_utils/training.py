@@ -76,12 +76,32 @@ class History:
 # One epoch, and evaluation
 # --------------------------------------------------------------------------------------------
 
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA where supported (fp16 otherwise); a no-op elsewhere."""
+def autocast_for(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None):
+    """Autocast on CUDA: ``dtype`` if given, else bf16 where supported (fp16 otherwise); a no-op elsewhere."""
     if device.type != "cuda" or not enabled:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  loss_fn: Callable, device: torch.device, amp: bool = True,
+                  scaler: torch.amp.GradScaler | None = None, dtype: torch.dtype | None = None):
+    """One optimisation step (forward, backward, update; loss scaling when a scaler is given).
+    Returns the loss and the logits, detached."""
+    with autocast_for(device, amp, dtype):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), logits.detach()
 
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -115,21 +135,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     bar = _progress(loader, progress, desc=desc)
     for step, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
-        with autocast_for(device, amp):
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.detach().float() * y.shape[0]
-        correct += (logits.detach().argmax(1) == y).sum()
+        total_loss += loss.float() * y.shape[0]
+        correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
         if progress and step % 20 == 0:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")

@@ -37,3 +37,11 @@ def test_to_display_undoes_normalisation():
     mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
     chw = torch.from_numpy(((img - mean) / std).transpose(2, 0, 1))
     assert np.allclose(plots.to_display(chw, mean, std), img)
+
+
+def test_loader_workers():
+    from course_utils.runtime import loader_workers
+
+    assert loader_workers(torch.device("cpu")) == 0
+    assert loader_workers(torch.device("cpu"), 3) == 3
+    assert 1 <= loader_workers(torch.device("cuda")) <= 8
