@@ -328,15 +328,16 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
     16×16 hole filled with the dataset mean, Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
 
     ``mean`` and ``std`` are per channel on the 0–1 scale (``CIFAR10Data.mean``/``.std``). The hole is
-    filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale: after Normalize it
-    becomes exactly 0, the value the network sees on average.
+    filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale (rounded to whole grey
+    levels, as uint8 images hold): after Normalize it becomes 0 to within half a grey level, the value
+    the network sees on average.
     """
     import albumentations as A
     import cv2
     from albumentations.pytorch import ToTensorV2
 
     _check_stats(mean, std)
-    fill = tuple(255.0 * m for m in mean)
+    fill = tuple(float(round(255.0 * m)) for m in mean)  # uint8 images would truncate 113.9 to 113
     steps = [
         A.HorizontalFlip(p=config.flip_p),
         A.Affine(translate_percent=(-config.shift, config.shift), scale=config.scale,

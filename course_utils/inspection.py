@@ -121,29 +121,43 @@ def _arg(args, kwargs, index: int, name: str, default):
 
 
 class _Tracker(TorchFunctionMode):
+    """Carries (receptive field, jump, global?) along every tensor of one forward pass.
+
+    A tensor is *global* once a reduction has pooled away its spatial extent (global pooling, the
+    squeeze of an attention gate). Global context is reported as its own row but not folded into the
+    local receptive field: where a local and a global tensor meet (``x * gate``), the local one counts.
+    """
+
     def __init__(self, names: list[str]) -> None:
         super().__init__()
-        self.meta: dict[int, tuple[float, float]] = {}
+        self.meta: dict[int, tuple[float, float, bool]] = {}
         self.keep: list[torch.Tensor] = []  # keep tensors alive so their ids stay unique
         self.rows = ReceptiveFieldTable()
         self.names = names
 
-    def mark(self, t: torch.Tensor, rf: float, jump: float) -> None:
-        self.meta[id(t)] = (rf, jump)
+    def mark(self, t: torch.Tensor, rf: float, jump: float, is_global: bool = False) -> None:
+        self.meta[id(t)] = (rf, jump, is_global)
         self.keep.append(t)
+
+    def _row(self, op, k, s, d, p, out, jump, rf, is_global) -> None:
+        self.rows.append(RFRow(self.names[-1] if self.names else "", op, k, s, d, p,
+                               (int(out.shape[-2]), int(out.shape[-1])), jump, rf, is_global))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor) and id(a) in self.meta]
+        inputs = [self.meta[id(a)] for a in tree_flatten((args, kwargs))[0]
+                  if isinstance(a, torch.Tensor) and id(a) in self.meta]
         if not inputs:
             return out
-        rf = max(self.meta[id(a)][0] for a in inputs)
-        jump = max(self.meta[id(a)][1] for a in inputs)
+        local = [m for m in inputs if not m[2]]
+        is_global = not local
+        rf = max(m[0] for m in (local or inputs))
+        jump = max(m[1] for m in (local or inputs))
         name = getattr(func, "__name__", "")
         x = args[0] if args else kwargs.get("input")
-        if isinstance(out, torch.Tensor) and out.dim() >= 3 and isinstance(x, torch.Tensor):
-            row = None
+        if isinstance(out, torch.Tensor) and out.dim() >= 3 and isinstance(x, torch.Tensor) and not is_global:
+            squeezed = out.shape[-2:] == (1, 1) and x.dim() >= 3 and tuple(x.shape[-2:]) != (1, 1)
             if name in _CONV:
                 weight = _arg(args, kwargs, 1, "weight", None)
                 k = _pair(weight.shape[-1])
@@ -151,18 +165,22 @@ class _Tracker(TorchFunctionMode):
                 p = _arg(args, kwargs, 4, "padding", 0)
                 d = _pair(_arg(args, kwargs, 5, "dilation", 1))
                 p = (d * (k - 1) // 2 if p == "same" else 0) if isinstance(p, str) else _pair(p)
-                row = ("conv", k, s, d, p, False)
-            elif name in _POOL:
-                k = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
-                s = _arg(args, kwargs, 2, "stride", None)
-                s = k if s in (None, [], ()) else _pair(s)
-                p = _pair(_arg(args, kwargs, 3, "padding", 0))
-                d = _pair(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
-                is_global = out.shape[-1] == 1 and out.shape[-2] == 1
-                row = (name.split("_")[0] + "pool", k, s, d, p, is_global)
-            elif name in _ADAPTIVE:
-                k, s = x.shape[-1] // out.shape[-1], x.shape[-1] // out.shape[-1]
-                row = (name.split("_")[1] + "pool", k, s, 1, 0, out.shape[-1] == 1 and out.shape[-2] == 1)
+                rf, jump = rf + (effective_kernel(k, d) - 1) * jump, jump * s
+                self._row("conv", k, s, d, p, out, jump, rf, False)
+            elif name in _POOL or name in _ADAPTIVE:
+                if name in _POOL:
+                    k = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
+                    s = _arg(args, kwargs, 2, "stride", None)
+                    s = k if s in (None, [], ()) else _pair(s)
+                    p = _pair(_arg(args, kwargs, 3, "padding", 0))
+                    d = _pair(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
+                    op = name.split("_")[0] + "pool"
+                else:
+                    k = s = x.shape[-1] // out.shape[-1]
+                    p, d, op = 0, 1, name.split("_")[1] + "pool"
+                rf, jump = rf + (effective_kernel(k, d) - 1) * jump, jump * s
+                self._row(op, k, s, d, p, out, jump, rf, squeezed)
+                is_global = squeezed
             elif name == "conv_transpose2d":  # an upsampling conv: outputs sit jump/stride apart
                 weight = _arg(args, kwargs, 1, "weight", None)
                 k = _pair(weight.shape[-1])
@@ -171,19 +189,14 @@ class _Tracker(TorchFunctionMode):
                 d = _pair(_arg(args, kwargs, 7, "dilation", 1))
                 jump = jump / s
                 rf = rf + (effective_kernel(k, d) - 1) * jump
-                self.rows.append(RFRow(self.names[-1] if self.names else "", "convT", k, s, d, p,
-                                       (int(out.shape[-2]), int(out.shape[-1])), jump, rf, False))
+                self._row("convT", k, s, d, p, out, jump, rf, False)
             elif name in _UPSAMPLE:  # no new context, denser outputs
                 jump = jump * x.shape[-1] / out.shape[-1]
-            if row is not None:
-                op, k, s, d, p, is_global = row
-                rf = rf + (effective_kernel(k, d) - 1) * jump
-                jump = jump * s
-                self.rows.append(RFRow(self.names[-1] if self.names else "", op, k, s, d, p,
-                                       (int(out.shape[-2]), int(out.shape[-1])), jump, rf, is_global))
+            elif squeezed:  # x.mean((2, 3)) and friends: global context
+                is_global = True
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self.mark(t, rf, jump)
+                self.mark(t, rf, jump, is_global)
         return out
 
 

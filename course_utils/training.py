@@ -224,6 +224,11 @@ def _reseed_epoch(loader: DataLoader, seed: int) -> None:
         transform.set_random_seed(seed)
 
 
+def _epoch_line(h: History, i: int, epochs: int) -> str:
+    return (f"epoch {h.epoch[i]:3d}/{epochs}  train loss {h.train_loss[i]:.4f} acc {h.train_acc[i]:6.2f}%  "
+            f"test loss {h.test_loss[i]:.4f} acc {h.test_acc[i]:6.2f}%  lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
         device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
         progress: bool = True, log: Callable[[str], None] | None = print) -> History:
@@ -269,7 +274,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         history.interrupted = False
         start_epoch = int(state["epoch"])
         if log:
-            log(f"resumed from {resume} after epoch {start_epoch}")
+            log(f"resumed from {resume} after epoch {start_epoch}:")
+            for i in range(len(history)):
+                log(_epoch_line(history, i, config.epochs))
 
     train_model = torch.compile(model) if config.compile else model
     try:
@@ -289,8 +296,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                            test_acc=test_acc, lr=lr, seconds=seconds)
             if log:
-                log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
-                    f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  lr {lr:.4f}  {seconds:5.1f} s")
+                log(_epoch_line(history, -1, config.epochs))
             if checkpoint:
                 save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},

@@ -89,3 +89,13 @@ def test_run_ablation_writes_rows_and_csv(image_folder, tmp_path):
     path = write_csv(rows, tmp_path / "a.csv")
     read = list(csv.DictReader(open(path)))
     assert read[1]["variant"] == "no-aug" and float(read[0]["final_test_acc"]) >= 0
+
+
+def test_attention_gates_count_as_global_context_not_as_receptive_field():
+    from course_utils import receptive_field
+
+    rf = receptive_field(get_model("cifarnet_se"))
+    assert rf.final == 63  # the same local field as CifarNet: the gates see everything, but only to re-weight
+    gates = [r for r in rf if r.name.endswith("pool") and r.name != "pool"]
+    assert len(gates) == 3 and all(r.global_pool for r in gates)
+    assert not any(r.name.endswith(("fc1", "fc2")) for r in rf)  # 1x1 convs on pooled vectors are not layers of the map
