@@ -80,9 +80,10 @@ def figures_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """``runs/`` at the repository root, where run records and checkpoints go (git-ignored)."""
-    path = REPO_ROOT / "runs"
-    path.mkdir(exist_ok=True)
+    """Where run records and checkpoints go: env ``COURSE_RUNS_DIR`` if set (a Google Drive folder in
+    Colab, say), else ``runs/`` at the repository root (git-ignored)."""
+    path = Path(os.environ.get("COURSE_RUNS_DIR") or REPO_ROOT / "runs").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -55,3 +55,44 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
     assert {r["model"] for r in record["train_step"]} == {"baseline", "cifarnet", "cifarnet_se"}
     assert all(r["images_per_s"] > 0 for r in record["train_step"])
     assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path, monkeypatch):
+    """A process killed mid-run (SIGKILL, not a clean Ctrl-C) leaves the checkpoint of its last complete
+    epoch; ``--resume`` continues from there and the run record holds the whole history."""
+    import signal
+    import time
+
+    import torch
+
+    from course_utils.config import TrainConfig
+    from course_utils.experiment import checkpoint_path
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))  # inherited by the subprocesses
+    epochs = 30
+    args = ["--data-dir", str(image_folder), "--subset", "6", "--epochs", str(epochs), "--device", "cpu",
+            "--no-progress", "--seed", "12", "--batch-size", "8"]
+    ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=6, seed=12))
+    assert ckpt.parent == tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert ckpt.exists(), "no checkpoint was written"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        done = torch.load(ckpt, weights_only=True)["epoch"]
+        assert 1 <= done < epochs, "the run finished before it could be killed; raise epochs"
+        resumed = subprocess.run([sys.executable, "-m", "course_utils", "train", *args, "--resume"],
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"resumed from {ckpt} after epoch {done}:" in resumed.stdout
+        # the saved epochs are listed again, the rest trained: each epoch line appears exactly once
+        assert all(resumed.stdout.count(f"epoch {k:3d}/{epochs} ") == 1 for k in range(1, epochs + 1))
+        record = json.loads(ckpt.with_suffix(".json").read_text())
+        assert record["epochs"] == epochs and record["history"]["epoch"] == list(range(1, epochs + 1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
