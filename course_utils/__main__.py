@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_utils train [--model NAME] [--epochs N] ...``.
+"""Command line: ``python -m course_utils train|bench|ablate ...``.
 
 Run ``python -m course_utils --help`` for the commands and ``python -m course_utils train --help``
 for the options.
@@ -58,7 +58,51 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a CPU-sized run that takes about a minute")
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
+    ablate = sub.add_parser("ablate", help="train the ablation variants with one recipe; CSV and figure to figures/",
+                            description="Train every ablation variant (course_utils.ablation.VARIANTS) with the same "
+                                        "recipe, seed, data and epochs, print one row per variant and write "
+                                        "figures/09_ablation.csv and figures/09_ablation.png.")
+    ablate.add_argument("--epochs", type=_positive, help="epochs per variant (default: the recipe's, 35; 2 in smoke mode)")
+    ablate.add_argument("--subset", type=_positive, metavar="N",
+                        help="train on a stratified subset of N images per class (the test set stays whole)")
+    ablate.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all)")
+    ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
+    ablate.add_argument("--seed", type=int, help="random seed (default 1)")
     return parser
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from . import plots
+    from .ablation import VARIANTS, plot_ablation, run_ablation, write_csv
+    from .config import TrainConfig
+    from .data import DataFormatError, DataNotFoundError, load_for_environment
+    from .runtime import figures_dir, get_device, is_smoke
+
+    known = {v.name: v for v in VARIANTS}
+    unknown = sorted(set(args.variants or ()) - set(known))
+    if unknown:
+        print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
+        return 2
+    variants = tuple(known[n] for n in args.variants) if args.variants else VARIANTS
+    try:
+        device = get_device(args.device)
+        config = TrainConfig.for_environment(epochs=args.epochs, seed=args.seed)
+        data = load_for_environment(args.data_dir)
+        if args.subset:
+            data = data.subset(args.subset, None, seed=config.seed)
+    except (DataNotFoundError, DataFormatError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{len(variants)} variants, {config.epochs} epochs each, {len(data.train_labels):,} training and "
+          f"{len(data.test_labels):,} test images, on {device}")
+    rows = run_ablation(data, config, device, variants)
+    csv_path = write_csv(rows, figures_dir() / "09_ablation.csv")
+    title = (f"{config.epochs} epochs on {len(data.train_labels):,} images, {device}"
+             + (" (smoke mode)" if is_smoke() else ""))
+    png_path = plots.save(plot_ablation(rows, title), "09_ablation")
+    print(f"written: {csv_path} and {png_path}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -117,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args)
     if args.command == "bench":
         return cmd_bench(args)
+    if args.command == "ablate":
+        return cmd_ablate(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

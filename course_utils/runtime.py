@@ -72,9 +72,11 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def figures_dir() -> Path:
-    """``figures/`` at the repository root (created on demand); ``figures/smoke/`` (git-ignored) in
-    smoke mode, so a quick test run never overwrites the pictures the README shows."""
-    path = REPO_ROOT / "figures" / "smoke" if is_smoke() else REPO_ROOT / "figures"
+    """``figures/`` at the repository root (created on demand), or env ``COURSE_FIGURES_DIR`` if set;
+    its ``smoke/`` subfolder (git-ignored) in smoke mode, so a quick test run never overwrites the
+    pictures the README shows."""
+    root = Path(os.environ.get("COURSE_FIGURES_DIR") or REPO_ROOT / "figures").expanduser()
+    path = root / "smoke" if is_smoke() else root
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -35,3 +35,5 @@ def image_folder(tmp_path):
 def _isolate_env(monkeypatch):
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    monkeypatch.delenv("COURSE_FIGURES_DIR", raising=False)
+    monkeypatch.delenv("COURSE_RUNS_DIR", raising=False)

@@ -96,3 +96,25 @@ def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path, mon
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ablate_trains_the_chosen_variants_and_writes_csv_and_figure(image_folder, tmp_path, monkeypatch, capsys):
+    import csv
+
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
+    code = main(["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+                 "--variants", "cifarnet", "no-augmentation", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 variants, 1 epochs each, 40 training and 30 test images, on cpu" in out
+    rows = list(csv.DictReader(open(tmp_path / "figs" / "09_ablation.csv")))
+    assert [r["variant"] for r in rows] == ["cifarnet", "no-augmentation"]
+    assert rows[0]["parameters"] == rows[1]["parameters"] and int(rows[0]["parameters"]) < 200_000
+    assert all(0 <= float(r["final_test_acc"]) <= 100 and r["epochs"] == "1" for r in rows)
+    assert (tmp_path / "figs" / "09_ablation.png").stat().st_size > 10_000
+
+
+def test_ablate_rejects_an_unknown_variant(capsys):
+    assert main(["ablate", "--variants", "cifarnet", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown variant(s) resnet50" in err and "choose from cifarnet, maxpool" in err

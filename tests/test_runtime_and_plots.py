@@ -22,6 +22,18 @@ def test_smoke_switch_and_figure_folder(monkeypatch):
     assert is_smoke() and figures_dir() == REPO_ROOT / "figures" / "smoke"
 
 
+def test_figure_and_run_folders_can_be_moved(monkeypatch, tmp_path):
+    from course_utils.runtime import runs_dir
+
+    assert runs_dir() == REPO_ROOT / "runs"
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "deep" / "runs"))
+    assert figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()
+    assert runs_dir() == tmp_path / "deep" / "runs" and runs_dir().is_dir()
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    assert figures_dir() == tmp_path / "figs" / "smoke"
+
+
 def test_confusion_matrix_and_per_class_accuracy():
     labels = np.array([0, 0, 1, 1, 2, 2])
     preds = np.array([0, 1, 1, 1, 0, 2])
