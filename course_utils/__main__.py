@@ -30,6 +30,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import RECIPES
     from .models import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m course_utils",
@@ -39,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a course model on CIFAR-10 and write a JSON run record under runs/. "
                                        "COURSE_SMOKE=1 shrinks data and epochs for a quick check.")
     train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
-    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35; 2 in smoke mode)")
-    train.add_argument("--batch-size", type=_positive, help="images per step (default 128)")
-    train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default 0.1 for SGD)")
+    train.add_argument("--recipe", default="course", choices=RECIPES,
+                       help="course: batch 128, 35 epochs (default); fast: batch 512, lr 0.4, 24 epochs, "
+                            "torch.compile on CUDA (for a GPU)")
+    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35 or 24; 2 in smoke mode)")
+    train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's, 128 or 512)")
+    train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's, 0.1 or 0.4)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N",
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     train.add_argument("--workers", type=int, help="data-loader worker processes (default: 0 on a CPU, up to 8 on a GPU)")
     train.add_argument("--seed", type=int, help="random seed (default 1)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                       help="torch.compile the model on CUDA (default: on in the fast recipe)")
     train.add_argument("--resume", action="store_true", help="continue this run from its checkpoint in runs/")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay)")
     bench = sub.add_parser("bench", help="measure data-pipeline and training throughput (and time to 85%% on CUDA)",
@@ -136,11 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("error: --workers must be 0 or more", file=sys.stderr)
         return 2
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                     num_workers=args.workers, seed=args.seed)
+                     num_workers=args.workers, seed=args.seed, compile=args.compile)
     if args.subset:
         overrides.update(train_per_class=args.subset, test_per_class=max(1, args.subset // 5))
     try:
-        config = TrainConfig.for_environment(**overrides)
+        config = TrainConfig.for_environment(args.recipe, **overrides)
         result = run_training(args.model, config, device=args.device, data_dir=args.data_dir,
                               resume=args.resume, progress=not args.no_progress)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:

@@ -114,9 +114,9 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         record["pipeline"].append({"workers": workers, "batch_size": 128, "images_per_s": round(ips, 1)})
         if log:
             log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
-    settings = [(None, False)]
+    settings = [(None, False), (None, True)]  # fp32, then channels_last (faster on CUDA and on CPUs with oneDNN)
     if device.type == "cuda":
-        settings += [(None, True), ("bf16", True), ("fp16", True)]
+        settings += [("bf16", True), ("fp16", True)]
     for name in ("baseline", "cifarnet", "cifarnet_se"):
         for batch in ((128,) if quick else (128, 512)):
             for amp, cl in settings:
@@ -127,7 +127,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
                     log(f"train step  {name:<12} batch {batch:4d}  {amp or 'fp32':>4}  channels_last={cl!s:<5} "
                         f"{ips:10,.0f} images/s")
     if device.type == "cuda" and not quick:
-        result = run_training("cifarnet", TrainConfig(), device=str(device), data=data, progress=False, log=None)
+        result = run_training("cifarnet", TrainConfig.fast(), device=str(device), data=data, progress=False, log=None)
         h = result.history
         hit = next((i for i, a in enumerate(h.test_acc) if a >= 85.0), None)
         record["time_to_accuracy"] = {

@@ -1,7 +1,8 @@
 """Hyperparameters in one place, with their units and the reason for each value.
 
-``TrainConfig()`` is the full recipe; ``TrainConfig.for_environment()`` applies smoke mode
-(``COURSE_SMOKE=1``) so notebooks and CI use one code path at two sizes.
+``TrainConfig()`` is the course recipe; ``TrainConfig.fast()`` the fast GPU recipe;
+``TrainConfig.for_environment()`` applies smoke mode (``COURSE_SMOKE=1``) so notebooks and CI use one
+code path at two sizes.
 """
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from .runtime import is_smoke
 SMOKE_TRAIN_PER_CLASS = 100   # 1,000 training images
 SMOKE_TEST_PER_CLASS = 50     # 500 test images
 SMOKE_EPOCHS = 2
+
+#: The fast recipe, for a GPU: four times the batch with the peak learning rate scaled by the same
+#: factor (the linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD",
+#: arXiv:1706.02677; OneCycle's warm-up plays the part of their gradual warm-up), 24 epochs instead
+#: of 35, and torch.compile. A large batch keeps a GPU busy with a net this small; on a CPU it is
+#: slower per image than batch 128, so the course recipe stays the default.
+FAST_RECIPE = dict(epochs=24, batch_size=512, lr=0.4, compile=True)
+RECIPES = ("course", "fast")
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class TrainConfig:
     num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
     channels_last: bool = True       # NHWC memory layout: faster convs on CUDA and on CPU (oneDNN)
-    compile: bool = False            # torch.compile the model (CUDA; minutes of warm-up on first use)
+    compile: bool = False            # torch.compile the model on CUDA (ignored elsewhere, like amp)
     train_per_class: int | None = None  # stratified subset of the train split; None = all 5,000 per class
     test_per_class: int | None = None   # likewise for the test split; None = all 1,000 per class
 
@@ -49,9 +58,17 @@ class TrainConfig:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 
     @classmethod
-    def for_environment(cls, **overrides) -> "TrainConfig":
-        """The full recipe, or its smoke-sized version when ``COURSE_SMOKE=1``; then ``overrides``."""
-        config = cls()
+    def fast(cls, **overrides) -> "TrainConfig":
+        """The fast GPU recipe (``FAST_RECIPE``), then ``overrides``."""
+        return replace(cls(**FAST_RECIPE), **overrides)
+
+    @classmethod
+    def for_environment(cls, recipe: str = "course", **overrides) -> "TrainConfig":
+        """The ``recipe`` ("course" or "fast"), smoke-sized when ``COURSE_SMOKE=1``; then ``overrides``
+        (``None`` values are ignored)."""
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        config = cls() if recipe == "course" else cls.fast()
         if is_smoke():
             config = replace(config, epochs=SMOKE_EPOCHS, train_per_class=SMOKE_TRAIN_PER_CLASS,
                              test_per_class=SMOKE_TEST_PER_CLASS)

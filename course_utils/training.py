@@ -278,7 +278,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
 
-    train_model = torch.compile(model) if config.compile else model
+    # compiled on CUDA only: on a CPU inductor needs a C++ compiler and a minute of warm-up for little gain
+    train_model = torch.compile(model) if config.compile and device.type == "cuda" else model
     try:
         for epoch in range(start_epoch, config.epochs):
             _reseed_epoch(train_loader, config.seed * 1000 + epoch)

@@ -40,6 +40,27 @@ def test_train_end_to_end(image_folder, tmp_path):
     os.remove(path.replace(".json", ".pt"))
 
 
+def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    code = main(["train", "--recipe", "fast", "--data-dir", str(image_folder), "--subset", "5", "--epochs", "1",
+                 "--device", "cpu", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b512-s1.json").read_text())
+    assert record["config"]["batch_size"] == 512 and record["config"]["lr"] == 0.4
+    assert record["config"]["compile"] is True and record["device"] == "cpu" and record["epochs"] == 1
+    assert main(["train", "--recipe", "fast", "--no-compile", "--batch-size", "256", "--data-dir", str(image_folder),
+                 "--subset", "5", "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
+    record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b256-s1.json").read_text())
+    assert record["config"]["batch_size"] == 256 and record["config"]["compile"] is False
+
+
+def test_unknown_recipe_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--recipe", "turbo"])
+    assert e.value.code == 2 and "invalid choice: 'turbo'" in capsys.readouterr().err
+
+
 def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
     import json as _json
 
@@ -54,6 +75,10 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
     assert all(p["images_per_s"] > 0 for p in record["pipeline"])
     assert {r["model"] for r in record["train_step"]} == {"baseline", "cifarnet", "cifarnet_se"}
     assert all(r["images_per_s"] > 0 for r in record["train_step"])
+    # on a CPU: fp32 with and without channels_last, for each model (autocast rows are CUDA-only)
+    assert sorted((r["model"], r["channels_last"]) for r in record["train_step"] if r["amp"] == "fp32") == [
+        (m, cl) for m in ("baseline", "cifarnet", "cifarnet_se") for cl in (False, True)]
+    assert {r["amp"] for r in record["train_step"]} == {"fp32"}
     assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out
 
 

@@ -193,6 +193,39 @@ def test_smoke_mode_shrinks_the_recipe(monkeypatch):
     assert c.epochs == 2 and c.train_per_class == 100 and c.seed == 5
 
 
+def test_fast_recipe_scales_the_learning_rate_with_the_batch(monkeypatch):
+    course, fast = TrainConfig(), TrainConfig.fast()
+    assert fast.batch_size == 4 * course.batch_size and fast.epochs < course.epochs and fast.compile
+    assert fast.lr / fast.batch_size == pytest.approx(course.lr / course.batch_size)  # linear scaling rule
+    assert TrainConfig.for_environment("fast", epochs=30) == TrainConfig.fast(epochs=30)
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    smoke = TrainConfig.for_environment("fast")
+    assert smoke.batch_size == 512 and smoke.epochs == 2 and smoke.train_per_class == 100
+
+
+def test_unknown_recipe_names_the_choices():
+    with pytest.raises(ValueError, match="unknown recipe 'turbo'; choose one of course, fast"):
+        TrainConfig.for_environment("turbo")
+
+
+def test_compile_is_ignored_on_a_cpu(tiny_data, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.compile must not be called on a CPU")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    _, h = run(tiny_data, small_config(epochs=1, compile=True))
+    assert h.epoch == [1]
+
+
+def test_checkpoint_names_tell_the_recipes_apart(tmp_path, monkeypatch):
+    from course_utils.experiment import checkpoint_path
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    assert checkpoint_path("cifarnet", TrainConfig()).name == "cifarnet-full-e35-s1.pt"
+    assert checkpoint_path("cifarnet", TrainConfig.fast()).name == "cifarnet-full-e24-b512-s1.pt"
+    assert checkpoint_path("baseline", TrainConfig(train_per_class=100, seed=2)).name == "baseline-sub100-e35-s2.pt"
+
+
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 7])
 def test_schedule_works_for_very_short_runs(steps):
     model = nn.Linear(2, 2)
