@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "COURSE_SMOKE=1 shrinks data and epochs for a quick check.")
     train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
     train.add_argument("--recipe", default="course", choices=RECIPES,
-                       help="course: batch 128, 35 epochs (default); fast: batch 512, lr 0.4, 24 epochs, "
+                       help="course: batch 128, 35 epochs (default); fast: batch 512, lr 0.4, 30 epochs, "
                             "torch.compile on CUDA (for a GPU)")
-    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35 or 24; 2 in smoke mode)")
+    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35 or 30; 2 in smoke mode)")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's, 128 or 512)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's, 0.1 or 0.4)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")

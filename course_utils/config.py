@@ -18,10 +18,11 @@ SMOKE_EPOCHS = 2
 
 #: The fast recipe, for a GPU: four times the batch with the peak learning rate scaled by the same
 #: factor (the linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD",
-#: arXiv:1706.02677; OneCycle's warm-up plays the part of their gradual warm-up), 24 epochs instead
-#: of 35, and torch.compile. A large batch keeps a GPU busy with a net this small; on a CPU it is
-#: slower per image than batch 128, so the course recipe stays the default.
-FAST_RECIPE = dict(epochs=24, batch_size=512, lr=0.4, compile=True)
+#: arXiv:1706.02677; OneCycle's warm-up plays the part of their gradual warm-up), 30 epochs instead
+#: of 35, and torch.compile. Recorded on 2 CPU cores: 86.10% after 30 epochs; 24 epochs reached only
+#: 85.19%, too thin a margin over the course's 85% target. A large batch keeps a GPU busy with a net
+#: this small; on a CPU it is slower per image than batch 128, so the course recipe stays the default.
+FAST_RECIPE = dict(epochs=30, batch_size=512, lr=0.4, compile=True)
 RECIPES = ("course", "fast")
 
 
@@ -40,7 +41,7 @@ class TrainConfig:
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
     num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
-    channels_last: bool = True       # NHWC memory layout: faster convs on CUDA and on CPU (oneDNN)
+    channels_last: bool = True       # NHWC layout: faster on CUDA; on CPU +25% for CifarNet, -20% for BaselineNet
     compile: bool = False            # torch.compile the model on CUDA (ignored elsewhere, like amp)
     train_per_class: int | None = None  # stratified subset of the train split; None = all 5,000 per class
     test_per_class: int | None = None   # likewise for the test split; None = all 1,000 per class

@@ -97,7 +97,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path, mon
     epochs = 30
     args = ["--data-dir", str(image_folder), "--subset", "6", "--epochs", str(epochs), "--device", "cpu",
             "--no-progress", "--seed", "12", "--batch-size", "8"]
-    ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=6, seed=12))
+    ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=6, seed=12, batch_size=8))
     assert ckpt.parent == tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "course_utils", "train", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -197,7 +197,7 @@ def test_fast_recipe_scales_the_learning_rate_with_the_batch(monkeypatch):
     course, fast = TrainConfig(), TrainConfig.fast()
     assert fast.batch_size == 4 * course.batch_size and fast.epochs < course.epochs and fast.compile
     assert fast.lr / fast.batch_size == pytest.approx(course.lr / course.batch_size)  # linear scaling rule
-    assert TrainConfig.for_environment("fast", epochs=30) == TrainConfig.fast(epochs=30)
+    assert TrainConfig.for_environment("fast", epochs=20) == TrainConfig.fast(epochs=20)
     monkeypatch.setenv("COURSE_SMOKE", "1")
     smoke = TrainConfig.for_environment("fast")
     assert smoke.batch_size == 512 and smoke.epochs == 2 and smoke.train_per_class == 100
@@ -222,7 +222,7 @@ def test_checkpoint_names_tell_the_recipes_apart(tmp_path, monkeypatch):
 
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
     assert checkpoint_path("cifarnet", TrainConfig()).name == "cifarnet-full-e35-s1.pt"
-    assert checkpoint_path("cifarnet", TrainConfig.fast()).name == "cifarnet-full-e24-b512-s1.pt"
+    assert checkpoint_path("cifarnet", TrainConfig.fast()).name == "cifarnet-full-e30-b512-s1.pt"
     assert checkpoint_path("baseline", TrainConfig(train_per_class=100, seed=2)).name == "baseline-sub100-e35-s2.pt"
 
 
