@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train a course model on CIFAR-10 and write a JSON run record under runs/. "
                                        "COURSE_SMOKE=1 shrinks data and epochs for a quick check.")
     train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
-    train.add_argument("--recipe", default="course", choices=RECIPES,
-                       help="course: batch 128, 35 epochs (default); fast: batch 512, lr 0.4, 30 epochs, "
-                            "torch.compile on CUDA (for a GPU)")
+    train.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
+                       help="auto (default): fast on a CUDA GPU, course elsewhere; course: batch 128, lr 0.1, "
+                            "35 epochs; fast: batch 512, lr 0.4, 30 epochs, torch.compile on CUDA")
     train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35 or 30; 2 in smoke mode)")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's, 128 or 512)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's, 0.1 or 0.4)")
@@ -133,7 +133,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .config import TrainConfig
+    from .config import TrainConfig, choose_recipe
     from .data import DataFormatError, DataNotFoundError
     from .experiment import run_training
     from .training import TrainingDivergedError
@@ -146,7 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.subset:
         overrides.update(train_per_class=args.subset, test_per_class=max(1, args.subset // 5))
     try:
-        config = TrainConfig.for_environment(args.recipe, **overrides)
+        recipe = choose_recipe(args.recipe, args.device)
+        config = TrainConfig.for_environment(recipe, **overrides)
+        print(f"recipe {recipe}{' (auto)' if args.recipe == 'auto' else ''}: batch {config.batch_size}, "
+              f"peak lr {config.lr:g}, {config.epochs} epochs")
         result = run_training(args.model, config, device=args.device, data_dir=args.data_dir,
                               resume=args.resume, progress=not args.no_progress)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:

@@ -21,9 +21,22 @@ SMOKE_EPOCHS = 2
 #: arXiv:1706.02677; OneCycle's warm-up plays the part of their gradual warm-up), 30 epochs instead
 #: of 35, and torch.compile. Recorded on 2 CPU cores: 86.10% after 30 epochs; 24 epochs reached only
 #: 85.19%, too thin a margin over the course's 85% target. A large batch keeps a GPU busy with a net
-#: this small; on a CPU it is slower per image than batch 128, so the course recipe stays the default.
+#: this small; on a CPU it is slower per image than batch 128, so "auto" picks it only on CUDA.
 FAST_RECIPE = dict(epochs=30, batch_size=512, lr=0.4, compile=True)
 RECIPES = ("course", "fast")
+
+
+def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
+    """The recipe to train with: ``"auto"`` is ``"fast"`` when ``device`` (default: the best available,
+    as ``runtime.get_device`` picks it) is a CUDA GPU and ``"course"`` elsewhere; a named recipe is
+    returned as it is."""
+    if recipe == "auto":
+        from .runtime import get_device
+
+        return "fast" if get_device(None if device is None else str(device)).type == "cuda" else "course"
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of auto, {', '.join(RECIPES)}")
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -64,12 +77,10 @@ class TrainConfig:
         return replace(cls(**FAST_RECIPE), **overrides)
 
     @classmethod
-    def for_environment(cls, recipe: str = "course", **overrides) -> "TrainConfig":
-        """The ``recipe`` ("course" or "fast"), smoke-sized when ``COURSE_SMOKE=1``; then ``overrides``
-        (``None`` values are ignored)."""
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        config = cls() if recipe == "course" else cls.fast()
+    def for_environment(cls, recipe: str = "course", device: "str | None" = None, **overrides) -> "TrainConfig":
+        """The ``recipe`` ("course", "fast", or "auto": fast on CUDA, course elsewhere, for ``device``),
+        smoke-sized when ``COURSE_SMOKE=1``; then ``overrides`` (``None`` values are ignored)."""
+        config = cls() if choose_recipe(recipe, device) == "course" else cls.fast()
         if is_smoke():
             config = replace(config, epochs=SMOKE_EPOCHS, train_per_class=SMOKE_TRAIN_PER_CLASS,
                              test_per_class=SMOKE_TEST_PER_CLASS)

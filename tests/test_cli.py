@@ -32,6 +32,7 @@ def test_train_end_to_end(image_folder, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1/1" in proc.stdout and "final test accuracy" in proc.stdout
+    assert "recipe course (auto): batch 128, peak lr 0.1, 1 epochs" in proc.stdout  # auto on a CPU: course
     path = proc.stdout.strip().splitlines()[-1].split("run record: ")[1]
     record = json.loads(open(path).read())
     assert record["model"] == "cifarnet" and record["parameters"] < 200_000 and record["epochs"] == 1
@@ -46,6 +47,7 @@ def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys)
                  "--device", "cpu", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
+    assert "recipe fast: batch 512, peak lr 0.4, 1 epochs" in out
     record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b512-s1.json").read_text())
     assert record["config"]["batch_size"] == 512 and record["config"]["lr"] == 0.4
     assert record["config"]["compile"] is True and record["device"] == "cpu" and record["epochs"] == 1

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
-from course_utils.config import TrainConfig
+from course_utils.config import TrainConfig, choose_recipe
 from course_utils.data import load_cifar10, make_loaders
 from course_utils.models import BaselineNet, CifarNet, CifarNetConfig
 from course_utils.training import TrainingDivergedError, evaluate, fit, train_one_epoch
@@ -204,8 +204,21 @@ def test_fast_recipe_scales_the_learning_rate_with_the_batch(monkeypatch):
 
 
 def test_unknown_recipe_names_the_choices():
-    with pytest.raises(ValueError, match="unknown recipe 'turbo'; choose one of course, fast"):
+    with pytest.raises(ValueError, match="unknown recipe 'turbo'; choose one of auto, course, fast"):
         TrainConfig.for_environment("turbo")
+
+
+def test_auto_recipe_is_fast_on_cuda_and_course_elsewhere(monkeypatch):
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    assert choose_recipe("auto", "cpu") == "course" and choose_recipe("fast", "cpu") == "fast"
+    assert TrainConfig.for_environment("auto", device="cpu") == TrainConfig()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # pretend a GPU is there
+    assert choose_recipe("auto") == "fast" and choose_recipe("auto", "cuda") == "fast"
+    assert choose_recipe("auto", "cpu") == "course" and choose_recipe("course", "cuda") == "course"
+    assert TrainConfig.for_environment("auto", device="cuda", seed=3) == TrainConfig.fast(seed=3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        choose_recipe("auto", "cuda")
 
 
 def test_compile_is_ignored_on_a_cpu(tiny_data, monkeypatch):
