@@ -6,6 +6,7 @@ Label smoothing: Szegedy et al., "Rethinking the Inception Architecture", 2015.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -229,6 +230,21 @@ def _epoch_line(h: History, i: int, epochs: int) -> str:
             f"test loss {h.test_loss[i]:.4f} acc {h.test_acc[i]:6.2f}%  lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
 
 
+def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
+    """``torch.compile(model)`` where it pays: on CUDA with Triton installed. On a CPU inductor needs a
+    C++ compiler and a minute of warm-up for little gain, and without Triton (Windows, some older
+    installs) compiling a CUDA model fails at its first step, so there the model is returned as it is,
+    with a note through ``log``."""
+    if torch.device(device).type != "cuda":
+        return model
+    if importlib.util.find_spec("triton") is None:
+        if log:
+            log("torch.compile needs Triton, which this install lacks: training uncompiled "
+                "(pip install triton, or --no-compile to skip this note)")
+        return model
+    return torch.compile(model)
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
         device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
         progress: bool = True, log: Callable[[str], None] | None = print) -> History:
@@ -278,8 +294,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
 
-    # compiled on CUDA only: on a CPU inductor needs a C++ compiler and a minute of warm-up for little gain
-    train_model = torch.compile(model) if config.compile and device.type == "cuda" else model
+    train_model = compiled(model, device, log) if config.compile else model
     try:
         for epoch in range(start_epoch, config.epochs):
             _reseed_epoch(train_loader, config.seed * 1000 + epoch)

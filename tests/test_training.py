@@ -230,6 +230,22 @@ def test_compile_is_ignored_on_a_cpu(tiny_data, monkeypatch):
     assert h.epoch == [1]
 
 
+def test_compile_on_cuda_needs_triton(monkeypatch):
+    """No GPU is needed: compiling only wraps the model, and a torch.device object is just a name."""
+    import importlib.util
+
+    from course_utils import training
+
+    model, notes = nn.Linear(2, 2), []
+    monkeypatch.setattr(torch, "compile", lambda m: ("compiled", m))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "triton" else None)
+    assert training.compiled(model, torch.device("cuda"), notes.append) == ("compiled", model) and notes == []
+    assert training.compiled(model, torch.device("cpu"), notes.append) is model and notes == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no Triton (e.g. Windows)
+    assert training.compiled(model, torch.device("cuda"), notes.append) is model
+    assert len(notes) == 1 and "needs Triton" in notes[0] and "--no-compile" in notes[0]
+
+
 def test_checkpoint_names_tell_the_recipes_apart(tmp_path, monkeypatch):
     from course_utils.experiment import checkpoint_path
 
