@@ -33,7 +33,7 @@ class RunResult:
 def checkpoint_path(model_name: str, config: TrainConfig) -> Path:
     """Where a run's checkpoint lives: one file per (model, size, epochs, batch size, seed). The batch
     size is named only when it is not the course recipe's, so ``cifarnet-full-e35-s1.pt`` is the
-    course run and ``cifarnet-full-e24-b512-s1.pt`` the fast one."""
+    course run and ``cifarnet-full-e30-b512-s1.pt`` the fast one."""
     size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
     return runs_dir() / f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}.pt"
