@@ -30,8 +30,10 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import RECIPES
+    from .config import RECIPES, TrainConfig
     from .models import MODELS
+
+    course, fast, long = (TrainConfig.recipe(r) for r in RECIPES)
 
     parser = argparse.ArgumentParser(prog="python -m course_utils",
                                      description="Advanced convolutions on CIFAR-10: the course kit's commands.")
@@ -41,11 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "COURSE_SMOKE=1 shrinks data and epochs for a quick check.")
     train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
     train.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
-                       help="auto (default): fast on a CUDA GPU, course elsewhere; course: batch 128, lr 0.1, "
-                            "35 epochs; fast: batch 512, lr 0.4, 30 epochs, torch.compile on CUDA")
-    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's, 35 or 30; 2 in smoke mode)")
-    train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's, 128 or 512)")
-    train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's, 0.1 or 0.4)")
+                       help=f"auto (default): fast on a CUDA GPU, course elsewhere; course (for a CPU): batch "
+                            f"{course.batch_size}, lr {course.lr:g}, {course.epochs} epochs; fast: batch {fast.batch_size}, "
+                            f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy): batch "
+                            f"{long.batch_size}, lr {long.lr:g}, {long.epochs} epochs")
+    train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's; 2 in smoke mode)")
+    train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's)")
+    train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N",
@@ -75,7 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     ablate.add_argument("--seed", type=int, help="random seed (default 1)")
+    export = sub.add_parser("export", help="ship a finished run's weights: course_utils/weights/<model>.pt and its card",
+                            description="Copy the weights of a finished full-size run (its JSON run record under runs/) "
+                                        "into course_utils/weights/, with a JSON card (recipe, seed, epochs, device, "
+                                        "minutes, validation and test accuracy, torch version, SHA-256). "
+                                        "course_utils.pretrained.load_pretrained reads them.")
+    export.add_argument("record", help="the run record, e.g. runs/cifarnet-full-e15-b256-s1.json")
+    export.add_argument("--name", help="name to ship it under (default: the run's model)")
     return parser
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .pretrained import export_pretrained
+
+    try:
+        weights, card = export_pretrained(args.record, args.name)
+    except (OSError, ValueError, KeyError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"written: {weights} ({weights.stat().st_size:,} bytes) and {card}")
+    return 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -151,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"recipe {recipe}{' (auto)' if args.recipe == 'auto' else ''}: batch {config.batch_size}, "
               f"peak lr {config.lr:g}, {config.epochs} epochs")
         result = run_training(args.model, config, device=args.device, data_dir=args.data_dir,
-                              resume=args.resume, progress=not args.no_progress)
+                              resume=args.resume, progress=not args.no_progress, recipe=recipe)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -159,7 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = "interrupted" if r["interrupted"] else "done"
     print(f"{status}: {r['model']} ({r['parameters']:,} parameters) on {r['device']}, {r['epochs']} epochs, "
           f"{r['train_seconds']:.0f} s")
-    print(f"final test accuracy {r['final_test_acc']:.2f}%  (best {r['best_test_acc']:.2f}%)")
+    val = f"final validation accuracy {r['final_val_acc']:.2f}%, " if r["final_val_acc"] == r["final_val_acc"] else ""
+    print(f"{val}final test accuracy {r['final_test_acc']:.2f}% "
+          f"(with test-time flip averaging: {r['final_test_acc_flip_tta']:.2f}%)")
     print(f"run record: {result.record_path}")
     return 130 if r["interrupted"] else 0
 
@@ -172,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(args)
     if args.command == "ablate":
         return cmd_ablate(args)
+    if args.command == "export":
+        return cmd_export(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

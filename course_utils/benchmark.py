@@ -83,6 +83,11 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
     return batch_size * steps / (time.perf_counter() - start)
 
 
+#: The models whose training steps ``bench`` times: the starting network, the seed's CifarNet10
+#: layout (a reference), the kit's first CifarNet, the current one and its SE variant.
+BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_se")
+
+
 def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     """Everything ``python -m course_utils bench`` measures, as one record."""
     import os
@@ -93,7 +98,9 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .config import TrainConfig
     from .data import load_cifar10
     from .experiment import run_training
-    from .models import get_model
+    from .inspection import count_macs
+    from .models import count_parameters, get_model
+    from .runtime import runs_dir
 
     record = {
         "device": str(device),
@@ -117,19 +124,23 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
     if device.type == "cuda":
         settings += [("bf16", True), ("fp16", True)]
-    for name in ("baseline", "cifarnet", "cifarnet_se"):
+    for name in BENCH_MODELS:
+        params, macs = count_parameters(get_model(name)), count_macs(get_model(name))
         for batch in ((128,) if quick else (128, 512)):
             for amp, cl in settings:
                 ips = train_step_throughput(get_model(name), device, batch, amp, cl, steps=3 if quick else 30)
-                record["train_step"].append({"model": name, "batch_size": batch, "amp": amp or "fp32",
-                                             "channels_last": cl, "images_per_s": round(ips, 1)})
+                record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
+                                             "amp": amp or "fp32", "channels_last": cl, "images_per_s": round(ips, 1)})
                 if log:
-                    log(f"train step  {name:<12} batch {batch:4d}  {amp or 'fp32':>4}  channels_last={cl!s:<5} "
-                        f"{ips:10,.0f} images/s")
+                    log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
+                        f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
     if device.type == "cuda" and not quick:
-        result = run_training("cifarnet", TrainConfig.fast(), device=str(device), data=data, progress=False, log=None)
+        # a benchmark, not a decision: it reads the test set every epoch, and keeps its checkpoint
+        # under runs/bench/, away from the learner's own runs
+        result = run_training("cifarnet", TrainConfig.fast(test_each_epoch=True), device=str(device), data=data,
+                              progress=False, log=None, checkpoint_dir=runs_dir() / "bench")
         h = result.history
-        hit = next((i for i, a in enumerate(h.test_acc) if a >= 85.0), None)
+        hit = next((i for i, a in enumerate(h.test_acc) if a is not None and a >= 85.0), None)
         record["time_to_accuracy"] = {
             "target": 85.0,
             "reached_at_epoch": None if hit is None else h.epoch[hit],

@@ -32,6 +32,10 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CACHE_NAME = "cifar10-decoded.npz"
+#: The validation split: 500 training images per class (5,000 in all), drawn with this seed. Fixed, so
+#: every run, recipe and ablation variant is judged on the same images.
+VAL_PER_CLASS = 500
+VAL_SEED = 0
 _CACHE_VERSION = 1
 
 
@@ -53,6 +57,8 @@ class CIFAR10Data:
     test_labels: np.ndarray
     classes: tuple[str, ...] = CLASSES
     source: str = ""
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
     mean: tuple[float, float, float] = field(init=False)
     std: tuple[float, float, float] = field(init=False)
 
@@ -60,10 +66,39 @@ class CIFAR10Data:
         self.mean, self.std = channel_stats(self.train_images)
 
     def __repr__(self) -> str:
+        val = "" if self.val_labels is None else f"val={len(self.val_labels)}, "
         return (
-            f"CIFAR10Data(train={len(self.train_labels)}, test={len(self.test_labels)}, "
+            f"CIFAR10Data(train={len(self.train_labels)}, {val}test={len(self.test_labels)}, "
             f"classes={len(self.classes)}, source={self.source!r})"
         )
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_labels is not None
+
+    def with_validation(self, per_class: int | None = None, seed: int = VAL_SEED) -> "CIFAR10Data":
+        """Hold out ``per_class`` training images of every class (a seeded, stratified draw) as the
+        validation split. Every decision (recipe, early comparisons, the ablation) is made on it; the
+        test set gives one final number. Mean and std come from what is left for training.
+
+        ``per_class`` defaults to ``VAL_PER_CLASS`` (500: 5,000 of CIFAR-10's 50,000 images), or to a
+        tenth of the smallest class (at least 1) for a smaller image folder.
+        """
+        if self.has_validation:
+            raise ValueError("this data already has a validation split; split the original data instead")
+        counts = np.bincount(self.train_labels, minlength=len(self.classes))
+        if per_class is None:
+            per_class = min(VAL_PER_CLASS, max(1, int(counts.min()) // 10))
+        if per_class < 1 or per_class >= counts.min():
+            raise ValueError(
+                f"a validation split of {per_class} per class needs more training images per class than that "
+                f"(the smallest class has {counts.min()}); choose 1 to {counts.min() - 1}"
+            )
+        val = stratified_indices(self.train_labels, per_class, seed)
+        keep = np.setdiff1d(np.arange(len(self.train_labels)), val)
+        return CIFAR10Data(self.train_images[keep], self.train_labels[keep], self.test_images, self.test_labels,
+                           self.classes, f"{self.source} (validation {len(val)} held out)",
+                           val_images=self.train_images[val], val_labels=self.train_labels[val])
 
     def subset(self, train_per_class: int | None, test_per_class: int | None, seed: int = 0) -> "CIFAR10Data":
         """A stratified subset: the first ``n`` images of each class after a seeded shuffle.
@@ -72,16 +107,26 @@ class CIFAR10Data:
         """
         tr = stratified_indices(self.train_labels, train_per_class, seed)
         te = stratified_indices(self.test_labels, test_per_class, seed)
+        val = {}
+        if self.has_validation:  # the validation split shrinks in proportion to the test split
+            va = stratified_indices(self.val_labels, test_per_class, seed)
+            val = dict(val_images=self.val_images[va], val_labels=self.val_labels[va])
         return CIFAR10Data(
             self.train_images[tr], self.train_labels[tr], self.test_images[te], self.test_labels[te],
-            self.classes, f"{self.source} (subset {len(tr)}/{len(te)})",
+            self.classes, f"{self.source} (subset {len(tr)}/{len(te)})", **val,
         )
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 HWC images, on the 0–1 scale."""
-    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in x.std(0))
+    x = images.reshape(-1, images.shape[-1])
+    mean, std = [], []
+    for c in range(x.shape[1]):  # one channel at a time: float32 copies of a third of the data at most
+        ch = x[:, c].astype(np.float32) / 255.0
+        m = float(ch.mean(dtype=np.float64))
+        mean.append(m)
+        std.append(float(np.sqrt(np.mean(np.square(ch - m, dtype=np.float32), dtype=np.float64))))
+    return tuple(mean), tuple(std)
 
 
 def stratified_indices(labels: np.ndarray, per_class: int | None, seed: int = 0) -> np.ndarray:
@@ -323,7 +368,7 @@ class AugmentConfig:
 
 
 def train_transforms(mean: Sequence[float], std: Sequence[float], config: AugmentConfig = AugmentConfig(),
-                     to_tensor: bool = True):
+                     to_tensor: bool = True, normalize: bool = True):
     """The course's train pipeline: HorizontalFlip, shift-scale-rotate (``Affine``), CoarseDropout with one
     16×16 hole filled with the dataset mean, Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
 
@@ -331,6 +376,9 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
     filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale (rounded to whole grey
     levels, as uint8 images hold): after Normalize it becomes 0 to within half a grey level, the value
     the network sees on average.
+
+    ``normalize=False`` stops after CoarseDropout and returns uint8 HWC images: the loaders do that and
+    normalise whole batches at once (``BatchNormalize``), a fraction of the per-image cost.
     """
     import albumentations as A
     import cv2
@@ -344,9 +392,10 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
                  rotate=(-config.rotate, config.rotate), border_mode=cv2.BORDER_REFLECT_101, p=config.affine_p),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(config.hole, config.hole),
                         hole_width_range=(config.hole, config.hole), fill=fill, p=config.dropout_p),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
     ]
-    if to_tensor:
+    if normalize:
+        steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
+    if to_tensor and normalize:
         steps.append(ToTensorV2())
     return A.Compose(steps)
 
@@ -393,6 +442,27 @@ class AlbumentationsDataset(Dataset):
         return image, int(self.labels[i])
 
 
+class BatchNormalize:
+    """A loader's ``collate_fn``: stack a batch of uint8 HWC images (as the augmentation leaves them),
+    scale to 0–1 and normalise per channel, in one vectorised step for the whole batch.
+
+    The result is a float tensor shaped ``(N, 3, H, W)`` whose memory is laid out channels-last (it is
+    the NHWC batch, permuted): the layout the course's models train in, with no copy to get there.
+    Doing this per image in the augmentation pipeline costs more than the flip and the hole together.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        _check_stats(mean, std)
+        self.mean = torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1)
+        self.std = torch.tensor([float(s) for s in std]).view(1, 3, 1, 1)
+
+    def __call__(self, batch):
+        images = torch.from_numpy(np.stack([b[0] for b in batch]))
+        labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        return x.sub_(self.mean).div_(self.std), labels
+
+
 def _seed_worker(worker_id: int) -> None:
     """Give each loader worker its own, reproducible augmentation stream."""
     info = torch.utils.data.get_worker_info()
@@ -403,21 +473,42 @@ def _seed_worker(worker_id: int) -> None:
         transform.set_random_seed(seed)
 
 
+def eval_loader(images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                batch_size: int = 1000, num_workers: int = 0, device: torch.device | str = "cpu") -> DataLoader:
+    """An unshuffled, unaugmented loader (validation or test): normalisation only, done per batch."""
+    pin = torch.device(device).type == "cuda"
+    return DataLoader(AlbumentationsDataset(images, labels), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0,
+                      collate_fn=BatchNormalize(mean, std))
+
+
 def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0, augment: bool = True,
                  seed: int = 0, device: torch.device | str = "cpu", test_batch_size: int = 1000,
-                 augment_config: AugmentConfig = AugmentConfig()) -> tuple[DataLoader, DataLoader]:
-    """Train and test loaders. The train loader shuffles with its own seeded generator."""
-    train_tf = train_transforms(data.mean, data.std, augment_config) if augment else test_transforms(data.mean, data.std)
-    train_tf.set_random_seed(seed)
+                 augment_config: AugmentConfig = AugmentConfig(), drop_last: bool = False
+                 ) -> tuple[DataLoader, DataLoader]:
+    """Train and test loaders. The train loader shuffles with its own seeded generator and augments
+    each image with albumentations; both normalise whole batches (``BatchNormalize``).
+    ``val_loader(data)`` gives the validation split's loader."""
+    train_tf = train_transforms(data.mean, data.std, augment_config, to_tensor=False, normalize=False) if augment else None
+    if train_tf is not None:
+        train_tf.set_random_seed(seed)
     train_ds = AlbumentationsDataset(data.train_images, data.train_labels, train_tf)
-    test_ds = AlbumentationsDataset(data.test_images, data.test_labels, test_transforms(data.mean, data.std))
     pin = torch.device(device).type == "cuda"
-    common = dict(num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
     generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator,
-                       worker_init_fn=_seed_worker if num_workers > 0 else None, **common)
-    test = DataLoader(test_ds, batch_size=test_batch_size, shuffle=False, **common)
+    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator,
+                       worker_init_fn=_seed_worker if num_workers > 0 else None, num_workers=num_workers,
+                       pin_memory=pin, persistent_workers=num_workers > 0, collate_fn=BatchNormalize(data.mean, data.std))
+    test = eval_loader(data.test_images, data.test_labels, data.mean, data.std, test_batch_size, num_workers, device)
     return train, test
+
+
+def val_loader(data: CIFAR10Data, batch_size: int = 1000, num_workers: int = 0,
+               device: torch.device | str = "cpu") -> DataLoader | None:
+    """The validation split's loader (normalised with the training split's statistics), or None
+    when ``data`` has no validation split (see ``CIFAR10Data.with_validation``)."""
+    if not data.has_validation:
+        return None
+    return eval_loader(data.val_images, data.val_labels, data.mean, data.std, batch_size, num_workers, device)
 
 
 def load_for_environment(root: str | os.PathLike | None = None) -> CIFAR10Data:

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
-from .data import CIFAR10Data, load_cifar10, make_loaders
+from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
 from .runtime import get_device, is_smoke, loader_workers, runs_dir, seed_everything
-from .training import History, fit
+from .training import History, evaluate, fit
 
 
 @dataclass
@@ -30,18 +30,19 @@ class RunResult:
     test_loader: torch.utils.data.DataLoader
 
 
-def checkpoint_path(model_name: str, config: TrainConfig) -> Path:
-    """Where a run's checkpoint lives: one file per (model, size, epochs, batch size, seed). The batch
-    size is named only when it is not the course recipe's, so ``cifarnet-full-e35-s1.pt`` is the
-    course run and ``cifarnet-full-e30-b512-s1.pt`` the fast one."""
+def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = None) -> Path:
+    """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size, epochs,
+    batch size, seed). The batch size is named only when it is not the course recipe's, so
+    ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one."""
     size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
-    return runs_dir() / f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}.pt"
+    return (folder or runs_dir()) / f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}.pt"
 
 
 def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None, device: str | None = None,
                  data: CIFAR10Data | None = None, data_dir: str | None = None, resume: bool = False,
-                 progress: bool = True, log=print) -> RunResult:
+                 progress: bool = True, log=print, recipe: str | None = None,
+                 checkpoint_dir: Path | None = None) -> RunResult:
     """Train ``model_name`` with ``config`` (default: the recipe for this environment) and write a run
     record to ``runs/``. With ``resume=True`` an existing checkpoint of the same run is continued
     (a finished one simply returns its history)."""
@@ -49,29 +50,37 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     dev = get_device(device)
     if data is None:
         data = load_cifar10(data_dir)
+    if config.validation and not data.has_validation:
+        data = data.with_validation()
     if config.train_per_class is not None or config.test_per_class is not None:
         data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)
     seed_everything(config.seed)
     model = get_model(model_name)
-    train_loader, test_loader = make_loaders(data, config.batch_size, loader_workers(dev, config.num_workers), seed=config.seed,
-                                             device=dev)
-    ckpt = checkpoint_path(model_name, config)
+    workers = loader_workers(dev, config.num_workers)
+    augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
+    train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=dev,
+                                             augment_config=augment)
+    valid = val_loader(data, num_workers=workers, device=dev)
+    ckpt = checkpoint_path(model_name, config, checkpoint_dir)
     resume_from = ckpt if resume and ckpt.exists() else None
     t0 = time.perf_counter()
     history = fit(model, train_loader, test_loader, config, dev, checkpoint=ckpt, resume=resume_from,
-                  progress=progress, log=log)
+                  progress=progress, log=log, val_loader=valid)
     wall = time.perf_counter() - t0
+    tta = evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]
     record = {
         "model": model_name,
         "model_class": type(model).__name__,
+        "recipe": recipe,
         "parameters": count_parameters(model),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "epochs": len(history),
         "epochs_planned": config.epochs,
-        "best_test_acc": history.best_test_acc,
+        "final_val_acc": history.final_val_acc,
         "final_test_acc": history.final_test_acc,
+        "final_test_acc_flip_tta": tta,
         "train_seconds": history.total_seconds,
         "wall_seconds_this_call": wall,
         "interrupted": history.interrupted,
@@ -81,7 +90,9 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "history": history.to_dict(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": str(ckpt),
     }
     record_path = ckpt.with_suffix(".json")
+    record["record_path"] = str(record_path)
     record_path.write_text(json.dumps(record, indent=2))
     return RunResult(model, history, data, config, dev, record, record_path, ckpt, test_loader)

@@ -49,9 +49,145 @@ class BaselineNet(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class _FourStages(nn.Module):
+    """What both CifarNets share after their four stages ``c1``..``c4``: global average pooling,
+    dropout and one linear layer, and the forward pass through all of it."""
+
+    def _output(self, c) -> None:
+        self.pool = nn.AdaptiveAvgPool2d(1)                                 # global average pooling
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.c4, c.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
+        x = self.c4(self.c3(self.c2(self.c1(x))))
+        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+def _stage_parts(model: str, c, attention: Callable[[int], nn.Module] | None):
+    """What both CifarNets build their stages from: the attention layer to append to a residual body
+    (or none), the conv of the wide stages C3/C4 (depthwise-separable unless ``c.separable`` is off),
+    and the downsampling block ``c.downsample`` asks for."""
+    if c.downsample not in ("stride", "maxpool", "dilation"):
+        raise ValueError(f"{model}: downsample must be 'stride', 'maxpool' or 'dilation', got {c.downsample!r}")
+
+    def attn(ch: int) -> list[nn.Module]:
+        return [attention(ch)] if attention is not None else []
+
+    def down(block, cin: int, cout: int) -> nn.Module:
+        """Halve the resolution: strided conv (default), conv + max-pool, or strided dilated conv."""
+        if c.downsample == "maxpool":
+            return nn.Sequential(block(cin, cout), nn.MaxPool2d(2))
+        return block(cin, cout, stride=2, dilation=2 if c.downsample == "dilation" else 1)
+
+    return attn, (DepthwiseSeparableConv2d if c.separable else ConvBNAct), down
+
+
+class CifarNet10(nn.Module):
+    """The seed's CifarNet10 layout (153k parameters, 10.5 M multiply-accumulates), a reference row for
+    ``bench``: Conv → ReLU → BatchNorm blocks, stride-2 3×3 + 1×1 pairs instead of max-pooling,
+    grouped (depthwise) 3×3 + 1×1 pairs, one dilated conv with a skip, 4×4 average pooling and a
+    1×1 conv as the classifier. Rebuilt from the course's original README.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+
+        def block(*convs: nn.Module, channels: int) -> nn.Sequential:
+            return nn.Sequential(*convs, nn.ReLU(inplace=True), nn.BatchNorm2d(channels))
+
+        def dw_pw(cin: int, cout: int) -> tuple[nn.Module, nn.Module]:
+            return nn.Conv2d(cin, cin, 3, padding=1, groups=cin), nn.Conv2d(cin, cout, 1)
+
+        def pool(ch: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.Conv2d(ch, ch, 1))
+
+        self.c1 = nn.Sequential(block(nn.Conv2d(in_channels, 16, 3, padding=1), channels=16),
+                                block(nn.Conv2d(16, 16, 3, padding=1), channels=16), pool(16))
+        self.c2 = nn.Sequential(block(*dw_pw(16, 32), channels=32), block(nn.Conv2d(32, 32, 3, padding=1), channels=32),
+                                pool(32))
+        self.c3a = block(*dw_pw(32, 64), channels=64)
+        self.c3b = block(nn.Conv2d(64, 64, 3, padding=2, dilation=2), channels=64)
+        self.c4 = nn.Sequential(pool(64), block(*dw_pw(64, 128), channels=128), block(*dw_pw(128, 256), channels=256))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Conv2d(256, num_classes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
+        x = self.c3a(self.c2(self.c1(x)))
+        x = self.c4(x + self.c3b(x))
+        return torch.flatten(self.head(self.pool(x)), 1)
+
+
 @dataclass(frozen=True)
 class CifarNetConfig:
-    """Widths of CifarNet's four stages (C1 at 32×32, C2 at 16×16, C3 at 8×8, C4 at 4×4)."""
+    """Widths of CifarNet's stages: C1 ends at 16×16 with ``c1`` channels, C2 works at 16×16 with
+    ``c1``, C3 at 8×8 with ``c3``, C4 at 4×4 with ``c4``. ``stem`` is the width of the one
+    convolution that sees all 32×32 pixels."""
+
+    stem: int = 16
+    c1: int = 32
+    c3: int = 96
+    c4: int = 192
+    c2_dilation: int = 2        # dilation of C2's second conv; 1 makes it an ordinary 3x3
+    downsample: str = "stride"  # "stride": stride-2 conv | "maxpool": conv then MaxPool 2 | "dilation": d=2 stride 2
+    separable: bool = True      # C3/C4 depthwise-separable; False: standard 3x3 convs (many more weights)
+    dropout: float = 0.1
+    num_classes: int = 10
+    in_channels: int = 3
+
+
+class CifarNet(_FourStages):
+    """The course network: < 200k parameters, no max-pooling, receptive field > 44, and its compute
+    where it is cheap: only one narrow convolution sees all 32×32 pixels.
+
+    ======  ==============================================================  ==========  =====
+    stage   layers                                                          output      RF
+    ======  ==============================================================  ==========  =====
+    C1      conv 3×3 (stem, 16) → conv 3×3 stride 2                         32 × 16²    5
+    C2      residual(conv 3×3, *dilated* conv 3×3, d=2)                     32 × 16²    17
+    C3      dw-separable stride 2; residual(2 × dw-separable)               96 × 8²     37
+    C4      dw-separable stride 2; residual(2 × dw-separable)               192 × 4²    77
+    output  global average pooling → dropout → linear                       10
+    ======  ==============================================================  ==========  =====
+
+    A 3×3 conv costs ``C_in·C_out·9`` multiply-accumulates per output pixel, and there are four times
+    as many pixels at 32×32 as at 16×16: so the full-resolution work is one 16-channel conv, and the
+    first stride-2 conv comes straight after it. Downsampling is done by stride-2 convolutions, which
+    learn what to keep where a max-pool throws three quarters away. The dilated conv (dilation 2)
+    widens the receptive field at 16×16 at no extra cost; depthwise-separable convs keep the wide
+    stages C3 and C4 cheap. ``course_utils.receptive_field(CifarNet())`` prints the table above from
+    the model itself.
+    """
+
+    def __init__(self, config: CifarNetConfig = CifarNetConfig(), *, attention: Callable[[int], nn.Module] | None = None):
+        super().__init__()
+        c = self.config = config
+        self.in_channels = c.in_channels
+        attn, wide, down = _stage_parts(type(self).__name__, c, attention)
+
+        self.c1 = nn.Sequential(
+            ConvBNAct(c.in_channels, c.stem),                               # 32x32: the only full-size conv
+            down(ConvBNAct, c.stem, c.c1),                                  # 32 -> 16
+        )
+        self.c2 = nn.Sequential(
+            Residual(ConvBNAct(c.c1, c.c1), ConvBNAct(c.c1, c.c1, dilation=c.c2_dilation), *attn(c.c1)),
+        )
+        self.c3 = nn.Sequential(
+            down(wide, c.c1, c.c3),                                         # 16 -> 8
+            Residual(wide(c.c3, c.c3), wide(c.c3, c.c3), *attn(c.c3)),
+        )
+        self.c4 = nn.Sequential(
+            down(wide, c.c3, c.c4),                                         # 8 -> 4
+            Residual(wide(c.c4, c.c4), wide(c.c4, c.c4), *attn(c.c4)),
+        )
+        self._output(c)
+
+
+@dataclass(frozen=True)
+class CifarNetV1Config:
+    """Widths of CifarNet v1's four stages (C1 at 32×32, C2 at 16×16, C3 at 8×8, C4 at 4×4)."""
 
     c1: int = 32
     c2: int = 64
@@ -65,8 +201,11 @@ class CifarNetConfig:
     in_channels: int = 3
 
 
-class CifarNet(nn.Module):
-    """The course network: < 200k parameters, no max-pooling, receptive field > 44.
+class CifarNetV1(_FourStages):
+    """The kit's first course network (v1): < 200k parameters, no max-pooling, receptive field > 44,
+    and 37.5 M multiply-accumulates per image, 90% of them in full 3×3 convs at 32×32 and 16×16.
+    ``CifarNet`` replaced it: the same rules at a quarter of the compute. Notebooks 07 and 09 studied
+    attention and the ablation on this network, and ``bench`` keeps it as a reference row.
 
     ======  =========================================================  ==========  =======
     stage   layers                                                     output      RF
@@ -81,24 +220,14 @@ class CifarNet(nn.Module):
     Downsampling is done by stride-2 convolutions, which learn what to keep where a max-pool
     throws three quarters away. The dilated conv (dilation 2) widens the receptive field at
     16×16 at no extra cost; depthwise-separable convs keep the wide stages C3 and C4 cheap.
-    ``course_utils.receptive_field(CifarNet())`` prints the table above from the model itself.
+    ``course_utils.receptive_field(CifarNetV1())`` prints the table above from the model itself.
     """
 
-    def __init__(self, config: CifarNetConfig = CifarNetConfig(), *, attention: Callable[[int], nn.Module] | None = None):
+    def __init__(self, config: CifarNetV1Config = CifarNetV1Config(), *, attention: Callable[[int], nn.Module] | None = None):
         super().__init__()
-        c = config
-        self.config = c
+        c = self.config = config
         self.in_channels = c.in_channels
-        if c.downsample not in ("stride", "maxpool", "dilation"):
-            raise ValueError(f"CifarNet: downsample must be 'stride', 'maxpool' or 'dilation', got {c.downsample!r}")
-        attn = (lambda ch: [attention(ch)]) if attention is not None else (lambda ch: [])
-        wide = DepthwiseSeparableConv2d if c.separable else ConvBNAct  # the conv of C3 and C4
-
-        def down(block, cin: int, cout: int) -> nn.Module:
-            """Halve the resolution: strided conv (default), conv + max-pool, or strided dilated conv."""
-            if c.downsample == "maxpool":
-                return nn.Sequential(block(cin, cout), nn.MaxPool2d(2))
-            return block(cin, cout, stride=2, dilation=2 if c.downsample == "dilation" else 1)
+        attn, wide, down = _stage_parts(type(self).__name__, c, attention)
 
         self.c1 = nn.Sequential(
             ConvBNAct(c.in_channels, c.c1),                                 # 32x32
@@ -116,14 +245,7 @@ class CifarNet(nn.Module):
             down(wide, c.c3, c.c4),                                         # 8 -> 4
             Residual(wide(c.c4, c.c4), *attn(c.c4)),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)                                 # global average pooling
-        self.dropout = nn.Dropout(c.dropout)
-        self.head = nn.Linear(c.c4, c.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.c4(self.c3(self.c2(self.c1(x))))
-        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+        self._output(c)
 
 
 def check_input(model: nn.Module, x: torch.Tensor) -> None:
@@ -142,23 +264,25 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
         )
 
 
-def cifarnet_se() -> CifarNet:
-    """CifarNet with squeeze-and-excitation after each residual body; C4 narrowed to 144 to stay < 200k."""
-    return CifarNet(CifarNetConfig(c4=144), attention=SqueezeExcitation)
+def cifarnet_se() -> CifarNetV1:
+    """CifarNet v1 with squeeze-and-excitation after each residual body; C4 narrowed to 144 to stay < 200k."""
+    return CifarNetV1(CifarNetV1Config(c4=144), attention=SqueezeExcitation)
 
 
-def cifarnet_eca() -> CifarNet:
-    """CifarNet with efficient channel attention (a handful of weights each); widths unchanged."""
-    return CifarNet(attention=ECA)
+def cifarnet_eca() -> CifarNetV1:
+    """CifarNet v1 with efficient channel attention (a handful of weights each); widths unchanged."""
+    return CifarNetV1(attention=ECA)
 
 
-def cifarnet_cbam() -> CifarNet:
-    """CifarNet with CBAM (channel then spatial attention); C4 narrowed to 144 to stay < 200k."""
-    return CifarNet(CifarNetConfig(c4=144), attention=CBAM)
+def cifarnet_cbam() -> CifarNetV1:
+    """CifarNet v1 with CBAM (channel then spatial attention); C4 narrowed to 144 to stay < 200k."""
+    return CifarNetV1(CifarNetV1Config(c4=144), attention=CBAM)
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "cifarnet": CifarNet,
+    "cifarnet_v1": CifarNetV1,
+    "cifarnet10": CifarNet10,
     "baseline": BaselineNet,
     "cifarnet_se": cifarnet_se,
     "cifarnet_eca": cifarnet_eca,

@@ -98,18 +98,26 @@ def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int
 
 
 def training_curves(history, title: str = ""):
-    """Loss and accuracy per epoch, train and test, and the learning rate."""
+    """Loss and accuracy per epoch (train, validation, and test where it was read: after the last
+    epoch only, for a run with a validation split), and the learning rate."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     e = history.epoch
-    axes[0].plot(e, history.train_loss, label="train")
-    axes[0].plot(e, history.test_loss, label="test")
-    axes[0].set_title("loss per image")
-    axes[1].plot(e, history.train_acc, label="train")
-    axes[1].plot(e, history.test_acc, label="test")
-    axes[1].set_title(f"accuracy % (best test {history.best_test_acc:.2f})")
+    tested = [(ep, l, a) for ep, l, a in zip(e, history.test_loss, history.test_acc) if a is not None]
+    for ax, train, val, test, what in ((axes[0], history.train_loss, history.val_loss, 1, "cross-entropy per image"),
+                                       (axes[1], history.train_acc, history.val_acc, 2, "accuracy (%)")):
+        ax.plot(e, train, label="train (augmented)")
+        if val:
+            ax.plot(e, val, label="validation")
+        if tested:
+            xs, ys = [t[0] for t in tested], [t[test] for t in tested]
+            ax.plot(xs, ys, "o" if len(tested) == 1 else "-", color="tab:red", label="test")
+        ax.set_ylabel(what)
+    axes[0].set_title("loss (plain cross-entropy)")
+    axes[1].set_title(f"accuracy (final test {history.final_test_acc:.2f}%)")
     axes[2].plot(e, history.lr, color="tab:green")
     axes[2].set_title("learning rate at epoch start")
+    axes[2].set_ylabel("learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

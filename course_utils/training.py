@@ -35,6 +35,8 @@ class History:
     train_acc: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)   # empty when the run has no validation split
+    val_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     interrupted: bool = False
@@ -48,11 +50,17 @@ class History:
 
     @property
     def best_test_acc(self) -> float:
-        return max(self.test_acc, default=float("nan"))
+        return max((a for a in self.test_acc if a is not None), default=float("nan"))
 
     @property
     def final_test_acc(self) -> float:
-        return self.test_acc[-1] if self.test_acc else float("nan")
+        """The test accuracy after the last epoch: the number a run reports (never the best epoch's,
+        which would be a choice made on the test set)."""
+        return self.test_acc[-1] if self.test_acc and self.test_acc[-1] is not None else float("nan")
+
+    @property
+    def final_val_acc(self) -> float:
+        return self.val_acc[-1] if self.val_acc else float("nan")
 
     @property
     def total_seconds(self) -> float:
@@ -69,8 +77,9 @@ class History:
     def __str__(self) -> str:
         if not self.epoch:
             return "History(empty)"
-        return (f"History({len(self)} epochs, best test acc {self.best_test_acc:.2f}%, "
-                f"final {self.final_test_acc:.2f}%, {self.total_seconds:.0f} s)")
+        val = f"val acc {self.final_val_acc:.2f}%, " if self.val_acc else ""
+        return (f"History({len(self)} epochs, final {val}test acc {self.final_test_acc:.2f}%, "
+                f"{self.total_seconds:.0f} s)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,9 +133,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     progress: bool = True, desc: str = "train") -> tuple[float, float]:
     """One pass over ``loader``. Returns (mean loss per image, accuracy %).
 
-    The scheduler, if given, steps once per batch (OneCycle). Loss and accuracy are accumulated on
-    the device; the bar's numbers are refreshed every 20 batches to avoid a host sync per step.
-    Raises ``TrainingDivergedError`` when the epoch's loss is not finite.
+    The reported loss is plain cross-entropy of the training batches' logits, whatever ``loss_fn``
+    the gradient comes from (label smoothing, say), so that training and validation/test losses sit
+    on one scale. The scheduler, if given, steps once per batch (OneCycle). Loss and accuracy are
+    accumulated on the device; the bar's numbers are refreshed every 20 batches to avoid a host sync
+    per step. Raises ``TrainingDivergedError`` when the epoch's loss is not finite.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.train()
@@ -136,10 +147,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     bar = _progress(loader, progress, desc=desc)
     for step, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
-        loss, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
+        _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.float() * y.shape[0]
+        total_loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
         if progress and step % 20 == 0:
@@ -154,8 +165,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn: Callable | None = None,
-             amp: bool = True, channels_last: bool = False, progress: bool = False) -> tuple[float, float]:
+             amp: bool = True, channels_last: bool = False, progress: bool = False,
+             tta: bool = False) -> tuple[float, float]:
     """Mean loss per image and accuracy % over ``loader``.
+
+    ``tta=True`` averages the softmax of each image and its mirror image (test-time flip averaging,
+    as in Krizhevsky et al. 2012); report it beside the plain number, never instead of it.
 
     The loss is summed per image and divided by the number of images (not by the number of
     batches, and never with the log-probabilities' sign lost: the course's original logs printed a
@@ -170,6 +185,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast_for(device, amp):
             logits = model(x)
+            if tta:
+                probs = (logits.float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+                logits = probs.clamp_min(1e-12).log()
         total_loss += loss_fn(logits.float(), y)
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
@@ -226,8 +244,10 @@ def _reseed_epoch(loader: DataLoader, seed: int) -> None:
 
 
 def _epoch_line(h: History, i: int, epochs: int) -> str:
+    val = f"val loss {h.val_loss[i]:.4f} acc {h.val_acc[i]:6.2f}%  " if h.val_acc else ""
+    test = f"test loss {h.test_loss[i]:.4f} acc {h.test_acc[i]:6.2f}%  " if h.test_acc[i] is not None else ""
     return (f"epoch {h.epoch[i]:3d}/{epochs}  train loss {h.train_loss[i]:.4f} acc {h.train_acc[i]:6.2f}%  "
-            f"test loss {h.test_loss[i]:.4f} acc {h.test_acc[i]:6.2f}%  lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
+            f"{val}{test}lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
 
 
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
@@ -247,8 +267,10 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
         device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
-        progress: bool = True, log: Callable[[str], None] | None = print) -> History:
-    """Train ``model`` for ``config.epochs`` epochs with OneCycle, evaluating after each epoch.
+        progress: bool = True, log: Callable[[str], None] | None = print,
+        val_loader: DataLoader | None = None) -> History:
+    """Train ``model`` for ``config.epochs`` epochs with OneCycle, evaluating after each epoch on the
+    validation split (``val_loader``, if given: where decisions are made) and on the test set.
 
     Args:
         checkpoint: where to write a checkpoint after every epoch (atomically); None for none.
@@ -304,13 +326,20 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
                 channels_last=config.channels_last, scaler=scaler, progress=progress,
                 desc=f"epoch {epoch + 1}/{config.epochs}")
-            test_loss, test_acc = evaluate(train_model, test_loader, device, amp=amp,
-                                           channels_last=config.channels_last)
+            val = {}
+            if val_loader is not None:
+                val_loss, val_acc = evaluate(train_model, val_loader, device, amp=amp,
+                                             channels_last=config.channels_last)
+                val = dict(val_loss=val_loss, val_acc=val_acc)
+            test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
+            if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
+                test_loss, test_acc = evaluate(train_model, test_loader, device, amp=amp,
+                                               channels_last=config.channels_last)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                           test_acc=test_acc, lr=lr, seconds=seconds)
+                           test_acc=test_acc, lr=lr, seconds=seconds, **val)
             if log:
                 log(_epoch_line(history, -1, config.epochs))
             if checkpoint:

@@ -9,7 +9,7 @@ from course_utils.config import TrainConfig
 from course_utils.data import AugmentConfig, load_cifar10, torchvision_train_transforms, train_transforms
 from course_utils.inspection import capture, count_macs
 from course_utils.layers import CBAM, ECA, SqueezeExcitation, eca_kernel_size
-from course_utils.models import CifarNet, CifarNetConfig, count_parameters, get_model
+from course_utils.models import CifarNetV1 as CifarNet, CifarNetV1Config as CifarNetConfig, count_parameters, get_model
 
 
 @pytest.mark.parametrize("channels", [16, 64, 160])
@@ -50,7 +50,7 @@ def test_attention_variants_stay_under_200k_and_run():
         SqueezeExcitation(16)(torch.randn(1, 8, 4, 4))
 
 
-def test_downsampling_variants():
+def test_downsampling_variants():  # of CifarNet v1, the network the ablation studies
     for mode, rf in (("stride", 63), ("maxpool", 70), ("dilation", 77)):
         model = CifarNet(CifarNetConfig(downsample=mode))
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)

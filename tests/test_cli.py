@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from course_utils.__main__ import main
+from course_utils.config import TrainConfig
 
 
 def test_invalid_arguments_print_usage_and_exit_non_zero(capsys):
@@ -32,7 +33,9 @@ def test_train_end_to_end(image_folder, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1/1" in proc.stdout and "final test accuracy" in proc.stdout
-    assert "recipe course (auto): batch 128, peak lr 0.1, 1 epochs" in proc.stdout  # auto on a CPU: course
+    course = TrainConfig()
+    assert f"recipe course (auto): batch {course.batch_size}, peak lr {course.lr:g}, 1 epochs" in proc.stdout  # CPU: course
+    assert "final validation accuracy" in proc.stdout and "test-time flip averaging" in proc.stdout
     path = proc.stdout.strip().splitlines()[-1].split("run record: ")[1]
     record = json.loads(open(path).read())
     assert record["model"] == "cifarnet" and record["parameters"] < 200_000 and record["epochs"] == 1
@@ -47,14 +50,15 @@ def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys)
                  "--device", "cpu", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "recipe fast: batch 512, peak lr 0.4, 1 epochs" in out
-    record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b512-s1.json").read_text())
-    assert record["config"]["batch_size"] == 512 and record["config"]["lr"] == 0.4
+    fast = TrainConfig.fast()
+    assert f"recipe fast: batch {fast.batch_size}, peak lr {fast.lr:g}, 1 epochs" in out
+    record = json.loads((tmp_path / "runs" / f"cifarnet-sub5-e1-b{fast.batch_size}-s1.json").read_text())
+    assert record["config"]["batch_size"] == fast.batch_size and record["config"]["lr"] == fast.lr
     assert record["config"]["compile"] is True and record["device"] == "cpu" and record["epochs"] == 1
-    assert main(["train", "--recipe", "fast", "--no-compile", "--batch-size", "256", "--data-dir", str(image_folder),
+    assert main(["train", "--recipe", "fast", "--no-compile", "--batch-size", "64", "--data-dir", str(image_folder),
                  "--subset", "5", "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
-    record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b256-s1.json").read_text())
-    assert record["config"]["batch_size"] == 256 and record["config"]["compile"] is False
+    record = json.loads((tmp_path / "runs" / "cifarnet-sub5-e1-b64-s1.json").read_text())
+    assert record["config"]["batch_size"] == 64 and record["config"]["compile"] is False
 
 
 def test_unknown_recipe_is_a_usage_error(capsys):
@@ -75,11 +79,17 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
     assert record["device"] == "cpu" and record["quick"] is True
     assert [p["workers"] for p in record["pipeline"]][:2] == [0, 1]
     assert all(p["images_per_s"] > 0 for p in record["pipeline"])
-    assert {r["model"] for r in record["train_step"]} == {"baseline", "cifarnet", "cifarnet_se"}
+    from course_utils.benchmark import BENCH_MODELS
+    from course_utils.inspection import count_macs
+    from course_utils.models import count_parameters, get_model
+
+    assert {r["model"] for r in record["train_step"]} == set(BENCH_MODELS) >= {"cifarnet10", "cifarnet_v1", "cifarnet"}
     assert all(r["images_per_s"] > 0 for r in record["train_step"])
+    for r in record["train_step"]:  # parameters and MACs side by side with the speed
+        assert (r["parameters"], r["macs"]) == (count_parameters(get_model(r["model"])), count_macs(get_model(r["model"])))
     # on a CPU: fp32 with and without channels_last, for each model (autocast rows are CUDA-only)
-    assert sorted((r["model"], r["channels_last"]) for r in record["train_step"] if r["amp"] == "fp32") == [
-        (m, cl) for m in ("baseline", "cifarnet", "cifarnet_se") for cl in (False, True)]
+    assert sorted((r["model"], r["channels_last"]) for r in record["train_step"] if r["amp"] == "fp32") == sorted(
+        (m, cl) for m in BENCH_MODELS for cl in (False, True))
     assert {r["amp"] for r in record["train_step"]} == {"fp32"}
     assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out
 

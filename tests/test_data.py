@@ -186,3 +186,19 @@ def test_corrupt_torchvision_folder(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
     with pytest.raises(DataFormatError, match="cifar-10-batches-py.*incomplete or corrupt"):
         load_cifar10(tmp_path, download=False)
+
+
+def test_batch_normalisation_matches_the_per_image_pipeline(image_folder):
+    """The loaders normalise whole batches (BatchNormalize); the numbers are those of albumentations'
+    Normalize + ToTensorV2 image by image, and the batch comes out channels-last."""
+    from course_utils.data import BatchNormalize
+
+    d = load_cifar10(image_folder, download=False)
+    images, labels = d.test_images[:5], d.test_labels[:5]
+    x, y = BatchNormalize(d.mean, d.std)([(img, int(lab)) for img, lab in zip(images, labels)])
+    per_image = torch.stack([test_transforms(d.mean, d.std)(image=img)["image"] for img in images])
+    assert x.shape == (5, 3, 32, 32) and x.dtype == torch.float32 and y.tolist() == labels.tolist()
+    assert torch.allclose(x, per_image, atol=1e-5)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="0-1 scale"):
+        BatchNormalize((125.0, 123.0, 114.0), (63.0, 62.0, 66.0))

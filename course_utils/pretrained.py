@@ -1,0 +1,120 @@
+"""Shipped weights: the recorded CifarNet, committed beside its card, loaded with its hash checked.
+
+``load_pretrained("cifarnet")`` returns the trained network in eval mode; ``card("cifarnet")`` says how
+it was trained (recipe, seed, epochs, device, minutes, validation and test accuracy, torch version)
+and holds the SHA-256 of the weights file. The file is read with ``weights_only=True`` (no code runs)
+and only after its hash matches the card, so a truncated, altered or swapped file is refused with a
+message instead of giving a network that silently scores less.
+
+``export_pretrained(run_record)`` writes both files from a finished run (``python -m course_utils
+export``). Notebooks that need a trained network for pictures (attention maps, mistakes, the
+confusion matrix) load it instead of training one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import atomic_save, load_checkpoint
+from .runtime import REPO_ROOT
+
+#: Where shipped weights live: inside the package, so an installed kit has them too.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class PretrainedError(FileNotFoundError):
+    """Shipped weights that are missing, altered, or do not fit their model."""
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _paths(name: str, folder: Path | None) -> tuple[Path, Path]:
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    return folder / f"{name}.pt", folder / f"{name}.json"
+
+
+def available(folder: str | os.PathLike | None = None) -> list[str]:
+    """Names of the shipped networks (those with a card)."""
+    folder = Path(folder) if folder is not None else WEIGHTS_DIR
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dict:
+    """The card of a shipped network: how it was trained and what it scored."""
+    _, card_path = _paths(name, folder)
+    if not card_path.is_file():
+        names = available(folder)
+        raise PretrainedError(
+            f"no shipped weights named {name!r} (no {card_path.name} in {card_path.parent}); "
+            f"available: {', '.join(names) or 'none'}. Reinstall the kit, or train one with "
+            "python -m course_utils train and export it with python -m course_utils export."
+        )
+    return json.loads(card_path.read_text())
+
+
+def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = None,
+                    map_location: str | torch.device = "cpu") -> nn.Module:
+    """The shipped, trained ``name`` network in eval mode, its file's SHA-256 checked against the card."""
+    from .models import get_model
+
+    info = card(name, folder)
+    weights, _ = _paths(name, folder)
+    if not weights.is_file():
+        raise PretrainedError(
+            f"{weights} is missing, though its card {weights.with_suffix('.json').name} is there. "
+            "Restore it from the repository (git checkout -- course_utils/weights) or reinstall the kit."
+        )
+    digest = sha256(weights)
+    if digest != info["sha256"]:
+        raise PretrainedError(
+            f"{weights} does not match its card: SHA-256 {digest[:16]}… instead of {info['sha256'][:16]}…. "
+            "The file was changed or damaged: restore it (git checkout -- course_utils/weights) or reinstall the kit."
+        )
+    model = get_model(info["model"])
+    load_checkpoint(weights, model, map_location=map_location)
+    return model.eval()
+
+
+def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
+                      folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write the weights of a finished run (its JSON run record, or the record's dict) and their card.
+
+    Only the weights go in (no optimizer, no history), so the file stays under 1 MB for CifarNet.
+    """
+    from .models import get_model
+
+    if not isinstance(record, dict):
+        path = Path(record)
+        if not path.is_file():
+            raise ValueError(f"no run record at {path}; train first (python -m course_utils train), then pass its .json")
+        record = {"checkpoint": str(path.with_suffix(".pt")), "record_path": str(path), **json.loads(path.read_text())}
+    if record.get("interrupted") or record.get("epochs") != record.get("epochs_planned"):
+        raise ValueError("this run did not finish; export a run whose every planned epoch completed")
+    if record.get("smoke"):
+        raise ValueError("this is a smoke-mode run (a tiny subset, a few epochs); export a full run")
+    name = name or record["model"]
+    model = get_model(record["model"])
+    state = load_checkpoint(record["checkpoint"], model)
+    weights, card_path = _paths(name, folder)
+    atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
+    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "epochs", "train_seconds",
+            "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
+    info = {k: record.get(k) for k in keep}
+    if isinstance(info.get("data"), dict) and "source" in info["data"]:  # no path of this machine in the card
+        info["data"] = {**info["data"], "source": info["data"]["source"].replace(str(REPO_ROOT), ".")}
+    info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),
+                run_record=Path(record["record_path"]).name if record.get("record_path") else None,
+                file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))
+    card_path.write_text(json.dumps(info, indent=2) + "\n")
+    return weights, card_path
