@@ -100,7 +100,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .experiment import run_training
     from .inspection import count_macs
     from .models import count_parameters, get_model
-    from .runtime import runs_dir
+    from .runtime import mixed_precision, precision_name, runs_dir
 
     record = {
         "device": str(device),
@@ -109,6 +109,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         "torch_threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "quick": quick,
+        "training_precision": precision_name(mixed_precision(device)),
         "pipeline": [],
         "train_step": [],
         "time_to_accuracy": None,
@@ -122,8 +123,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         if log:
             log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
-    if device.type == "cuda":
-        settings += [("bf16", True), ("fp16", True)]
+    if device.type == "cuda":  # bf16 only where the card has it natively (runtime.mixed_precision)
+        settings += ([("bf16", True)] if mixed_precision(device) == torch.bfloat16 else []) + [("fp16", True)]
     for name in BENCH_MODELS:
         params, macs = count_parameters(get_model(name)), count_macs(get_model(name))
         for batch in ((128,) if quick else (128, 512)):

@@ -121,7 +121,10 @@ class TrainConfig:
             + f"; seed {self.seed}; on {dev}" + (", channels_last" if self.channels_last else ""),
         ]
         if dev.type == "cuda":
-            lines.append(f"mixed precision: {'on' if self.amp else 'off'}; torch.compile: {'on' if self.compile else 'off'}")
+            from .runtime import mixed_precision, precision_name
+
+            lines.append(f"precision: {precision_name(mixed_precision(dev, self.amp))}; "
+                         f"torch.compile: {'on' if self.compile else 'off'}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

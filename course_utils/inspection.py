@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 
 import torch
@@ -294,21 +295,32 @@ def capture(model: nn.Module, predicate):
             h.remove()
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
-    """Multiply-accumulates of one forward pass of one image, counted over Conv2d and Linear layers
-    (the bulk; normalisation, activations and pooling are left out)."""
+def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
+    """Multiply-accumulates of one forward pass of one image, counted over every convolution (1-D,
+    2-D, 3-D, grouped, dilated, strided and transposed) and linear layer: the bulk of the work.
+    BatchNorm, activations, pooling and the adds of residual connections are left out.
+
+    A convolution does one ``(C_in/groups)·k²`` dot product per *output* value. A transposed
+    convolution spreads every *input* value over a ``k²·(C_out/groups)`` patch, so it costs
+    ``C_in·(C_out/groups)·k²`` per input pixel (``k²·C_in·C_out·H_in·W_in`` without groups), which
+    is also what counting the zero-inserted equivalent's useful products gives.
+    """
     total = 0
 
-    def conv_hook(m: nn.Conv2d, args, out) -> None:
+    def conv_hook(m: nn.modules.conv._ConvNd, args, out) -> None:
         nonlocal total
-        total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        kernel = math.prod(m.kernel_size)
+        if m.transposed:
+            total += args[0][0].numel() * (m.out_channels // m.groups) * kernel
+        else:
+            total += out[0].numel() * (m.in_channels // m.groups) * kernel
 
     def linear_hook(m: nn.Linear, args, out) -> None:
         nonlocal total
-        total += m.in_features * m.out_features
+        total += out[0].numel() * m.in_features
 
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.modules.conv._ConvNd) else linear_hook)
+             for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
         with _eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_size, device=_model_device(model)))

@@ -48,6 +48,36 @@ def get_device(name: str | None = None) -> torch.device:
     return device
 
 
+#: bf16 runs on tensor cores from compute capability 8.0 (Ampere) on. ``torch.cuda.is_bf16_supported()``
+#: also says True on older cards (a T4 is 7.5), where bf16 is emulated: slow, or refused by cuDNN.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def mixed_precision(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype training uses on ``device``, or None for fp32. One function decides, for
+    ``fit``, ``evaluate``, ``predict`` and the benchmark:
+
+    * CUDA with compute capability ≥ 8.0 (A100, H100, RTX 30xx and later): bfloat16;
+    * older CUDA cards (T4 7.5, V100 7.0): float16, with a gradient scaler (``needs_grad_scaler``);
+    * CPU and MPS, or ``amp=False``: None (fp32).
+    """
+    device = torch.device(device)
+    if not amp or device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.bfloat16 if torch.cuda.get_device_capability(index) >= BF16_MIN_CAPABILITY else torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """float16 has a narrow exponent: small gradients underflow to 0 unless the loss is scaled first.
+    bfloat16 keeps float32's exponent and needs no scaling."""
+    return dtype == torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[dtype]
+
+
 def loader_workers(device: torch.device, requested: int | None = None) -> int:
     """Data-loader processes: ``requested`` if given; else 0 on a CPU (augmenting in other processes
     would only take cores from the training itself) and ``min(8, cores)`` on a GPU, which otherwise

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .runtime import mixed_precision, needs_grad_scaler
 
 
 class TrainingDivergedError(RuntimeError):
@@ -87,12 +88,16 @@ class History:
 # --------------------------------------------------------------------------------------------
 
 def autocast_for(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None):
-    """Autocast on CUDA: ``dtype`` if given, else bf16 where supported (fp16 otherwise); a no-op elsewhere."""
-    if device.type != "cuda" or not enabled:
+    """Autocast: ``dtype`` if given (on any device type, the CPU included), else what
+    ``runtime.mixed_precision`` picks for the device (bf16 on CUDA from capability 8.0, fp16 on older
+    cards, nothing on CPU and MPS); a no-op when disabled or when the choice is fp32."""
+    if not enabled:
         return contextlib.nullcontext()
     if dtype is None:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+        dtype = mixed_precision(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -114,8 +119,15 @@ def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer:
     return loss.detach(), logits.detach()
 
 
+def non_blocking(device: torch.device) -> bool:
+    """Asynchronous host-to-device copies only on CUDA, where the loaders pin memory for them. From
+    pageable memory to MPS they have been reported to corrupt data silently (Lightning turns them off
+    there), and on a CPU there is nothing to copy."""
+    return torch.device(device).type == "cuda"
+
+
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
+    x = x.to(device, non_blocking=non_blocking(device))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -146,7 +158,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     seen = 0
     bar = _progress(loader, progress, desc=desc)
     for step, (x, y) in enumerate(bar):
-        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=non_blocking(device))
         _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
             scheduler.step()
@@ -182,7 +194,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for x, y in _progress(loader, progress, desc="test"):
-        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+        x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=non_blocking(device))
         with autocast_for(device, amp):
             logits = model(x)
             if tta:
@@ -250,8 +262,43 @@ def _epoch_line(h: History, i: int, epochs: int) -> str:
             f"{val}{test}lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
 
 
+class CompileGuard(nn.Module):
+    """A compiled model whose first forward pass runs inside a guard: if compiling fails there (an old
+    GPU that Triton does not support, a missing C compiler, an unsupported Python), it says so once,
+    in one line naming the cause and ``--no-compile``, and runs the eager model from then on, so the
+    run goes on instead of crashing at its first step. Later errors are real errors and are raised.
+
+    The eager model is the only registered submodule: ``train()``/``eval()`` reach it, and the compiled
+    function (built from the same module) shares its parameters.
+    """
+
+    def __init__(self, model: nn.Module, compiled_fn: Callable, log: Callable[[str], None] | None = print) -> None:
+        super().__init__()
+        self.module = model
+        object.__setattr__(self, "_compiled", compiled_fn)  # not a submodule: no second copy of the weights
+        self._log, self.state = log, "untried"  # untried -> compiled | eager
+
+    def forward(self, *args, **kwargs):
+        if self.state == "eager":
+            return self.module(*args, **kwargs)
+        if self.state == "compiled":
+            return self._compiled(*args, **kwargs)
+        try:
+            out = self._compiled(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any compile failure: fall back once, and say why
+            self.state = "eager"
+            if self._log:
+                cause = (str(err).strip().splitlines() or [""])[0][:200]
+                self._log(f"torch.compile failed at the first step ({type(err).__name__}: {cause}); "
+                          "training uncompiled from here (--no-compile skips compiling)")
+            return self.module(*args, **kwargs)
+        self.state = "compiled"
+        return out
+
+
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
-    """``torch.compile(model)`` where it pays: on CUDA with Triton installed. On a CPU inductor needs a
+    """``torch.compile(model)`` where it pays: on CUDA with Triton installed, behind a ``CompileGuard``
+    that falls back to the eager model if the first compiled step fails. On a CPU inductor needs a
     C++ compiler and a minute of warm-up for little gain, and without Triton (Windows, some older
     installs) compiling a CUDA model fails at its first step, so there the model is returned as it is,
     with a note through ``log``."""
@@ -262,7 +309,7 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
             log("torch.compile needs Triton, which this install lacks: training uncompiled "
                 "(pip install triton, or --no-compile to skip this note)")
         return model
-    return torch.compile(model)
+    return CompileGuard(model, torch.compile(model), log)
 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
@@ -286,9 +333,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, config, len(train_loader))
-    amp = config.amp and device.type == "cuda"
-    use_scaler = amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    dtype = mixed_precision(device, config.amp)
+    amp = dtype is not None
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dtype) else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = History()
     start_epoch = 0

@@ -99,3 +99,28 @@ def test_attention_gates_count_as_global_context_not_as_receptive_field():
     gates = [r for r in rf if r.name.endswith("pool") and r.name != "pool"]
     assert len(gates) == 3 and all(r.global_pool for r in gates)
     assert not any(r.name.endswith(("fc1", "fc2")) for r in rf)  # 1x1 convs on pooled vectors are not layers of the map
+
+
+@pytest.mark.parametrize("layer, input_size, expected", [
+    # C_in·C_out·k²·H_in·W_in for a transposed conv: 2,097,152 for this one (what fvcore counts)
+    (torch.nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), (32, 16, 16), 32 * 16 * 4 * 4 * 16 * 16),
+    (torch.nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), (64, 16, 16), 64 * 32 * 9 * 16 * 16),
+    (torch.nn.ConvTranspose2d(8, 8, 2, stride=2, groups=4), (8, 5, 5), 8 * 2 * 4 * 5 * 5),
+    (torch.nn.Conv1d(1, 1, 3, padding=1, bias=False), (1, 64), 3 * 64),          # ECA's conv across channels
+    (torch.nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16), (16, 8, 8), 9 * 64 * 16),
+    (torch.nn.Linear(12, 5), (12,), 60),
+])
+def test_count_macs_counts_every_kind_of_convolution(layer, input_size, expected):
+    assert count_macs(layer, input_size) == expected
+
+
+def test_count_macs_of_the_transposed_upsampler_is_not_zero():
+    from course_utils.arithmetic import conv_macs
+    from course_utils.layers import TransposedUpsample
+
+    up = TransposedUpsample(16, 8)
+    conv = [m for m in up.modules() if isinstance(m, torch.nn.ConvTranspose2d)][0]
+    k = conv.kernel_size[0]
+    # the transposed conv spreads each of the 16x16 input pixels over k x k outputs of 8 channels
+    assert count_macs(up, (16, 16, 16)) == conv_macs(16, 8, k, 16) == k * k * 16 * 8 * 16 * 16 > 0
+    assert count_macs(get_model("cifarnet_eca")) > count_macs(get_model("cifarnet_v1"))  # ECA's Conv1d counts

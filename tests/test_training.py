@@ -239,11 +239,65 @@ def test_compile_on_cuda_needs_triton(monkeypatch):
     model, notes = nn.Linear(2, 2), []
     monkeypatch.setattr(torch, "compile", lambda m: ("compiled", m))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "triton" else None)
-    assert training.compiled(model, torch.device("cuda"), notes.append) == ("compiled", model) and notes == []
+    guarded = training.compiled(model, torch.device("cuda"), notes.append)
+    assert isinstance(guarded, training.CompileGuard) and guarded._compiled == ("compiled", model) and notes == []
     assert training.compiled(model, torch.device("cpu"), notes.append) is model and notes == []
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no Triton (e.g. Windows)
     assert training.compiled(model, torch.device("cuda"), notes.append) is model
     assert len(notes) == 1 and "needs Triton" in notes[0] and "--no-compile" in notes[0]
+
+
+def test_a_compile_that_fails_at_its_first_step_falls_back_to_eager_once(monkeypatch):
+    """Inject a compiled function that raises when first called (as inductor does when it cannot build
+    its kernels): the step runs eagerly instead, one note names the cause, and the run goes on."""
+    import importlib.util
+
+    from course_utils import training
+
+    calls = []
+
+    def broken_compile(module):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("InductorError: no working C compiler found\n(long traceback)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    torch.manual_seed(0)
+    model, notes = nn.Linear(3, 2), []
+    guarded = training.compiled(model, torch.device("cuda"), notes.append)
+    x = torch.randn(4, 3)
+    assert torch.equal(guarded(x), model(x)) and torch.equal(guarded(x), model(x))
+    assert calls == [1] and guarded.state == "eager"  # tried once, never again
+    assert len(notes) == 1 and "RuntimeError: InductorError: no working C compiler found" in notes[0]
+    assert "--no-compile" in notes[0] and "long traceback" not in notes[0]
+    assert list(guarded.state_dict()) == ["module.weight", "module.bias"]  # one copy of the weights
+    guarded.eval()
+    assert not model.training
+
+
+def test_a_compile_that_works_is_used_and_later_errors_are_raised(monkeypatch):
+    import importlib.util
+
+    from course_utils import training
+
+    state = {"calls": 0}
+
+    def flaky_compile(module):
+        def run(x):
+            state["calls"] += 1
+            if state["calls"] > 1:
+                raise ValueError("a real error in step 2")
+            return module(x) * 0 + 7
+        return run
+
+    monkeypatch.setattr(torch, "compile", flaky_compile)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    guarded, notes = training.compiled(nn.Linear(3, 2), torch.device("cuda"), []), []
+    assert (guarded(torch.randn(2, 3)) == 7).all() and guarded.state == "compiled"
+    with pytest.raises(ValueError, match="a real error in step 2"):
+        guarded(torch.randn(2, 3))
 
 
 def test_checkpoint_names_tell_the_recipes_apart(tmp_path, monkeypatch):

@@ -1,0 +1,74 @@
+"""Mixed precision by capability, with the CUDA queries monkeypatched (no GPU runs these tests):
+bf16 only where the card has it natively, fp16 with a GradScaler on older cards, fp32 elsewhere."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_utils import training
+from course_utils.runtime import mixed_precision, needs_grad_scaler, precision_name
+
+CARDS = {  # name: compute capability
+    "T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "RTX 4090": (8, 9), "H100": (9, 0),
+}
+
+
+@pytest.fixture
+def card(monkeypatch):
+    def use(capability):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        # what the old code asked: it counts emulation, so it says True on a T4 too
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    return use
+
+
+@pytest.mark.parametrize("name, expected", [("T4", torch.float16), ("V100", torch.float16), ("A100", torch.bfloat16),
+                                            ("RTX 4090", torch.bfloat16), ("H100", torch.bfloat16)])
+def test_dtype_and_scaler_per_card(card, name, expected):
+    card(CARDS[name])
+    dtype = mixed_precision("cuda")
+    assert dtype == expected
+    assert needs_grad_scaler(dtype) == (expected == torch.float16)
+    assert precision_name(dtype) == ("bf16" if expected == torch.bfloat16 else "fp16 + GradScaler")
+
+
+def test_cpu_and_mps_train_in_fp32_unless_asked(card):
+    card(CARDS["H100"])  # even with a capable GPU in the machine
+    assert mixed_precision("cpu") is None and mixed_precision("mps") is None
+    assert mixed_precision("cuda", amp=False) is None
+    assert not needs_grad_scaler(None) and precision_name(None) == "fp32"
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_autocast_follows_the_decision(card):
+    card(CARDS["T4"])
+    ctx = training.autocast_for(torch.device("cuda"))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
+    card(CARDS["A100"])
+    assert training.autocast_for(torch.device("cuda")).fast_dtype == torch.bfloat16
+    assert not isinstance(training.autocast_for(torch.device("cpu")), torch.autocast)
+
+
+def test_cpu_autocast_runs_through_the_same_path():
+    """The CUDA branch's code path, exercised on the CPU: an explicit bf16 autocast in training_step,
+    evaluate and predict gives bf16 activations and sensible numbers."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cpu = torch.device("cpu")
+    with training.autocast_for(cpu, True, torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16
+    loss, logits = training.training_step(model, x, y, opt, nn.functional.cross_entropy, cpu, True, None, torch.bfloat16)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    plain_loss, plain_acc = training.evaluate(model, loader, cpu)
+    preds, labels = training.predict(model, loader, cpu)
+    assert preds.shape == labels.shape == (16,) and (labels == y.numpy()).all()
+    assert plain_acc == pytest.approx(100 * (preds == labels).mean())
+
+
+@pytest.mark.parametrize("device, expected", [("cuda", True), ("cuda:1", True), ("mps", False), ("cpu", False)])
+def test_asynchronous_copies_only_on_cuda(device, expected):
+    assert training.non_blocking(torch.device(device)) is expected
