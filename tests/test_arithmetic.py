@@ -62,3 +62,23 @@ def test_receptive_field_of_stack():
     assert [j for _, j in rows] == [1, 1, 1, 2, 2]
     assert ar.effective_kernel(3, 2) == 5
     assert ar.dilation_for_receptive_field(9) == 4
+
+
+def test_notebook_04_exercise_1_has_the_answer_it_implies():
+    """Three gap-free 3x3 layers reach at most 27 pixels (dilations 1, 3, 9); 31 always leaves holes:
+    3 x 3 x 3 = 27 paths cannot cover 31 offsets."""
+    from itertools import product
+
+    from course_utils.inspection import stack_footprint
+
+    def gap_free(dilations):
+        fp = stack_footprint(list(dilations))
+        span = 1 + 2 * sum(dilations)
+        centre = fp.shape[0] // 2
+        row = fp[centre, centre - span // 2: centre + span // 2 + 1]
+        return bool((row > 0).all())
+
+    assert gap_free((1, 3, 9)) and 1 + 2 * (1 + 3 + 9) == 27
+    assert not gap_free((2, 2, 2)) and gap_free((1, 2, 3))
+    spans = {1 + 2 * sum(d) for d in product(range(1, 12), repeat=3) if gap_free(d)}
+    assert max(spans) == 27 and 31 not in spans

@@ -124,3 +124,13 @@ def test_count_macs_of_the_transposed_upsampler_is_not_zero():
     # the transposed conv spreads each of the 16x16 input pixels over k x k outputs of 8 channels
     assert count_macs(up, (16, 16, 16)) == conv_macs(16, 8, k, 16) == k * k * 16 * 8 * 16 * 16 > 0
     assert count_macs(get_model("cifarnet_eca")) > count_macs(get_model("cifarnet_v1"))  # ECA's Conv1d counts
+
+
+def test_eca_kernel_sizes_follow_the_official_code_for_every_width():
+    """The authors' code: t = int(abs((log2(C) + b) / gamma)); k = t if t is odd else t + 1."""
+    import math
+
+    for c in range(2, 513):
+        t = int(abs((math.log2(c) + 1) / 2))
+        assert eca_kernel_size(c) == (t if t % 2 else t + 1), c
+    assert [eca_kernel_size(c) for c in (64, 128, 256)] == [3, 5, 5]
