@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     ablate.add_argument("--seed", type=int, help="random seed (default 1)")
+    doctor = sub.add_parser("doctor", help="check this machine before class: device, precision, data, versions",
+                            description="Say which device training will use and why, the precision and compile choices, "
+                                        "loader workers, where the data is (or what to do), library versions, widgets "
+                                        "and the shipped weights. Exit code 0 when the kit can train here.")
+    doctor.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    doctor.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     export = sub.add_parser("export", help="ship a finished run's weights: course_utils/weights/<model>.pt and its card",
                             description="Copy the weights of a finished full-size run (its JSON run record under runs/) "
                                         "into course_utils/weights/, with a JSON card (recipe, seed, epochs, device, "
@@ -200,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_ablate(args)
     if args.command == "export":
         return cmd_export(args)
+    if args.command == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main(args.device, args.data_dir)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

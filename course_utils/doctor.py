@@ -1,0 +1,132 @@
+"""``python -m course_utils doctor``: what an instructor runs first in class.
+
+It says which device training will use and why, the precision and compile choices that follow, the
+loader workers, where the data was found (or what to do), the library versions, whether notebook
+progress bars will render as widgets, and whether the shipped weights are intact. It trains nothing
+and reads no image: it takes a second. ``diagnose()`` returns the findings; ``main`` prints them and
+returns 0 when the kit can train here, 1 when something must be fixed first.
+"""
+from __future__ import annotations
+
+import importlib.util
+import platform
+from dataclasses import dataclass
+
+
+@dataclass
+class Finding:
+    topic: str
+    text: str
+    ok: bool = True
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"python {platform.python_version()}"]
+    for name in ("torch", "torchvision", "albumentations"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} MISSING (pip install -r requirements.txt)")
+    return ", ".join(parts)
+
+
+def _device_findings(device_name: str | None) -> list[Finding]:
+    import torch
+
+    from .config import TrainConfig, choose_recipe
+    from .runtime import get_device, loader_workers, mixed_precision, precision_name
+
+    try:
+        device = get_device(device_name)
+    except ValueError as err:
+        return [Finding("device", str(err), ok=False)]
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        what = f"{device} ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor})"
+    elif device.type == "mps":
+        what = "mps (Apple GPU)"
+    else:
+        what = (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                f"{torch.backends.cpu.get_cpu_capability()})")
+    recipe = choose_recipe("auto", str(device))
+    config = TrainConfig.recipe(recipe)
+    dtype = mixed_precision(device, config.amp)
+    why = {None: "full precision: mixed precision is for CUDA GPUs",
+           torch.bfloat16: "bf16 tensor cores (capability 8.0 or newer)",
+           torch.float16: "fp16 with loss scaling: this card has no native bf16 (before capability 8.0)"}[dtype]
+    if device.type == "cuda" and config.compile:
+        has_triton = importlib.util.find_spec("triton") is not None
+        compile_note = ("torch.compile on (a failed first compile falls back to eager)" if has_triton
+                        else "torch.compile off: Triton is not installed (pip install triton)")
+    else:
+        compile_note = "torch.compile off (only used on CUDA)"
+    return [
+        Finding("device", what),
+        Finding("recipe", f"auto picks '{recipe}' here: {config.describe(str(device)).splitlines()[0]}"),
+        Finding("precision", f"{precision_name(dtype)} ({why}); {compile_note}"),
+        Finding("loader", f"{loader_workers(device)} worker process(es)"
+                          + (" (augmentation in the training process: a CPU's cores train)" if device.type == "cpu" else "")),
+    ]
+
+
+def _data_finding(data_dir: str | None) -> Finding:
+    from .data import CACHE_NAME, DataNotFoundError, _find_image_folder, default_root
+
+    try:
+        root = default_root(data_dir)
+    except DataNotFoundError as err:
+        return Finding("data", str(err), ok=False)
+    if data_dir is not None and not root.is_dir():
+        return Finding("data", f"--data-dir {data_dir} does not exist; check the path, or leave it out to use "
+                               "$COURSE_DATA_DIR or data/", ok=False)
+    folder = _find_image_folder(root) if root.is_dir() else None
+    if folder is not None:
+        cached = " (decoded cache present)" if (root / CACHE_NAME).is_file() else " (decoded on first use, then cached)"
+        return Finding("data", f"image folder {folder}{cached}")
+    if (root / "cifar-10-batches-py").is_dir():
+        return Finding("data", f"torchvision's archive {root / 'cifar-10-batches-py'}")
+    archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
+    if archives:
+        return Finding("data", f"archive {archives[0].name} in {root} (extracted on first use)")
+    return Finding("data", f"no CIFAR-10 copy in {root}. Training will try torchvision's download; offline, put "
+                           "a copy there (tar -xzf cifar10-jpeg.tar.gz -C data) or set COURSE_DATA_DIR", ok=False)
+
+
+def _widgets_finding() -> Finding:
+    if importlib.util.find_spec("ipywidgets") is None:
+        return Finding("widgets", "ipywidgets missing: notebook progress bars print as text "
+                                  "(pip install ipywidgets)", ok=True)
+    return Finding("widgets", "ipywidgets installed: progress bars render as widgets in JupyterLab and Colab")
+
+
+def _weights_finding() -> Finding:
+    from .pretrained import PretrainedError, WEIGHTS_DIR, card, sha256
+
+    try:
+        info = card("cifarnet")
+    except PretrainedError as err:
+        return Finding("weights", str(err), ok=True)  # training does not need them
+    path = WEIGHTS_DIR / info["file"]
+    if not path.is_file() or sha256(path) != info["sha256"]:
+        return Finding("weights", f"{path.name} is missing or altered: git checkout -- course_utils/weights", ok=True)
+    return Finding("weights", f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
+                              f"{info['train_minutes']} min on {info['device']} (load_pretrained('cifarnet'))")
+
+
+def diagnose(device: str | None = None, data_dir: str | None = None) -> list[Finding]:
+    """Everything ``doctor`` checks, as findings; ``ok=False`` marks what stops training here."""
+    return [Finding("versions", _versions()), *_device_findings(device), _data_finding(data_dir),
+            _widgets_finding(), _weights_finding()]
+
+
+def main(device: str | None = None, data_dir: str | None = None, print_fn=print) -> int:
+    findings = diagnose(device, data_dir)
+    for f in findings:
+        print_fn(f"{'ok ' if f.ok else 'FIX'}  {f.topic:<9} {f.text}")
+    blocked = [f.topic for f in findings if not f.ok]
+    print_fn("ready: python -m course_utils train" if not blocked
+             else f"not ready: fix {', '.join(blocked)} first (the lines marked FIX)")
+    return 1 if blocked else 0

@@ -1,0 +1,61 @@
+"""`python -m course_utils doctor`: what it says on this CPU, on a simulated Colab T4 and A100 (CUDA
+queries monkeypatched), and when the data is missing."""
+import importlib.util
+
+import pytest
+import torch
+
+from course_utils import doctor
+from course_utils.__main__ import main
+
+
+def lines(capsys):
+    return capsys.readouterr().out.splitlines()
+
+
+def test_doctor_on_this_cpu_with_data(image_folder, capsys):
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(image_folder)]) == 0
+    out = lines(capsys)
+    topics = [line.split()[1] for line in out[:-1]]
+    assert topics == ["versions", "device", "recipe", "precision", "loader", "data", "widgets", "weights"]
+    text = "\n".join(out)
+    assert "auto picks 'course' here" in text and "fp32" in text and "0 worker" in text
+    assert f"image folder {image_folder}" in text and out[-1] == "ready: python -m course_utils train"
+
+
+def test_doctor_without_data_says_what_to_do(tmp_path, capsys):
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(tmp_path)]) == 1
+    text = "\n".join(lines(capsys))
+    assert "FIX  data" in text and "tar -xzf cifar10-jpeg.tar.gz" in text and "not ready: fix data first" in text
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(tmp_path / "typo")]) == 1
+    assert "does not exist" in "\n".join(lines(capsys))
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    def use(name, capability, triton=True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda mod, *a: (object() if triton else None) if mod == "triton" else real(mod, *a))
+    return use
+
+
+def test_doctor_on_a_simulated_colab_t4(fake_gpu, image_folder):
+    fake_gpu("Tesla T4", (7, 5), triton=False)
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert "Tesla T4, compute capability 7.5" in found["device"].text
+    assert "auto picks 'fast'" in found["recipe"].text
+    assert found["precision"].text.startswith("fp16 + GradScaler") and "no native bf16" in found["precision"].text
+    assert "Triton is not installed" in found["precision"].text
+    assert all(f.ok for f in found.values())
+
+
+def test_doctor_on_a_simulated_a100(fake_gpu, image_folder):
+    fake_gpu("NVIDIA A100", (8, 0))
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert found["precision"].text.startswith("bf16") and "falls back to eager" in found["precision"].text
