@@ -1,0 +1,81 @@
+"""The first cell of every notebook: in Colab it fetches and installs the kit; anywhere else it does
+nothing.
+
+The repository's address lives in one place, ``pyproject.toml`` (``[project.urls] Repository``).
+Whoever publishes or forks the kit changes it there and runs ``python -m course_utils.colab``, which
+rewrites the first cell of every notebook from ``first_cell()`` (a test checks that they match, and
+that the README's "Open in Colab" links use the same address).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from .runtime import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+CLONE_DIR = "/content/course-kit"
+
+_CELL = '''# Colab: fetch the course kit and install it. Anywhere else this cell does nothing.
+# The address is set in pyproject.toml ([project.urls] Repository); a fork changes it there and runs
+# python -m course_utils.colab, which rewrites this cell in every notebook.
+import importlib.util, os, subprocess, sys
+REPO = "{url}"
+if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:
+    if not os.path.isdir("{clone}"):  # an uploaded and unzipped copy is used as it is
+        clone = subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, "{clone}"], capture_output=True, text=True)
+        if clone.returncode != 0:
+            raise SystemExit(
+                f"Could not clone the course kit from {{REPO}}: {{clone.stderr.strip()[-300:]}}\\n"
+                "Ways out: set REPO above to the address of your copy of the kit, or upload the kit as a "
+                "zip (Files panel), unzip it to {clone} and run this cell again.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{clone}"], check=True)
+    sys.path.insert(0, "{clone}")'''
+
+
+def repo_url(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
+    """``[project.urls] Repository`` of ``pyproject.toml``."""
+    text = pyproject.read_text()
+    try:
+        import tomllib
+
+        url = tomllib.loads(text)["project"]["urls"]["Repository"]
+    except ModuleNotFoundError:  # Python 3.10: no tomllib; the line is simple enough to read directly
+        match = re.search(r'^Repository\s*=\s*"([^"]+)"', text, re.M)
+        if match is None:
+            raise KeyError("Repository") from None
+        url = match.group(1)
+    return url.rstrip("/")
+
+
+def first_cell(url: str | None = None) -> str:
+    """The first code cell's source, for the address ``url`` (default: ``repo_url()``)."""
+    return _CELL.format(url=url or repo_url(), clone=CLONE_DIR)
+
+
+def colab_link(notebook: str, url: str | None = None) -> str:
+    """The "Open in Colab" address of ``notebooks/<notebook>`` on the main branch of a GitHub repository."""
+    path = (url or repo_url()).removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/main/notebooks/{notebook}"
+
+
+def sync_notebooks(folder: Path = NOTEBOOKS, url: str | None = None) -> list[Path]:
+    """Rewrite the first code cell of every notebook in ``folder``; returns the notebooks changed."""
+    source, changed = first_cell(url), []
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        if "".join(cell["source"]) != source:
+            cell["source"] = source.splitlines(True)
+            cell["outputs"], cell["execution_count"] = [], None
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    for p in sync_notebooks():
+        print(f"rewrote the first cell of {p.relative_to(REPO_ROOT)}")
+    sys.exit(0)

@@ -1,0 +1,93 @@
+"""The first cell of every notebook, as Colab runs it: a stub ``google.colab`` module, intercepted
+subprocess calls, and the exact commands asserted; a failed clone stops with one message."""
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from course_utils import colab
+from course_utils.runtime import REPO_ROOT
+
+
+def test_every_notebook_starts_with_the_generated_cell():
+    source = colab.first_cell()
+    notebooks = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 10
+    for path in notebooks:
+        cell = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert "".join(cell["source"]) == source, f"{path.name}: run python -m course_utils.colab"
+        assert cell["outputs"] == []
+    assert f'REPO = "{colab.repo_url()}"' in source
+
+
+def test_the_address_comes_from_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[project.urls]\nRepository = "https://github.com/me/fork/"\n')
+    assert colab.repo_url(tmp_path / "pyproject.toml") == "https://github.com/me/fork"
+    assert colab.colab_link("01_data_analysis.ipynb", "https://github.com/me/fork") == (
+        "https://colab.research.google.com/github/me/fork/blob/main/notebooks/01_data_analysis.ipynb")
+
+
+def test_readme_links_every_notebook_to_colab_at_that_address():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        assert colab.colab_link(path.name) in readme, path.name
+
+
+class Recorder:
+    def __init__(self, clone_rc=0, stderr=""):
+        self.calls, self.clone_rc, self.stderr = [], clone_rc, stderr
+
+    def __call__(self, cmd, **kwargs):
+        self.calls.append(cmd)
+        rc = self.clone_rc if cmd[:2] == ["git", "clone"] else 0
+        if kwargs.get("check") and rc:
+            raise subprocess.CalledProcessError(rc, cmd)
+        return subprocess.CompletedProcess(cmd, rc, "", self.stderr if rc else "")
+
+
+@pytest.fixture
+def in_colab(monkeypatch):
+    import importlib.util
+    import os
+
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course_utils" else real_find_spec(name, *a))
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: False if p == colab.CLONE_DIR else real_isdir(p))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def run_cell(monkeypatch, recorder):
+    monkeypatch.setattr(subprocess, "run", recorder)
+    exec(colab.first_cell("https://github.com/me/fork"), {})
+
+
+def test_in_colab_the_cell_clones_and_installs_the_kit(in_colab, monkeypatch):
+    rec = Recorder()
+    run_cell(monkeypatch, rec)
+    assert rec.calls == [
+        ["git", "clone", "-q", "--depth", "1", "https://github.com/me/fork", colab.CLONE_DIR],
+        [sys.executable, "-m", "pip", "install", "-q", "-e", colab.CLONE_DIR],
+    ]
+    assert sys.path[0] == colab.CLONE_DIR
+
+
+def test_a_failed_clone_stops_with_one_message_and_the_ways_out(in_colab, monkeypatch):
+    rec = Recorder(clone_rc=128, stderr="fatal: repository 'https://github.com/me/fork/' not found")
+    with pytest.raises(SystemExit) as stop:
+        run_cell(monkeypatch, rec)
+    message = str(stop.value)
+    assert "Could not clone the course kit from https://github.com/me/fork" in message and "not found" in message
+    assert "set REPO above" in message and "upload the kit as a zip" in message
+    assert len(rec.calls) == 1  # nothing installed after a failed clone
+
+
+def test_outside_colab_the_cell_does_nothing(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    rec = Recorder()
+    run_cell(monkeypatch, rec)
+    assert rec.calls == []
