@@ -476,9 +476,11 @@ def _seed_worker(worker_id: int) -> None:
 def eval_loader(images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float],
                 batch_size: int = 1000, num_workers: int = 0, device: torch.device | str = "cpu") -> DataLoader:
     """An unshuffled, unaugmented loader (validation or test): normalisation only, done per batch."""
-    pin = torch.device(device).type == "cuda"
+    from .runtime import loader_settings
+
+    how = loader_settings(device, num_workers)
     return DataLoader(AlbumentationsDataset(images, labels), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0,
+                      num_workers=num_workers, pin_memory=how["pin_memory"], persistent_workers=how["persistent_eval"],
                       collate_fn=BatchNormalize(mean, std))
 
 
@@ -493,11 +495,14 @@ def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0,
     if train_tf is not None:
         train_tf.set_random_seed(seed)
     train_ds = AlbumentationsDataset(data.train_images, data.train_labels, train_tf)
-    pin = torch.device(device).type == "cuda"
+    from .runtime import loader_settings
+
+    how = loader_settings(device, num_workers)
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator,
                        worker_init_fn=_seed_worker if num_workers > 0 else None, num_workers=num_workers,
-                       pin_memory=pin, persistent_workers=num_workers > 0, collate_fn=BatchNormalize(data.mean, data.std))
+                       pin_memory=how["pin_memory"], persistent_workers=how["persistent_train"],
+                       collate_fn=BatchNormalize(data.mean, data.std))
     test = eval_loader(data.test_images, data.test_labels, data.mean, data.std, test_batch_size, num_workers, device)
     return train, test
 

@@ -13,8 +13,8 @@ import torch
 from .config import TrainConfig
 from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
-from .runtime import (get_device, is_smoke, loader_workers, mixed_precision, precision_name, runs_dir,
-                      seed_everything)
+from .runtime import (get_device, is_smoke, loader_settings, loader_workers, mixed_precision, precision_name,
+                      runs_dir, seed_everything)
 from .training import History, evaluate, fit
 
 
@@ -78,6 +78,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "precision": precision_name(mixed_precision(dev, config.amp)),
+        "loader": loader_settings(dev, workers),
         "epochs": len(history),
         "epochs_planned": config.epochs,
         "final_val_acc": history.final_val_acc,

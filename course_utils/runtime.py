@@ -79,12 +79,28 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 def loader_workers(device: torch.device, requested: int | None = None) -> int:
-    """Data-loader processes: ``requested`` if given; else 0 on a CPU (augmenting in other processes
-    would only take cores from the training itself) and ``min(8, cores)`` on a GPU, which otherwise
-    waits for augmentation."""
+    """Data-loader processes: ``requested`` if given; else
+
+    * 0 on a CPU: augmenting in other processes would only take cores from the training itself;
+    * at most 2 on MPS: macOS starts workers by *spawning*, and each one unpickles its own copy of the
+      image arrays, so many workers cost memory and start-up for little gain on a laptop;
+    * ``min(8, cores)`` on CUDA, where the GPU otherwise waits for augmentation.
+    """
     if requested is not None:
         return requested
-    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    kind = torch.device(device).type
+    return 0 if kind == "cpu" else min(2, cores) if kind == "mps" else min(8, cores)
+
+
+def loader_settings(device: torch.device | str, workers: int) -> dict:
+    """How the loaders move data to ``device``: pinned memory and asynchronous copies only on CUDA
+    (the only place they are safe and useful), persistent workers for the training loader whenever it
+    has workers, and for the evaluation loaders only on CUDA (on MPS each persistent worker holds its
+    own copy of the images for the whole run)."""
+    cuda = torch.device(device).type == "cuda"
+    return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
+            "persistent_train": workers > 0, "persistent_eval": workers > 0 and cuda}
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -72,3 +72,20 @@ def test_cpu_autocast_runs_through_the_same_path():
 @pytest.mark.parametrize("device, expected", [("cuda", True), ("cuda:1", True), ("mps", False), ("cpu", False)])
 def test_asynchronous_copies_only_on_cuda(device, expected):
     assert training.non_blocking(torch.device(device)) is expected
+
+
+@pytest.mark.parametrize("device, workers, pinned, persistent_eval", [
+    ("cuda", 8, True, True), ("mps", 2, False, False), ("cpu", 0, False, False)])
+def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, pinned, persistent_eval):
+    from course_utils.data import load_cifar10, make_loaders
+    from course_utils.runtime import loader_settings, loader_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert loader_workers(torch.device(device)) == workers
+    how = loader_settings(device, workers)
+    assert how["pin_memory"] is pinned and how["non_blocking"] is pinned and how["persistent_eval"] is persistent_eval
+    assert how["persistent_train"] is (workers > 0)
+    train, test = make_loaders(load_cifar10(image_folder, download=False), 8, workers, device=device)
+    assert train.pin_memory is pinned and test.pin_memory is pinned
+    assert train.persistent_workers is (workers > 0) and test.persistent_workers is persistent_eval
+    assert loader_workers(torch.device(device), requested=1) == 1
