@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "course_utils.pretrained.load_pretrained reads them.")
     export.add_argument("record", help="the run record, e.g. runs/cifarnet-full-e15-b256-s1.json")
     export.add_argument("--name", help="name to ship it under (default: the run's model)")
+    export.add_argument("--recipe", help="the recipe's name, for a run record that does not say it")
     return parser
 
 
@@ -100,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .pretrained import export_pretrained
 
     try:
-        weights, card = export_pretrained(args.record, args.name)
+        weights, card = export_pretrained(args.record, args.name, recipe=args.recipe)
     except (OSError, ValueError, KeyError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

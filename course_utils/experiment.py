@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, choose_recipe
 from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
 from .runtime import (get_device, is_smoke, loader_settings, loader_workers, mixed_precision, precision_name,
@@ -72,7 +72,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     record = {
         "model": model_name,
         "model_class": type(model).__name__,
-        "recipe": recipe,
+        "recipe": choose_recipe(recipe, str(dev)) if recipe else None,
         "parameters": count_parameters(model),
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),

@@ -87,10 +87,11 @@ def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = N
 
 
 def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
-                      folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
+                      folder: str | os.PathLike | None = None, recipe: str | None = None) -> tuple[Path, Path]:
     """Write the weights of a finished run (its JSON run record, or the record's dict) and their card.
 
     Only the weights go in (no optimizer, no history), so the file stays under 1 MB for CifarNet.
+    ``recipe`` names the recipe for a record written before records named it.
     """
     from .models import get_model
 
@@ -111,6 +112,11 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "epochs", "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
     info = {k: record.get(k) for k in keep}
+    info["recipe"] = info.get("recipe") or recipe
+    if info["recipe"] == "auto":  # name what auto chose on the run's device
+        from .config import choose_recipe
+
+        info["recipe"] = choose_recipe("auto", record["device"])
     if isinstance(info.get("data"), dict) and "source" in info["data"]:  # no path of this machine in the card
         info["data"] = {**info["data"], "source": info["data"]["source"].replace(str(REPO_ROOT), ".")}
     info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),
