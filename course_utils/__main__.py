@@ -190,9 +190,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     status = "interrupted" if r["interrupted"] else "done"
     print(f"{status}: {r['model']} ({r['parameters']:,} parameters) on {r['device']}, {r['epochs']} epochs, "
           f"{r['train_seconds']:.0f} s")
-    val = f"final validation accuracy {r['final_val_acc']:.2f}%, " if r["final_val_acc"] == r["final_val_acc"] else ""
-    print(f"{val}final test accuracy {r['final_test_acc']:.2f}% "
-          f"(with test-time flip averaging: {r['final_test_acc_flip_tta']:.2f}%)")
+    if r["interrupted"]:
+        print("no final accuracy: the run stopped early; continue it with --resume")
+    else:
+        val = f"final validation accuracy {r['final_val_acc']:.2f}%, " if r["final_val_acc"] == r["final_val_acc"] else ""
+        print(f"{val}final test accuracy {r['final_test_acc']:.2f}% "
+              f"(with test-time flip averaging: {r['final_test_acc_flip_tta']:.2f}%)")
     print(f"run record: {result.record_path}")
     return 130 if r["interrupted"] else 0
 

@@ -31,6 +31,17 @@ class RunResult:
     test_loader: torch.utils.data.DataLoader
 
 
+def _no_nan(value):
+    """NaN (an accuracy not measured yet) as null: strict JSON readers reject a bare NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = None) -> Path:
     """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size, epochs,
     batch size, seed). The batch size is named only when it is not the course recipe's, so
@@ -61,14 +72,17 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=dev,
                                              augment_config=augment)
-    valid = val_loader(data, num_workers=workers, device=dev)
+    valid = val_loader(data, num_workers=workers, device=dev) if config.validation else None
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
     resume_from = ckpt if resume and ckpt.exists() else None
     t0 = time.perf_counter()
     history = fit(model, train_loader, test_loader, config, dev, checkpoint=ckpt, resume=resume_from,
                   progress=progress, log=log, val_loader=valid)
     wall = time.perf_counter() - t0
-    tta = evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]
+    finished = not history.interrupted and len(history) == config.epochs
+    # flip averaging is reported beside the final test accuracy, so only for a finished run
+    tta = (evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]
+           if finished else None)
     record = {
         "model": model_name,
         "model_class": type(model).__name__,
@@ -97,5 +111,5 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     }
     record_path = ckpt.with_suffix(".json")
     record["record_path"] = str(record_path)
-    record_path.write_text(json.dumps(record, indent=2))
+    record_path.write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False))
     return RunResult(model, history, data, config, dev, record, record_path, ckpt, test_loader)

@@ -99,14 +99,23 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         path = Path(record)
         if not path.is_file():
             raise ValueError(f"no run record at {path}; train first (python -m course_utils train), then pass its .json")
-        record = {"checkpoint": str(path.with_suffix(".pt")), "record_path": str(path), **json.loads(path.read_text())}
+        record = {**json.loads(path.read_text()), "record_path": str(path)}
+        if path.with_suffix(".pt").is_file():  # the checkpoint beside the record, wherever runs/ was copied to
+            record["checkpoint"] = str(path.with_suffix(".pt"))
     if record.get("interrupted") or record.get("epochs") != record.get("epochs_planned"):
         raise ValueError("this run did not finish; export a run whose every planned epoch completed")
     if record.get("smoke"):
         raise ValueError("this is a smoke-mode run (a tiny subset, a few epochs); export a full run")
+    config = record.get("config", {})
+    if config.get("train_per_class") is not None or config.get("test_per_class") is not None:
+        raise ValueError("this run trained on a subset (--subset); export a full-size run")
     name = name or record["model"]
     model = get_model(record["model"])
     state = load_checkpoint(record["checkpoint"], model)
+    saved_test = state.get("history", {}).get("test_acc", [None])[-1]
+    if state.get("epoch") != record["epochs"] or saved_test != record.get("final_test_acc"):
+        raise ValueError(f"{record['checkpoint']} is not the run this record describes (epoch {state.get('epoch')}, "
+                         f"final test accuracy {saved_test}); was it overwritten by a later run of the same name?")
     weights, card_path = _paths(name, folder)
     atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
     keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "epochs", "train_seconds",
@@ -114,9 +123,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     info = {k: record.get(k) for k in keep}
     info["recipe"] = info.get("recipe") or recipe
     if info["recipe"] == "auto":  # name what auto chose on the run's device
-        from .config import choose_recipe
-
-        info["recipe"] = choose_recipe("auto", record["device"])
+        info["recipe"] = "fast" if str(record["device"]).startswith("cuda") else "course"  # as choose_recipe does
     if isinstance(info.get("data"), dict) and "source" in info["data"]:  # no path of this machine in the card
         info["data"] = {**info["data"], "source": info["data"]["source"].replace(str(REPO_ROOT), ".")}
     info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),

@@ -356,11 +356,13 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     if resume:
         state = load_checkpoint(resume, model, map_location=device)
         saved = TrainConfig.from_dict(state.get("config", {}))
-        if (saved.epochs, saved.batch_size, saved.lr) != (config.epochs, config.batch_size, config.lr):
+        keys = ("epochs", "batch_size", "lr", "validation", "train_per_class", "test_per_class")
+        differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
+        if differ:
             raise CheckpointError(
-                f"{resume} was trained with epochs={saved.epochs}, batch_size={saved.batch_size}, lr={saved.lr}; "
-                f"resume with the same settings (got epochs={config.epochs}, batch_size={config.batch_size}, "
-                f"lr={config.lr})"
+                f"{_shown(resume)} was trained with "
+                + ", ".join(f"{k}={getattr(saved, k)}" for k in differ)
+                + "; resume with the same settings (got " + ", ".join(f"{k}={getattr(config, k)}" for k in differ) + ")"
             )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
