@@ -74,6 +74,7 @@ def test_asynchronous_copies_only_on_cuda(device, expected):
     assert training.non_blocking(torch.device(device)) is expected
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # only built here, never iterated
 @pytest.mark.parametrize("device, workers, pinned, persistent_eval", [
     ("cuda", 8, True, True), ("mps", 2, False, False), ("cpu", 0, False, False)])
 def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, pinned, persistent_eval):
