@@ -64,6 +64,7 @@ class CIFAR10Data:
 
     def __post_init__(self) -> None:
         self.mean, self.std = channel_stats(self.train_images)
+        self.source = self.source.replace(str(REPO_ROOT), ".")  # no machine's absolute path in outputs
 
     def __repr__(self) -> str:
         val = "" if self.val_labels is None else f"val={len(self.val_labels)}, "

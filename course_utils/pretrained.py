@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, load_checkpoint
-from .runtime import REPO_ROOT
 
 #: Where shipped weights live: inside the package, so an installed kit has them too.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -124,8 +123,6 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     info["recipe"] = info.get("recipe") or recipe
     if info["recipe"] == "auto":  # name what auto chose on the run's device
         info["recipe"] = "fast" if str(record["device"]).startswith("cuda") else "course"  # as choose_recipe does
-    if isinstance(info.get("data"), dict) and "source" in info["data"]:  # no path of this machine in the card
-        info["data"] = {**info["data"], "source": info["data"]["source"].replace(str(REPO_ROOT), ".")}
     info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),
                 run_record=Path(record["record_path"]).name if record.get("record_path") else None,
                 file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))

@@ -18,6 +18,15 @@ SMOKE_ENV = "COURSE_SMOKE"
 DATA_ENV = "COURSE_DATA_DIR"
 
 
+def shown_path(path: "str | os.PathLike") -> str:
+    """A path as the kit shows it (log lines, data sources, cards): relative to the repository when
+    inside it, so no notebook output or committed file carries this machine's absolute path."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def is_smoke() -> bool:
     """True when ``COURSE_SMOKE`` is set to 1/true/yes: tiny data and few epochs, for CI on a CPU."""
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}

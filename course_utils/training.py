@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .runtime import mixed_precision, needs_grad_scaler
+from .runtime import mixed_precision, needs_grad_scaler, shown_path
 
 
 class TrainingDivergedError(RuntimeError):
@@ -312,17 +312,6 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
     return CompileGuard(model, torch.compile(model), log)
 
 
-def _shown(path: str | Path) -> str:
-    """A path as a log line shows it: relative to the repository when inside it (no machine's absolute
-    path in a notebook's output), else as given."""
-    from .runtime import REPO_ROOT
-
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
         device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
         progress: bool = True, log: Callable[[str], None] | None = print,
@@ -360,7 +349,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
         if differ:
             raise CheckpointError(
-                f"{_shown(resume)} was trained with "
+                f"{shown_path(resume)} was trained with "
                 + ", ".join(f"{k}={getattr(saved, k)}" for k in differ)
                 + "; resume with the same settings (got " + ", ".join(f"{k}={getattr(config, k)}" for k in differ) + ")"
             )
@@ -372,7 +361,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         history.interrupted = False
         start_epoch = int(state["epoch"])
         if log:
-            log(f"resumed from {_shown(resume)} after epoch {start_epoch}:")
+            log(f"resumed from {shown_path(resume)} after epoch {start_epoch}:")
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
 
@@ -409,10 +398,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     except KeyboardInterrupt:
         history.interrupted = True
         if log:
-            where = f"; the last complete epoch is saved in {_shown(checkpoint)}" if checkpoint else ""
+            where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
             log(f"interrupted after {len(history)} complete epoch(s){where}. "
                 "Continue with fit(..., resume=True) or the CLI's --resume.")
     except TrainingDivergedError as err:
-        where = f" The checkpoint of epoch {len(history)} in {_shown(checkpoint)} is kept." if checkpoint else ""
+        where = f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept." if checkpoint else ""
         raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
     return history
