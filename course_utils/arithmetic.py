@@ -8,10 +8,11 @@ Neural Networks", Distill 2019, https://distill.pub/2019/computing-receptive-fie
 from __future__ import annotations
 
 import math
+import numbers
 
 
 def _check(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -53,21 +54,37 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
     return out
 
 
+def _check_groups(in_ch: int, out_ch: int, groups: int) -> None:
+    _check("in_ch", in_ch, 1)
+    _check("out_ch", out_ch, 1)
+    _check("groups", groups, 1)
+    if in_ch % groups or out_ch % groups:
+        raise ValueError(f"in_ch={in_ch} and out_ch={out_ch} must be divisible by groups={groups} "
+                         "(each group convolves in_ch/groups channels into out_ch/groups)")
+
+
 def conv_params(in_ch: int, out_ch: int, kernel: int, groups: int = 1, bias: bool = True) -> int:
     """Weights (and biases) of a k×k ``Conv2d``: ``k²·(C_in/groups)·C_out (+ C_out)``."""
-    if in_ch % groups or out_ch % groups:
-        raise ValueError(f"in_ch={in_ch} and out_ch={out_ch} must be divisible by groups={groups}")
+    _check_groups(in_ch, out_ch, groups)
+    _check("kernel", kernel, 1)
     return kernel * kernel * (in_ch // groups) * out_ch + (out_ch if bias else 0)
 
 
 def conv_macs(in_ch: int, out_ch: int, kernel: int, out_h: int, out_w: int | None = None, groups: int = 1) -> int:
     """Multiply-accumulates of a ``Conv2d``: one ``k²·C_in/groups`` dot product per output value."""
     out_w = out_h if out_w is None else out_w
+    _check_groups(in_ch, out_ch, groups)
+    _check("kernel", kernel, 1)
+    _check("out_h", out_h, 1)
+    _check("out_w", out_w, 1)
     return kernel * kernel * (in_ch // groups) * out_ch * out_h * out_w
 
 
 def separable_ratio(in_ch: int, out_ch: int, kernel: int = 3) -> float:
     """Weights of a depthwise-separable conv over a standard one (no biases): ``1/C_out + 1/k²``."""
+    _check("in_ch", in_ch, 1)
+    _check("out_ch", out_ch, 1)
+    _check("kernel", kernel, 1)
     standard = kernel * kernel * in_ch * out_ch
     separable = kernel * kernel * in_ch + in_ch * out_ch
     return separable / standard
@@ -75,6 +92,8 @@ def separable_ratio(in_ch: int, out_ch: int, kernel: int = 3) -> float:
 
 def effective_kernel(kernel: int, dilation: int = 1) -> int:
     """Extent of a dilated kernel: ``dilation·(kernel − 1) + 1`` (3×3 with dilation 2 spans 5×5)."""
+    _check("kernel", kernel, 1)
+    _check("dilation", dilation, 1)
     return dilation * (kernel - 1) + 1
 
 
@@ -84,6 +103,9 @@ def receptive_field_step(rf: float, jump: float, kernel: int, stride: int = 1, d
     ``rf_out = rf_in + (effective_kernel − 1)·jump_in`` and ``jump_out = jump_in·stride``.
     The jump is the distance, in input pixels, between neighbouring outputs of the layer.
     """
+    if not rf >= 1 or not jump > 0:
+        raise ValueError(f"rf must be >= 1 and jump > 0 (both in input pixels), got rf={rf!r}, jump={jump!r}")
+    _check("stride", stride, 1)
     return rf + (effective_kernel(kernel, dilation) - 1) * jump, jump * stride
 
 
@@ -99,4 +121,8 @@ def receptive_field_of_stack(layers: list[tuple[int, int] | tuple[int, int, int]
 
 def dilation_for_receptive_field(target: int, kernel: int = 3) -> int:
     """Smallest dilation that makes one k×k kernel span at least ``target`` pixels."""
+    _check("target", target, 1)
+    if not isinstance(kernel, numbers.Integral) or isinstance(kernel, bool) or kernel < 2:
+        raise ValueError(f"kernel must be an integer >= 2 to be dilated (a {kernel!r}-wide kernel spans "
+                         f"{kernel!r} pixel(s) whatever the dilation), got kernel={kernel!r}")
     return max(1, math.ceil((target - 1) / (kernel - 1)))

@@ -46,7 +46,7 @@ def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30                 # full passes over the 45k training images (50k minus validation)
+    epochs: int = 40                 # full passes over the 45k training images (50k minus validation)
     batch_size: int = 256            # images per step; the OneCycle peak below is tuned for it
     optimizer: str = "sgd"           # "sgd" (Nesterov momentum) or "adam"
     lr: float = 0.2                  # OneCycle peak learning rate (SGD); use ~3e-3 for Adam

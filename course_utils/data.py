@@ -164,20 +164,27 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
     return REPO_ROOT / "data"
 
 
-def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True) -> CIFAR10Data:
-    """Load CIFAR-10 (both splits) into memory from the first source found; see the module docstring."""
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True,
+                 classes: Sequence[str] | None = None) -> CIFAR10Data:
+    """Load CIFAR-10 (both splits) into memory from the first source found; see the module docstring.
+
+    An image folder must hold CIFAR-10's ten class folders (``CLASSES``): a misnamed one is an error,
+    because the labels follow the folder names. For another data set in the same layout, name its
+    classes with ``classes=(...)``: the folders must be exactly those, and label ``i`` is ``classes[i]``.
+    """
     root = default_root(root)
+    wanted = CLASSES if classes is None else tuple(classes)
     looked: list[str] = []
 
     if cache and (root / CACHE_NAME).is_file():
         data = _read_cache(root / CACHE_NAME)
-        if data is not None:
+        if data is not None and data.classes == wanted:
             return data
 
     folder = _find_image_folder(root)
     looked.append(f"an image folder {root}/train/<class>/ and {root}/test/<class>/")
     if folder is not None:
-        data = _from_image_folder(folder)
+        data = _from_image_folder(folder, wanted, custom=classes is not None)
         return _write_cache(root, data) if cache else data
 
     batches = root / "cifar-10-batches-py"
@@ -196,7 +203,7 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     looked.append(f"a .tar.gz archive in {root}/")
     for archive in archives:
         _extract(archive, root)
-        return load_cifar10(root, download=download, cache=cache)
+        return load_cifar10(root, download=download, cache=cache, classes=classes)
 
     if download:
         looked.append("torchvision's download of the official archive")
@@ -258,34 +265,34 @@ def _from_torchvision(root: Path, download: bool) -> CIFAR10Data:
     )
 
 
-def _from_image_folder(folder: Path) -> CIFAR10Data:
-    train_classes = _class_dirs(folder / "train")
-    test_classes = _class_dirs(folder / "test")
-    if [c.name for c in train_classes] != [c.name for c in test_classes]:
-        raise DataFormatError(
-            f"train/ and test/ in {folder} hold different classes: "
-            f"train={[c.name for c in train_classes]}, test={[c.name for c in test_classes]}. "
-            "Both splits need one sub-folder per class, with the same names."
-        )
-    classes = tuple(c.name for c in train_classes)
+def _from_image_folder(folder: Path, classes: tuple[str, ...] = CLASSES, custom: bool = False) -> CIFAR10Data:
+    train_classes = _class_dirs(folder / "train", classes, custom)
+    test_classes = _class_dirs(folder / "test", classes, custom)
     xtr, ytr = _decode_split(train_classes)
     xte, yte = _decode_split(test_classes)
     return CIFAR10Data(xtr, ytr, xte, yte, classes, source=f"image folder {folder}")
 
 
-def _class_dirs(split: Path) -> list[Path]:
-    dirs = sorted(p for p in split.iterdir() if p.is_dir())
+def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = False) -> list[Path]:
+    """The class folders of one split, in the order of ``classes`` (label i is ``classes[i]``)."""
+    dirs = {p.name: p for p in split.iterdir() if p.is_dir()}
     if not dirs:
         raise DataFormatError(f"{split} has no class sub-folders; expected {split}/<class>/*.png|jpg")
-    missing = [c for c in CLASSES if c not in {d.name for d in dirs}]
-    if len(dirs) == len(CLASSES) and missing:
-        warnings.warn(f"{split}: class folders {[d.name for d in dirs]} are not CIFAR-10's names", stacklevel=3)
-    elif missing and len(dirs) < len(CLASSES):
+    missing = [c for c in classes if c not in dirs]
+    unexpected = sorted(set(dirs) - set(classes))
+    if missing or unexpected:
+        what = "the classes you named" if custom else f"CIFAR-10's {len(CLASSES)} classes"
+        fix = ("Rename or remove the folders, or name the classes you have with load_cifar10(..., classes=(...))"
+               if not custom else "Rename the folders, or pass the classes the folders really hold")
         raise DataFormatError(
-            f"{split} lacks the class folder(s) {missing}; CIFAR-10 has 10 classes: {', '.join(CLASSES)}. "
-            "Copy the missing folders, or extract the archive again."
+            f"{split} does not hold {what}: "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and unexpected else "")
+            + (f"unexpected {unexpected}" if unexpected else "")
+            + f". Expected exactly: {', '.join(classes)}. The labels follow the folder names, so one wrong "
+            f"name would shift every label after it. {fix}."
         )
-    return dirs
+    return [dirs[c] for c in classes]
 
 
 def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -49,12 +50,35 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_t
     buffer = io.StringIO()
     with _eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(buffer):
         _summary(model, tuple(input_size), device=device.type)
-    table = buffer.getvalue()
-    if print_table:
-        print(table, end="")
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    table = _true_totals(buffer.getvalue(), total, trainable)
+    if print_table:
+        print(table, end="")
     return {"total_params": total, "trainable_params": trainable, "table": table}
+
+
+def _true_totals(table: str, total: int, trainable: int) -> str:
+    """torchsummary adds up its rows, so a module called twice (CBAM's shared MLP, run on the average-
+    and the max-pooled vector) is counted twice. Put the model's own totals in the footer and, where
+    they differ from the rows' sum, say why in one line under it."""
+    counted = re.search(r"^Total params: ([\d,]+)$", table, flags=re.M)
+    if counted is None or int(counted.group(1).replace(",", "")) == total:
+        return table
+    table = re.sub(r"^Total params: [\d,]+$", f"Total params: {total:,}", table, flags=re.M)
+    table = re.sub(r"^Trainable params: [\d,]+$", f"Trainable params: {trainable:,}", table, flags=re.M)
+    table = re.sub(r"^Non-trainable params: [\d,]+$", f"Non-trainable params: {total - trainable:,}", table,
+                   flags=re.M)
+    sizes = {k: float(v) for k, v in re.findall(r"^(Input size|Forward/backward pass size|Params size) \(MB\): ([\d.]+)$",
+                                                   table, flags=re.M)}
+    if len(sizes) == 3:  # torchsummary's megabytes: 4 bytes per parameter
+        sizes["Params size"] = total * 4 / 1024**2
+        table = re.sub(r"^Params size \(MB\): [\d.]+$", f"Params size (MB): {sizes['Params size']:.2f}", table,
+                       flags=re.M)
+        table = re.sub(r"^Estimated Total Size \(MB\): [\d.]+$",
+                       f"Estimated Total Size (MB): {sum(sizes.values()):.2f}", table, flags=re.M)
+    return table + (f"Note: the rows add up to {counted.group(1)} because a module used more than once (shared "
+                    f"weights) has a row per call; the model has {total:,} parameters.\n")
 
 
 @dataclass(frozen=True)

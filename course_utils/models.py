@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .arithmetic import conv_output_size
 from .layers import CBAM, ECA, ConvBNAct, DepthwiseSeparableConv2d, Residual, SqueezeExcitation
 
 
@@ -248,6 +249,40 @@ class CifarNetV1(_FourStages):
         self._output(c)
 
 
+def min_input_size(model: nn.Module) -> int:
+    """The smallest square image ``model`` can take: at least its total stride (the product of the
+    strides of its downsampling layers, so the last stage sees one pixel of real image, not padding
+    alone), and large enough that every convolution and pooling window fits, by the output-size
+    formula applied layer by layer. Layers are taken in the order they were registered, which is the
+    order the data meets them in the course models (residual branches keep the size)."""
+    cached = getattr(model, "_min_input_size", None)
+    if cached is not None:
+        return cached
+    windows = [(m.kernel_size, m.stride, m.padding, m.dilation) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+
+    def first(v) -> int:
+        return v[0] if isinstance(v, tuple) else v
+
+    total_stride = 1
+    for _, stride, _, _ in windows:
+        total_stride *= first(stride)
+
+    def fits(size: int) -> bool:
+        for kernel, stride, padding, dilation in windows:
+            try:
+                size = conv_output_size(size, first(kernel), first(stride), first(padding), first(dilation))
+            except ValueError:
+                return False
+        return True
+
+    size = total_stride
+    while not fits(size):
+        size += 1
+    model._min_input_size = size
+    return size
+
+
 def check_input(model: nn.Module, x: torch.Tensor) -> None:
     """Reject a batch the model cannot take, with the shapes in the message."""
     expected = getattr(model, "in_channels", 3)
@@ -261,6 +296,13 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
             f"{type(model).__name__} expects {expected} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
             "convert grayscale images to RGB, or build the model with in_channels="
             f"{x.shape[1]}"
+        )
+    smallest = min_input_size(model)
+    if min(x.shape[-2:]) < smallest:
+        raise ValueError(
+            f"{type(model).__name__} needs images of at least {smallest}x{smallest} pixels (its downsampling "
+            f"layers would leave nothing but padding for its last stage), got {x.shape[-2]}x{x.shape[-1]} "
+            f"(shape {tuple(x.shape)}); resize the images (CIFAR-10's are 32x32)"
         )
 
 

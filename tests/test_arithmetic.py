@@ -82,3 +82,32 @@ def test_notebook_04_exercise_1_has_the_answer_it_implies():
     assert not gap_free((2, 2, 2)) and gap_free((1, 2, 3))
     spans = {1 + 2 * sum(d) for d in product(range(1, 12), repeat=3) if gap_free(d)}
     assert max(spans) == 27 and 31 not in spans
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: ar.conv_macs(64, 64, 3, 8, groups=5), ["in_ch=64", "groups=5"]),   # 5 divides neither
+    (lambda: ar.conv_macs(64, 64, 3, -4), ["out_h", "-4"]),
+    (lambda: ar.conv_macs(64, 64, 3, 4, 0), ["out_w", "0"]),
+    (lambda: ar.conv_macs(0, 64, 3, 4), ["in_ch", "0"]),
+    (lambda: ar.conv_params(16, 32, 0), ["kernel", "0"]),
+    (lambda: ar.conv_params(16, 32, 3, groups=0), ["groups", "0"]),
+    (lambda: ar.separable_ratio(64, 0), ["out_ch", "0"]),
+    (lambda: ar.effective_kernel(3, 0), ["dilation", "0"]),
+    (lambda: ar.effective_kernel(2.5), ["kernel", "2.5"]),
+    (lambda: ar.receptive_field_step(0, 1, 3), ["rf", "0"]),
+    (lambda: ar.receptive_field_step(1, 1, 3, stride=0), ["stride", "0"]),
+    (lambda: ar.dilation_for_receptive_field(10, kernel=1), ["kernel", "1"]),
+    (lambda: ar.dilation_for_receptive_field(0), ["target", "0"]),
+])
+def test_arithmetic_helpers_reject_impossible_inputs_naming_them(call, names):
+    with pytest.raises(ValueError) as err:
+        call()
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_arithmetic_helpers_accept_numpy_integers():
+    import numpy as np
+
+    assert ar.conv_macs(np.int64(16), 32, 3, np.int64(8)) == ar.conv_macs(16, 32, 3, 8) == 9 * 16 * 32 * 64
+    assert ar.dilation_for_receptive_field(np.int64(9)) == 4

@@ -73,11 +73,38 @@ def test_corrupt_archive(tmp_path):
 def test_missing_and_empty_class(image_folder):
     import shutil
     shutil.rmtree(image_folder / "train" / "frog")
-    with pytest.raises(DataFormatError, match="lacks the class folder.*frog"):
+    with pytest.raises(DataFormatError, match=r"does not hold CIFAR-10's 10 classes: missing \['frog'\]"):
         load_cifar10(image_folder, download=False, cache=False)
     (image_folder / "train" / "frog").mkdir()
     with pytest.raises(DataFormatError, match="frog holds no images"):
         load_cifar10(image_folder, download=False, cache=False)
+
+
+def test_a_misnamed_class_folder_is_an_error_naming_the_classes(image_folder):
+    for split in ("train", "test"):
+        (image_folder / split / "airplane").rename(image_folder / split / "plane")
+    with pytest.raises(DataFormatError) as err:
+        load_cifar10(image_folder, download=False)
+    message = str(err.value)
+    assert "missing ['airplane']; unexpected ['plane']" in message
+    assert "Expected exactly: airplane, automobile, bird" in message and "classes=(...)" in message
+    assert not (image_folder / D.CACHE_NAME).exists()          # nothing half-right was cached
+
+
+def test_other_class_names_load_when_named_in_the_given_order(image_folder):
+    names = ("plane",) + D.CLASSES[1:]
+    for split in ("train", "test"):
+        (image_folder / split / "airplane").rename(image_folder / split / "plane")
+    reference = load_cifar10(image_folder, download=False, classes=names)
+    assert reference.classes == names
+    # labels follow the order given, not the sorted folder names ("plane" sorts after "horse")
+    plane = np.asarray(Image.open(sorted((image_folder / "train" / "plane").iterdir())[0]).convert("RGB"))
+    assert np.array_equal(reference.train_images[reference.train_labels == 0][0], plane)
+    # the cache remembers the class names: CIFAR-10's names no longer match it, and the folders say why
+    with pytest.raises(DataFormatError, match="unexpected \\['plane'\\]"):
+        load_cifar10(image_folder, download=False)
+    with pytest.raises(DataFormatError, match="the classes you named: missing \\['boat'\\]; unexpected \\['ship'\\]"):
+        load_cifar10(image_folder, download=False, classes=names[:8] + ("boat", "truck"))
 
 
 def test_odd_files_in_the_folder(image_folder):

@@ -89,3 +89,22 @@ def test_layers_reject_impossible_configurations():
 def test_separable_parameter_count():
     layer = DepthwiseSeparableConv2d(32, 64, norm_layer=None)  # no norm: convs carry biases
     assert count_parameters(layer) == (9 * 32 + 32) + (32 * 64 + 64)
+
+
+@pytest.mark.parametrize("name, smallest", [
+    # CifarNet, v1, the attention variants and CifarNet10: three stride-2 layers, all padded: 2**3.
+    ("cifarnet", 8), ("cifarnet_v1", 8), ("cifarnet_se", 8), ("cifarnet_eca", 8), ("cifarnet_cbam", 8),
+    ("cifarnet10", 8),
+    # BaselineNet's unpadded layers: 18 -> 3x3 p1 18 -> 5x5 p1 16 -> pool 8 -> pool 4 -> 3x3 p0 2 -> pool 1;
+    # from 17 the last pool would get a 1x1 map.
+    ("baseline", 18),
+])
+def test_models_take_their_smallest_input_and_reject_anything_smaller(name, smallest):
+    from course_utils.models import min_input_size
+
+    model = get_model(name)
+    assert min_input_size(model) == smallest
+    model.train()
+    assert model(torch.zeros(2, 3, smallest, smallest)).shape == (2, 10)
+    with pytest.raises(ValueError, match=f"at least {smallest}x{smallest} pixels.*got {smallest - 1}x{smallest}"):
+        model(torch.zeros(1, 3, smallest - 1, smallest))

@@ -1,0 +1,100 @@
+"""The kit's counting tools against an independent counter and against closed forms.
+
+``count_macs`` is compared with fvcore's convolution + linear counts (fvcore counts one multiply-
+accumulate as one "flop") on every course model and on every convolution kind the course teaches;
+``summary`` must print the model's true parameter totals even where torchsummary's rows count a
+shared module twice.
+"""
+import logging
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import summary
+from course_utils.inspection import count_macs
+from course_utils.layers import (CBAM, ECA, DepthwiseSeparableConv2d, PixelShuffleUpsample, ResizeConvUpsample,
+                                 SqueezeExcitation, TransposedUpsample)
+from course_utils.models import MODELS, cifarnet_cbam, count_parameters
+
+fvcore_nn = pytest.importorskip("fvcore.nn", reason="fvcore is in requirements-dev.txt")
+
+
+def fvcore_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """fvcore's count of the convolution and linear operators of one forward pass of one input."""
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    model.eval()
+    analysis = fvcore_nn.FlopCountAnalysis(model, torch.zeros(1, *input_size))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    by_op = analysis.by_operator()
+    assert set(by_op) <= {"conv", "linear", "batch_norm", "adaptive_avg_pool2d", "upsample_nearest2d"}, by_op
+    return by_op.get("conv", 0) + by_op.get("linear", 0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_count_macs_agrees_with_fvcore_on_every_course_model(name):
+    model = MODELS[name]()
+    assert count_macs(model) == fvcore_macs(model, (3, 32, 32)) > 0
+
+
+LAYERS = {
+    "conv2d": (lambda: nn.Conv2d(16, 32, 3, padding=1), (16, 8, 8)),
+    "strided": (lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1), (16, 9, 9)),
+    "dilated": (lambda: nn.Conv2d(16, 32, 3, padding=2, dilation=2), (16, 8, 8)),
+    "grouped": (lambda: nn.Conv2d(16, 32, 3, padding=1, groups=4), (16, 8, 8)),
+    "separable": (lambda: DepthwiseSeparableConv2d(16, 32), (16, 8, 8)),
+    "conv1d": (lambda: nn.Conv1d(1, 1, 3, padding=1, bias=False), (1, 64)),
+    "transposed": (lambda: nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), (64, 8, 8)),
+    "transposed grouped": (lambda: nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, groups=4), (64, 8, 8)),
+    "TransposedUpsample": (lambda: TransposedUpsample(64, 32), (64, 8, 8)),
+    "PixelShuffleUpsample": (lambda: PixelShuffleUpsample(64, 32), (64, 8, 8)),
+    "ResizeConvUpsample": (lambda: ResizeConvUpsample(64, 32), (64, 8, 8)),
+    "SE": (lambda: SqueezeExcitation(64), (64, 8, 8)),
+    "ECA": (lambda: ECA(64), (64, 8, 8)),
+    "CBAM": (lambda: CBAM(64), (64, 8, 8)),
+    "linear": (lambda: nn.Linear(48, 10), (48,)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_count_macs_agrees_with_fvcore_on_every_convolution_kind(name):
+    build, input_size = LAYERS[name]
+    layer = build()
+    assert count_macs(layer, input_size) == fvcore_macs(layer, input_size) > 0
+
+
+def test_transposed_conv_macs_closed_form():
+    # C_in · C_out · k² per *input* pixel: 64 · 32 · 16 · 8 · 8 (the number issue 16 quotes for fvcore).
+    assert count_macs(nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), (64, 8, 8)) == 64 * 32 * 16 * 64 == 2_097_152
+
+
+def _row_sum(table: str) -> int:
+    """The parameter column of torchsummary's rows, added up."""
+    return sum(int(m.replace(",", "")) for m in re.findall(r"^\s+\S+-\d+\s+\[.*?\]\s+([\d,]+)$", table, flags=re.M))
+
+
+def test_summary_footer_gives_the_true_total_for_a_shared_module():
+    shared = nn.Linear(4, 4)                    # 20 parameters, called twice
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    info = summary(model, (4,), print_table=False)
+    assert _row_sum(info["table"]) == 40
+    assert info["total_params"] == 20
+    assert "Total params: 20\n" in info["table"] and "Trainable params: 20\n" in info["table"]
+    assert "rows add up to 40" in info["table"] and "has 20 parameters" in info["table"]
+
+
+def test_summary_of_cbam_variant_states_its_real_size():
+    model = cifarnet_cbam()
+    info = summary(model, (3, 32, 32), print_table=False)
+    true_total = count_parameters(model)
+    assert true_total < 200_000 < _row_sum(info["table"])      # torchsummary's rows double-count the shared MLP
+    assert f"Total params: {true_total:,}\n" in info["table"]
+    assert f"Params size (MB): {true_total * 4 / 1024 ** 2:.2f}\n" in info["table"]
+
+
+def test_summary_without_shared_modules_is_torchsummarys_table_unchanged():
+    info = summary(MODELS["cifarnet"](), (3, 32, 32), print_table=False)
+    assert _row_sum(info["table"]) == info["total_params"]
+    assert "Note:" not in info["table"]
