@@ -2,6 +2,7 @@
 full-training notebook both call ``run_training``, so they train the same way."""
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig, choose_recipe
+from .config import RECIPES, TrainConfig, choose_recipe
 from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
 from .runtime import (get_device, is_smoke, loader_settings, loader_workers, mixed_precision, precision_name,
@@ -42,13 +43,32 @@ def _no_nan(value):
     return value
 
 
+#: What a run's name does not spell out but its weights depend on. Two runs that differ in any of these
+#: get different checkpoint files (a short fingerprint in the name), so ``train --lr 0.05`` never
+#: continues or replaces the ``--lr 0.1`` run. Left out: what the name already says (epochs, batch,
+#: seed, subset) and what does not change what is learned (workers, layout, compile, test_each_epoch).
+_NAMELESS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
+             "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "amp")
+
+
+def _fingerprint(config: TrainConfig) -> str:
+    """"" for the settings of a named recipe (course, fast, long), else 6 hex digits of the others."""
+    mine = {k: getattr(config, k) for k in _NAMELESS}
+    if any(mine == {k: getattr(TrainConfig.recipe(r), k) for k in _NAMELESS} for r in RECIPES):
+        return ""
+    return "-x" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6]
+
+
 def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = None) -> Path:
     """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size, epochs,
-    batch size, seed). The batch size is named only when it is not the course recipe's, so
-    ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one."""
+    batch size, seed, other settings). The batch size is named only when it is not the course recipe's,
+    so ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one; a
+    run whose other settings are not a named recipe's (another learning rate, optimizer, augmentation)
+    ends in a fingerprint of them: ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
     size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
-    return (folder or runs_dir()) / f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}.pt"
+    name = f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}{_fingerprint(config)}.pt"
+    return (folder or runs_dir()) / name
 
 
 def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None, device: str | None = None,

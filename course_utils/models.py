@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -306,24 +307,43 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
         )
 
 
-def cifarnet_se() -> CifarNetV1:
+def _configured(model: str, config_cls, settings: dict):
+    """``config_cls(**settings)``, or a ValueError naming the settings the model does not have."""
+    known = [f.name for f in fields(config_cls)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"{model}: unknown setting(s) {unknown}; it takes: {', '.join(known)}")
+    return config_cls(**settings)
+
+
+def cifarnet(**settings) -> CifarNet:
+    """CifarNet; ``settings`` are ``CifarNetConfig`` fields (``cifarnet(c4=160, dropout=0.2)``)."""
+    return CifarNet(_configured("cifarnet", CifarNetConfig, settings))
+
+
+def cifarnet_v1(**settings) -> CifarNetV1:
+    """CifarNet v1; ``settings`` are ``CifarNetV1Config`` fields."""
+    return CifarNetV1(_configured("cifarnet_v1", CifarNetV1Config, settings))
+
+
+def cifarnet_se(**settings) -> CifarNetV1:
     """CifarNet v1 with squeeze-and-excitation after each residual body; C4 narrowed to 144 to stay < 200k."""
-    return CifarNetV1(CifarNetV1Config(c4=144), attention=SqueezeExcitation)
+    return CifarNetV1(_configured("cifarnet_se", CifarNetV1Config, {"c4": 144, **settings}), attention=SqueezeExcitation)
 
 
-def cifarnet_eca() -> CifarNetV1:
+def cifarnet_eca(**settings) -> CifarNetV1:
     """CifarNet v1 with efficient channel attention (a handful of weights each); widths unchanged."""
-    return CifarNetV1(attention=ECA)
+    return CifarNetV1(_configured("cifarnet_eca", CifarNetV1Config, settings), attention=ECA)
 
 
-def cifarnet_cbam() -> CifarNetV1:
+def cifarnet_cbam(**settings) -> CifarNetV1:
     """CifarNet v1 with CBAM (channel then spatial attention); C4 narrowed to 144 to stay < 200k."""
-    return CifarNetV1(CifarNetV1Config(c4=144), attention=CBAM)
+    return CifarNetV1(_configured("cifarnet_cbam", CifarNetV1Config, {"c4": 144, **settings}), attention=CBAM)
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "cifarnet": CifarNet,
-    "cifarnet_v1": CifarNetV1,
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cifarnet": cifarnet,
+    "cifarnet_v1": cifarnet_v1,
     "cifarnet10": CifarNet10,
     "baseline": BaselineNet,
     "cifarnet_se": cifarnet_se,
@@ -332,12 +352,20 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def get_model(name: str, **kwargs) -> nn.Module:
-    """Build a course model by name (see ``MODELS``)."""
+def get_model(name: str, **settings) -> nn.Module:
+    """Build a course model by name (see ``MODELS``). ``settings`` go to its config (the CifarNets:
+    ``get_model("cifarnet_se", dropout=0.2)``) or constructor (BaselineNet, CifarNet10:
+    ``num_classes``, ``in_channels``, ...); one it does not have is a ValueError that lists those it has."""
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    return MODELS[key](**kwargs)
+    build = MODELS[key]
+    if isinstance(build, type):  # a class built from keyword arguments
+        known = [p for p in inspect.signature(build).parameters if p != "self"]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"{key}: unknown setting(s) {unknown}; it takes: {', '.join(known)}")
+    return build(**settings)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

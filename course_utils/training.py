@@ -345,7 +345,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     if resume:
         state = load_checkpoint(resume, model, map_location=device)
         saved = TrainConfig.from_dict(state.get("config", {}))
-        keys = ("epochs", "batch_size", "lr", "validation", "train_per_class", "test_per_class")
+        keys = ("epochs", "batch_size", "train_per_class", "test_per_class", "optimizer", "lr", "momentum",
+                "weight_decay", "label_smoothing", "pct_start", "div_factor", "final_div_factor", "validation",
+                "flip_p", "affine_p", "dropout_p")
         differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
         if differ:
             raise CheckpointError(

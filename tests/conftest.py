@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from course_utils.arithmetic import conv_params
 from course_utils.data import CLASSES
 
 torch.set_num_threads(1)
@@ -37,3 +38,13 @@ def _isolate_env(monkeypatch):
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     monkeypatch.delenv("COURSE_FIGURES_DIR", raising=False)
     monkeypatch.delenv("COURSE_RUNS_DIR", raising=False)
+
+
+def conv_bn(cin, cout, k=3, groups=1):
+    """Parameters of a bias-free conv and its BatchNorm (a scale and a shift per channel)."""
+    return conv_params(cin, cout, k, groups=groups, bias=False) + 2 * cout
+
+
+def separable(cin, cout):
+    """Parameters of a depthwise-separable conv: depthwise 3x3 + BN, then pointwise 1x1 + BN."""
+    return conv_bn(cin, cin, 3, groups=cin) + conv_bn(cin, cout, 1)

@@ -9,7 +9,33 @@ from course_utils.config import TrainConfig
 from course_utils.data import AugmentConfig, load_cifar10, torchvision_train_transforms, train_transforms
 from course_utils.inspection import capture, count_macs
 from course_utils.layers import CBAM, ECA, SqueezeExcitation, eca_kernel_size
+from course_utils.arithmetic import receptive_field_of_stack
 from course_utils.models import CifarNetV1 as CifarNet, CifarNetV1Config as CifarNetConfig, count_parameters, get_model
+
+from conftest import conv_bn, separable
+
+
+def v1_parameters(c=CifarNetConfig()):
+    """CifarNet v1's parameters from the closed forms, stage by stage (see its docstring's table)."""
+    return (conv_bn(3, c.c1) + conv_bn(c.c1, c.c1)                                # C1
+            + conv_bn(c.c1, c.c2) + 2 * conv_bn(c.c2, c.c2)                         # C2: down, residual(2 convs)
+            + separable(c.c2, c.c3) + 2 * separable(c.c3, c.c3)                     # C3: down, residual(2)
+            + separable(c.c3, c.c4) + separable(c.c4, c.c4)                         # C4: down, residual(1)
+            + c.c4 * c.num_classes + c.num_classes)                                 # linear head
+
+
+def v1_receptive_field(downsample="stride", c=CifarNetConfig()):
+    """The recurrence along v1's longest path; each of the three downsamplings is a 3x3 stride 2 conv,
+    a 3x3 conv then a 2x2 max-pool, or a 3x3 stride 2 conv with dilation 2."""
+    down = {"stride": [(3, 2)], "maxpool": [(3, 1), (2, 2)], "dilation": [(3, 2, 2)]}[downsample]
+    # a separable block: depthwise 3x3 (which carries the stride or dilation), then 1x1; a max-pool follows both
+    sep_down = {"stride": [(3, 2), (1, 1)], "maxpool": [(3, 1), (1, 1), (2, 2)],
+                "dilation": [(3, 2, 2), (1, 1)]}[downsample]
+    sep = [(3, 1), (1, 1)]
+    layers = ([(3, 1), (3, 1)] + down + [(3, 1), (3, 1, c.c2_dilation)]               # C1, C2
+              + sep_down + 2 * sep                                                     # C3
+              + sep_down + sep)                                                        # C4
+    return int(receptive_field_of_stack(layers)[-1][0])
 
 
 @pytest.mark.parametrize("channels", [16, 64, 160])
@@ -20,7 +46,9 @@ def test_attention_keeps_the_shape_and_matches_the_formulas(channels):
     for layer in (se, eca, cbam):
         assert layer(x).shape == x.shape
     assert count_parameters(se) == 2 * channels * hidden + hidden + channels
-    assert count_parameters(eca) == eca_kernel_size(channels)
+    # ECA: one bias-free 1-D conv whose width follows Wang et al.'s rule (their code's rounding):
+    t = int(abs((np.log2(channels) + 1) / 2))
+    assert count_parameters(eca) == (t if t % 2 else t + 1) == {16: 3, 64: 3, 160: 5}[channels]
     assert count_parameters(cbam) == 2 * channels * hidden + 2 * 7 * 7
 
 
@@ -51,12 +79,13 @@ def test_attention_variants_stay_under_200k_and_run():
 
 
 def test_downsampling_variants():  # of CifarNet v1, the network the ablation studies
-    for mode, rf in (("stride", 63), ("maxpool", 70), ("dilation", 77)):
+    from course_utils import receptive_field
+
+    for mode in ("stride", "maxpool", "dilation"):
         model = CifarNet(CifarNetConfig(downsample=mode))
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
-        assert count_parameters(model) == 199_498
-        from course_utils import receptive_field
-        assert receptive_field(model).final == rf
+        assert count_parameters(model) == v1_parameters()      # 199,498: the downsampling adds no weights
+        assert receptive_field(model).final == v1_receptive_field(mode)
     assert count_macs(CifarNet(CifarNetConfig(downsample="maxpool"))) > count_macs(CifarNet())
     with pytest.raises(ValueError, match="downsample must be"):
         CifarNet(CifarNetConfig(downsample="avgpool"))
@@ -85,7 +114,8 @@ def test_run_ablation_writes_rows_and_csv(image_folder, tmp_path):
     variants = (VARIANTS[0], Variant("no-aug", "without augmentation", VARIANTS[0].build, augment=False))
     rows = run_ablation(data, TrainConfig(epochs=1, batch_size=32, seed=0), torch.device("cpu"), variants, log=None)
     assert [r["variant"] for r in rows] == ["cifarnet", "no-aug"]
-    assert rows[0]["parameters"] == 199_498 and rows[0]["receptive_field"] == 63 and rows[0]["images_per_s"] > 0
+    assert rows[0]["parameters"] == v1_parameters() and rows[0]["receptive_field"] == v1_receptive_field()
+    assert rows[0]["images_per_s"] > 0
     path = write_csv(rows, tmp_path / "a.csv")
     read = list(csv.DictReader(open(path)))
     assert read[1]["variant"] == "no-aug" and float(read[0]["final_test_acc"]) >= 0
@@ -95,7 +125,7 @@ def test_attention_gates_count_as_global_context_not_as_receptive_field():
     from course_utils import receptive_field
 
     rf = receptive_field(get_model("cifarnet_se"))
-    assert rf.final == 63  # the same local field as CifarNet: the gates see everything, but only to re-weight
+    assert rf.final == v1_receptive_field()  # the same local field as CifarNet: the gates see everything, but only to re-weight
     gates = [r for r in rf if r.name.endswith("pool") and r.name != "pool"]
     assert len(gates) == 3 and all(r.global_pool for r in gates)
     assert not any(r.name.endswith(("fc1", "fc2")) for r in rf)  # 1x1 convs on pooled vectors are not layers of the map

@@ -10,16 +10,9 @@ from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
 from course_utils.models import CifarNet, CifarNetConfig, CifarNetV1, count_parameters
 
+from conftest import conv_bn, separable
+
 CFG = CifarNetConfig()
-
-
-def conv_bn(cin, cout, k=3, groups=1):
-    """A bias-free conv and its BatchNorm (a scale and a shift per channel)."""
-    return conv_params(cin, cout, k, groups=groups, bias=False) + 2 * cout
-
-
-def separable(cin, cout):
-    return conv_bn(cin, cin, 3, groups=cin) + conv_bn(cin, cout, 1)
 
 
 def expected_parameters(c=CFG):

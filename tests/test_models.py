@@ -108,3 +108,16 @@ def test_models_take_their_smallest_input_and_reject_anything_smaller(name, smal
     assert model(torch.zeros(2, 3, smallest, smallest)).shape == (2, 10)
     with pytest.raises(ValueError, match=f"at least {smallest}x{smallest} pixels.*got {smallest - 1}x{smallest}"):
         model(torch.zeros(1, 3, smallest - 1, smallest))
+
+
+def test_get_model_passes_settings_to_every_model_and_names_unknown_ones():
+    assert get_model("cifarnet", c4=160).head.in_features == 160
+    se = get_model("cifarnet_se", dropout=0.3)
+    assert se.dropout.p == 0.3 and se.head.in_features == 144           # the variant's own width is kept
+    assert get_model("cifarnet_cbam", c4=128).head.in_features == 128   # and can be overridden
+    assert get_model("baseline", num_classes=4)(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    assert get_model("cifarnet10", num_classes=7)(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match=r"cifarnet_eca: unknown setting\(s\) \['width'\]; it takes: c1, c2"):
+        get_model("cifarnet_eca", width=3)
+    with pytest.raises(ValueError, match=r"baseline: unknown setting\(s\) \['c4'\]; it takes: num_classes"):
+        get_model("baseline", c4=3)

@@ -6,14 +6,26 @@ from course_utils import get_device, plots
 from course_utils.runtime import REPO_ROOT, figures_dir, is_smoke
 
 
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_get_device_picks_the_first_available_of_cuda_mps_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert get_device() == get_device("auto") == torch.device(expected)
+
+
 def test_get_device():
     assert get_device("cpu") == torch.device("cpu")
-    assert get_device().type in ("cuda", "mps", "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available here"):
-            get_device("cuda")
     with pytest.raises(ValueError, match="unknown device 'tpu0'"):
         get_device("tpu0")
+
+
+def test_asking_for_a_missing_accelerator_says_what_to_use(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' asked for, but CUDA is not available here; use --device cpu"):
+        get_device("cuda")
+    with pytest.raises(ValueError, match="'mps' asked for, but MPS is not available here"):
+        get_device("mps")
 
 
 def test_smoke_switch_and_figure_folder(monkeypatch):

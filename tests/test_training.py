@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -120,14 +121,29 @@ def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
-    ckpt = tmp_path / "c.pt"
-    run(tiny_data, small_config(epochs=2), checkpoint=ckpt)
-    good = ckpt.read_bytes()
-    bad = tiny_data.subset(6, 3)
-    bad.train_images = bad.train_images.copy()
+    """Epoch 1 trains normally and is checkpointed; from epoch 2 on the network's outputs turn to NaN.
+    The run must stop with a message, and the checkpoint on disk must still be epoch 1's, byte for byte,
+    history included."""
+    config = small_config(epochs=3)
+    train_loader, test_loader = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    ckpt, seen = tmp_path / "c.pt", {}
+
+    def poison(module, args, out):  # once epoch 1's checkpoint exists, remember it and return NaN
+        if not ckpt.exists():
+            return out
+        seen.setdefault("epoch 1", ckpt.read_bytes())
+        return out * float("nan")
+
+    model = tiny_model()
+    model.register_forward_hook(poison)
+    log = None
     with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
-        run(bad, small_config(epochs=2, lr=1e30), checkpoint=tmp_path / "other.pt")
-    assert ckpt.read_bytes() == good
+        fit(model, train_loader, test_loader, config, CPU, checkpoint=ckpt, progress=False, log=log)
+    assert "epoch 1" in seen, "epoch 1 was never checkpointed"
+    assert ckpt.read_bytes() == seen["epoch 1"]                # the diverging epoch overwrote nothing
+    kept = load_checkpoint(ckpt)
+    assert kept["epoch"] == 1 and kept["history"]["epoch"] == [1]
+    assert np.isfinite(kept["history"]["train_loss"][0])
 
 
 def test_checkpoint_round_trip_gives_the_same_next_step(tmp_path):
@@ -322,3 +338,29 @@ def test_schedule_works_for_very_short_runs(steps):
         opt.step()
         sched.step()
     assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+
+
+def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tmp_path):
+    from course_utils.experiment import checkpoint_path
+
+    def name(**settings):
+        return checkpoint_path("cifarnet", TrainConfig(**settings), tmp_path).name
+
+    course = TrainConfig()
+    assert name() == f"cifarnet-full-e{course.epochs}-s{course.seed}.pt"        # the recipes keep plain names
+    fast, long = TrainConfig.recipe("fast"), TrainConfig.recipe("long")
+    assert checkpoint_path("cifarnet", fast, tmp_path).name == f"cifarnet-full-e{fast.epochs}-b{fast.batch_size}-s1.pt"
+    assert checkpoint_path("cifarnet", long, tmp_path).name == f"cifarnet-full-e{long.epochs}-b{long.batch_size}-s1.pt"
+    variants = [name(lr=0.05), name(lr=0.1), name(optimizer="adam", lr=3e-3), name(dropout_p=0.0),
+                name(label_smoothing=0.0), name(weight_decay=5e-5), name(validation=False)]
+    assert len(set(variants + [name()])) == len(variants) + 1                # all different, none the course's
+    assert all(re.fullmatch(rf"cifarnet-full-e{course.epochs}-s1-x[0-9a-f]{{6}}\.pt", v) for v in variants)
+    assert name(lr=0.05) == name(lr=0.05)                                      # and stable
+    assert name(num_workers=2, channels_last=False, compile=True, test_each_epoch=True) == name()
+
+
+def test_resume_refuses_a_checkpoint_trained_with_another_optimizer_or_augmentation(tiny_data, tmp_path):
+    run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
+    for other in (dict(optimizer="adam"), dict(dropout_p=0.0), dict(weight_decay=0.0)):
+        with pytest.raises(CheckpointError, match=f"{next(iter(other))}="):
+            run(tiny_data, small_config(epochs=1, **other), checkpoint=tmp_path / "c.pt", resume=True)
