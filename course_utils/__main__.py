@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: One meaning of --subset in every command (train, ablate): N training images per class, a stratified
+#: draw; the test set, and the validation split where the command holds one out, stay whole.
+SUBSET_HELP = ("train on a stratified subset of N images per class; the test set (and the validation "
+               "split, where one is held out) stays whole")
+
 
 def _positive(text: str) -> int:
     try:
@@ -52,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
-    train.add_argument("--subset", type=_positive, metavar="N",
-                       help="train on a stratified subset of N images per class (test on N//5 per class)")
+    train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     train.add_argument("--workers", type=int, help="data-loader worker processes (default: 0 on a CPU, up to 8 on a GPU)")
     train.add_argument("--seed", type=int, help="random seed (default 1)")
@@ -73,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "recipe, seed, data and epochs, print one row per variant and write "
                                         "figures/09_ablation.csv and figures/09_ablation.png.")
     ablate.add_argument("--epochs", type=_positive, help="epochs per variant (default: the recipe's, 35; 2 in smoke mode)")
-    ablate.add_argument("--subset", type=_positive, metavar="N",
-                        help="train on a stratified subset of N images per class (the test set stays whole)")
+    ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     ablate.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all)")
     ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
@@ -156,7 +159,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    path = runs_dir() / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    folder = runs_dir() / "bench"  # the benchmark's own folder: it never touches a training run's files
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(record, indent=2))
     print(f"benchmark record: {path}")
     return 0
@@ -175,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                      num_workers=args.workers, seed=args.seed, compile=args.compile)
     if args.subset:
-        overrides.update(train_per_class=args.subset, test_per_class=max(1, args.subset // 5))
+        overrides.update(train_per_class=args.subset)
     try:
         recipe = choose_recipe(args.recipe, args.device)
         config = TrainConfig.for_environment(recipe, **overrides)

@@ -90,8 +90,13 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     model = get_model(model_name)
     workers = loader_workers(dev, config.num_workers)
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
+    compiling = config.compile and dev.type == "cuda"
+    if dev.type == "cuda":  # cuDNN picks the fastest kernels for each input shape once, then reuses them
+        torch.backends.cudnn.benchmark = True
+    # compiled training keeps one batch shape: the last, smaller batch of an epoch is dropped (a few
+    # images, a different one each epoch) rather than compiled a second time
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=dev,
-                                             augment_config=augment)
+                                             augment_config=augment, drop_last=compiling)
     valid = val_loader(data, num_workers=workers, device=dev) if config.validation else None
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
     resume_from = ckpt if resume and ckpt.exists() else None

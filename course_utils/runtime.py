@@ -112,6 +112,16 @@ def loader_settings(device: torch.device | str, workers: int) -> dict:
             "persistent_train": workers > 0, "persistent_eval": workers > 0 and cuda}
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA and MPS run asynchronously), so a timer that stops after
+    this measures the work, not the queueing. Nothing to wait for on a CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and PyTorch (all devices).
 

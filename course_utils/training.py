@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .runtime import mixed_precision, needs_grad_scaler, shown_path
+from .runtime import mixed_precision, needs_grad_scaler, shown_path, synchronize
 
 
 class TrainingDivergedError(RuntimeError):
@@ -41,6 +41,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     interrupted: bool = False
+    compile_seconds: float | None = None  # the first compiled step, compiling included (inside epoch 1's seconds)
 
     def append(self, **row: float) -> None:
         for key, value in row.items():
@@ -277,12 +278,14 @@ class CompileGuard(nn.Module):
         self.module = model
         object.__setattr__(self, "_compiled", compiled_fn)  # not a submodule: no second copy of the weights
         self._log, self.state = log, "untried"  # untried -> compiled | eager
+        self.first_call_seconds: float | None = None  # how long compiling (and the first step) took
 
     def forward(self, *args, **kwargs):
         if self.state == "eager":
             return self.module(*args, **kwargs)
         if self.state == "compiled":
             return self._compiled(*args, **kwargs)
+        start = time.perf_counter()
         try:
             out = self._compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - any compile failure: fall back once, and say why
@@ -293,6 +296,7 @@ class CompileGuard(nn.Module):
                           "training uncompiled from here (--no-compile skips compiling)")
             return self.module(*args, **kwargs)
         self.state = "compiled"
+        self.first_call_seconds = time.perf_counter() - start
         return out
 
 
@@ -377,17 +381,19 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
                 channels_last=config.channels_last, scaler=scaler, progress=progress,
                 desc=f"epoch {epoch + 1}/{config.epochs}")
+            if isinstance(train_model, CompileGuard) and history.compile_seconds is None:
+                history.compile_seconds = train_model.first_call_seconds
+            # evaluation runs the eager model: only training is compiled (eval mode and the last,
+            # smaller batch would each cost a recompile for a few seconds of work)
             val = {}
             if val_loader is not None:
-                val_loss, val_acc = evaluate(train_model, val_loader, device, amp=amp,
-                                             channels_last=config.channels_last)
+                val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=config.channels_last)
                 val = dict(val_loss=val_loss, val_acc=val_acc)
             test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
             if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
-                test_loss, test_acc = evaluate(train_model, test_loader, device, amp=amp,
+                test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
                                                channels_last=config.channels_last)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             seconds = time.perf_counter() - t0
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                            test_acc=test_acc, lr=lr, seconds=seconds, **val)

@@ -33,11 +33,24 @@ def image_folder(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _isolate_env(monkeypatch):
+def _isolate_env(monkeypatch, tmp_path):
+    """Every test runs offline and away from the repository's own files: runs and figures go to the
+    test's temporary folder (subprocesses inherit the variables), and a download of CIFAR-10 is refused
+    instead of fetching 170 MB on a networked machine."""
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
-    monkeypatch.delenv("COURSE_FIGURES_DIR", raising=False)
-    monkeypatch.delenv("COURSE_RUNS_DIR", raising=False)
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    from course_utils import data
+
+    real = data._from_torchvision
+
+    def no_download(root, download):
+        if download:
+            raise OSError("tests never download (tests/conftest.py); give the test its own copy of the data")
+        return real(root, download)
+
+    monkeypatch.setattr(data, "_from_torchvision", no_download)
 
 
 def conv_bn(cin, cout, k=3, groups=1):

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +41,8 @@ def test_train_end_to_end(image_folder, tmp_path):
     record = json.loads(open(path).read())
     assert record["model"] == "cifarnet" and record["parameters"] < 200_000 and record["epochs"] == 1
     assert record["data"]["train"] == 50 and record["device"] == "cpu"
-    os.remove(path)
-    os.remove(path.replace(".json", ".pt"))
+    assert record["data"]["test"] == 30                # --subset leaves the test set whole (3 images per class)
+    assert Path(path).parent == tmp_path / "runs"       # conftest points COURSE_RUNS_DIR away from the repository
 
 
 def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys):
@@ -67,15 +68,33 @@ def test_unknown_recipe_is_a_usage_error(capsys):
     assert e.value.code == 2 and "invalid choice: 'turbo'" in capsys.readouterr().err
 
 
-def test_bench_quick_measures_and_writes_a_record(image_folder, capsys):
+def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path, monkeypatch):
     import json as _json
+    from pathlib import Path
 
+    from course_utils.config import TrainConfig
+    from course_utils.experiment import checkpoint_path
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(runs))
+    # a learner's run, with the names the course and fast recipes give them: the benchmark must not touch them
+    mine = [checkpoint_path("cifarnet", TrainConfig()), checkpoint_path("cifarnet", TrainConfig.recipe("fast"))]
+    for i, p in enumerate(mine):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"a learner's checkpoint %d" % i)
+
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in runs.rglob("*") if p.is_file()
+                and runs / "bench" not in p.parents}
+
+    before = snapshot()
     code = main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)])
     out = capsys.readouterr().out
     assert code == 0, out
-    path = out.strip().splitlines()[-1].split("benchmark record: ")[1]
-    record = _json.loads(open(path).read())
-    os.remove(path)
+    assert snapshot() == before                           # nothing outside runs/bench/ was written
+    path = Path(out.strip().splitlines()[-1].split("benchmark record: ")[1])
+    assert path.parent == runs / "bench"
+    record = _json.loads(path.read_text())
     assert record["device"] == "cpu" and record["quick"] is True
     assert [p["workers"] for p in record["pipeline"]][:2] == [0, 1]
     assert all(p["images_per_s"] > 0 for p in record["pipeline"])

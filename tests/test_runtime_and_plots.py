@@ -29,6 +29,7 @@ def test_asking_for_a_missing_accelerator_says_what_to_use(monkeypatch):
 
 
 def test_smoke_switch_and_figure_folder(monkeypatch):
+    monkeypatch.delenv("COURSE_FIGURES_DIR")  # the default, not the tests' temporary folder
     assert not is_smoke() and figures_dir() == REPO_ROOT / "figures"
     monkeypatch.setenv("COURSE_SMOKE", "1")
     assert is_smoke() and figures_dir() == REPO_ROOT / "figures" / "smoke"
@@ -37,6 +38,7 @@ def test_smoke_switch_and_figure_folder(monkeypatch):
 def test_figure_and_run_folders_can_be_moved(monkeypatch, tmp_path):
     from course_utils.runtime import runs_dir
 
+    monkeypatch.delenv("COURSE_RUNS_DIR")  # the default first
     assert runs_dir() == REPO_ROOT / "runs"
     monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "deep" / "runs"))

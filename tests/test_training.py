@@ -364,3 +364,60 @@ def test_resume_refuses_a_checkpoint_trained_with_another_optimizer_or_augmentat
     for other in (dict(optimizer="adam"), dict(dropout_p=0.0), dict(weight_decay=0.0)):
         with pytest.raises(CheckpointError, match=f"{next(iter(other))}="):
             run(tiny_data, small_config(epochs=1, **other), checkpoint=tmp_path / "c.pt", resume=True)
+
+
+def test_only_training_is_compiled_and_the_compile_time_is_recorded(tiny_data, monkeypatch):
+    """fit with compile on (the compiled function simulated, as no GPU is here): every call through the
+    compiled function is a training step; validation and test run the eager model. The first compiled
+    step's duration is kept apart from the epochs'."""
+    from course_utils import training
+
+    calls = []
+
+    def fake_compiled(model, device, log):
+        def through_compiled(x):
+            calls.append(model.training)
+            return model(x)
+        return training.CompileGuard(model, through_compiled, log)
+
+    monkeypatch.setattr(training, "compiled", fake_compiled)
+    config = small_config(epochs=2, compile=True)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    val_calls = []
+    model = tiny_model()
+    model.register_forward_hook(lambda m, a, o: val_calls.append(m.training))
+    h = fit(model, train, test, config, CPU, progress=False, log=None, val_loader=test)
+    assert len(calls) == 2 * len(train) and all(calls)                # training steps only, all in train mode
+    assert val_calls.count(False) == 2 * len(test) + len(test)         # eval: val twice, test once, eagerly
+    assert h.compile_seconds is not None and 0 < h.compile_seconds < h.seconds[0]
+
+
+def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny_data, monkeypatch):
+    """run_training on a (simulated) CUDA device: the training loader drops its last partial batch when
+    compiling, and cuDNN's autotuner is on. The run is stopped as soon as the loaders are built."""
+    from course_utils import experiment
+
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise Built
+
+    monkeypatch.setattr(experiment, "get_device", lambda name=None: torch.device("cuda"))
+    monkeypatch.setattr(experiment, "make_loaders", capture)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for compile_, drop in ((True, True), (False, False)):
+        with pytest.raises(Built):
+            experiment.run_training("cifarnet", small_config(compile=compile_, validation=False), data=tiny_data,
+                                    progress=False, log=None)
+        assert seen["drop_last"] is drop
+    assert torch.backends.cudnn.benchmark is True
+    # and on a CPU nothing is dropped, whatever the config says
+    monkeypatch.setattr(experiment, "get_device", lambda name=None: torch.device("cpu"))
+    with pytest.raises(Built):
+        experiment.run_training("cifarnet", small_config(compile=True, validation=False), data=tiny_data,
+                                progress=False, log=None)
+    assert seen["drop_last"] is False
