@@ -229,3 +229,25 @@ def test_batch_normalisation_matches_the_per_image_pipeline(image_folder):
     assert x.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="0-1 scale"):
         BatchNormalize((125.0, 123.0, 114.0), (63.0, 62.0, 66.0))
+
+
+def _epochs(loader, n=2):
+    return [[x.clone() for x, _ in loader] for _ in range(n)]
+
+
+def test_loaders_with_two_workers_are_seeded_per_worker_and_repeatable(image_folder):
+    """Two worker processes (persistent): each epoch's batches differ from the last, each worker draws
+    its own augmentation, and the same seed gives the same two epochs again."""
+    d = load_cifar10(image_folder, download=False)
+    # every training image the same: whatever differs between batches is shuffling-free augmentation
+    same = D.CIFAR10Data(np.repeat(d.train_images[:1], 32, 0), np.zeros(32, np.int64), d.test_images, d.test_labels)
+    train, _ = make_loaders(same, 16, num_workers=2, seed=5)
+    assert train.num_workers == 2 and train.persistent_workers
+    first, second = _epochs(train)
+    assert not torch.equal(first[0], first[1])      # worker 0 and worker 1 augment differently
+    assert not torch.equal(first[0], second[0])     # and the next epoch differs again
+    again, _ = make_loaders(same, 16, num_workers=2, seed=5)
+    first2, second2 = _epochs(again)
+    assert all(torch.equal(a, b) for a, b in zip(first + second, first2 + second2))
+    other, _ = make_loaders(same, 16, num_workers=2, seed=6)
+    assert not torch.equal(_epochs(other, 1)[0][0], first[0])

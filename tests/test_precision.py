@@ -90,3 +90,27 @@ def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, 
     assert train.pin_memory is pinned and test.pin_memory is pinned
     assert train.persistent_workers is (workers > 0) and test.persistent_workers is persistent_eval
     assert loader_workers(torch.device(device), requested=1) == 1
+
+
+def test_evaluate_and_predict_autocast_when_the_device_calls_for_it(monkeypatch):
+    """evaluate and predict on a device for which mixed_precision says bf16 (the CPU stands in for a
+    CUDA card here, through the CPU autocast path): the model runs in bf16 inside them, and the
+    numbers agree with fp32 to bf16's precision."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10)).eval()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    cpu = torch.device("cpu")
+    fp32_loss, _ = training.evaluate(model, loader, cpu)
+    fp32_preds, _ = training.predict(model, loader, cpu)
+    dtypes = []
+    model.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    monkeypatch.setattr(training, "mixed_precision", lambda device, enabled=True: torch.bfloat16)
+    bf16_loss, _ = training.evaluate(model, loader, cpu)
+    bf16_preds, labels = training.predict(model, loader, cpu)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert bf16_loss == pytest.approx(fp32_loss, rel=2e-2)
+    assert (bf16_preds == fp32_preds).mean() >= 0.9 and (labels == y.numpy()).all()
+    assert training.evaluate(model, loader, cpu, amp=False)[0] == pytest.approx(fp32_loss)  # amp off: fp32 again
+    assert set(dtypes[-len(loader):]) == {torch.float32}
