@@ -72,16 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a CPU-sized run that takes about a minute")
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
-    ablate = sub.add_parser("ablate", help="train the ablation variants with one recipe; CSV and figure to figures/",
-                            description="Train every ablation variant (course_utils.ablation.VARIANTS) with the same "
-                                        "recipe, seed, data and epochs, print one row per variant and write "
-                                        "figures/09_ablation.csv and figures/09_ablation.png.")
-    ablate.add_argument("--epochs", type=_positive, help="epochs per variant (default: the recipe's, 35; 2 in smoke mode)")
+    ablate = sub.add_parser("ablate", help="train the ablation variants, several seeds each; CSVs and figure to figures/",
+                            description="Train every ablation variant (course_utils.ablation.VARIANTS: CifarNet with "
+                                        "one factor changed) with the ablation recipe, once per seed, on the training "
+                                        "set minus the validation split. Prints one row per run, writes "
+                                        "figures/09_ablation_runs.csv (one row per variant and seed), "
+                                        "figures/09_ablation_summary.csv (mean and std over seeds) and "
+                                        "figures/09_ablation.png. Finished runs are read back and an interrupted one "
+                                        "resumed (runs/ablation/), so the study can be spread over several sittings.")
+    ablate.add_argument("--epochs", type=_positive,
+                        help="epochs per run (default: the ablation recipe's, 6; 2 in smoke mode)")
     ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     ablate.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all)")
+    ablate.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds per variant (default: 1 2 3)")
     ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
-    ablate.add_argument("--seed", type=int, help="random seed (default 1)")
     doctor = sub.add_parser("doctor", help="check this machine before class: device, precision, data, versions",
                             description="Say which device training will use and why, the precision and compile choices, "
                                         "loader workers, where the data is (or what to do), library versions, widgets "
@@ -113,10 +118,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    import time
+
     from . import plots
-    from .ablation import VARIANTS, plot_ablation, run_ablation, write_csv
-    from .config import TrainConfig
-    from .data import DataFormatError, DataNotFoundError, load_for_environment
+    from .ablation import (ABLATION_SEEDS, VARIANTS, ablation_config, plot_ablation, run_ablation, summarize,
+                           total_cpu_minutes, write_csv)
+    from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import figures_dir, get_device, is_smoke
 
     known = {v.name: v for v in VARIANTS}
@@ -124,24 +131,36 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
+    if args.seeds and any(s < 0 for s in args.seeds):
+        print(f"error: --seeds must be 0 or more, got {args.seeds}", file=sys.stderr)
+        return 2
     variants = tuple(known[n] for n in args.variants) if args.variants else VARIANTS
+    seeds = tuple(args.seeds) if args.seeds else ABLATION_SEEDS
     try:
         device = get_device(args.device)
-        config = TrainConfig.for_environment(epochs=args.epochs, seed=args.seed)
-        data = load_for_environment(args.data_dir)
-        if args.subset:
-            data = data.subset(args.subset, None, seed=config.seed)
+        config = ablation_config(args.epochs, train_per_class=args.subset)
+        data = load_cifar10(args.data_dir)
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{len(variants)} variants, {config.epochs} epochs each, {len(data.train_labels):,} training and "
-          f"{len(data.test_labels):,} test images, on {device}")
-    rows = run_ablation(data, config, device, variants)
-    csv_path = write_csv(rows, figures_dir() / "09_ablation.csv")
-    title = (f"{config.epochs} epochs on {len(data.train_labels):,} images, {device}"
+    size = "all training images" if config.train_per_class is None else f"{config.train_per_class} per class"
+    print(f"{len(variants)} variants x {len(seeds)} seeds, {config.epochs} epochs each, {size} (validation split "
+          f"held out), on {device}")
+    start = time.perf_counter()
+    rows = run_ablation(data, config, device, variants, seeds)
+    if len(rows) < len(variants) * len(seeds):
+        print("stopped before the end: run the same command again to go on", file=sys.stderr)
+        return 130
+    summary = summarize(rows)
+    runs_csv = write_csv(rows, figures_dir() / "09_ablation_runs.csv")
+    summary_csv = write_csv(summary, figures_dir() / "09_ablation_summary.csv")
+    r = summary[0]
+    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {len(seeds)} seeds, {device}"
              + (" (smoke mode)" if is_smoke() else ""))
-    png_path = plots.save(plot_ablation(rows, title), "09_ablation")
-    print(f"written: {csv_path} and {png_path}")
+    png = plots.save(plot_ablation(summary, title), "09_ablation")
+    print(f"total training time of the {len(rows)} runs: {total_cpu_minutes(rows):.1f} min "
+          f"({(time.perf_counter() - start) / 60:.1f} min in this call)")
+    print(f"written: {runs_csv}, {summary_csv} and {png}")
     return 0
 
 

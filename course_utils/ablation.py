@@ -1,82 +1,203 @@
-"""The ablation study: what does each idea of CifarNet buy?
+"""The ablation study: what does each idea of CifarNet buy, and how sure can we be?
 
-The variants are built on CifarNet v1 (``models.CifarNetV1``), the network the recorded ablation
-studied; moving them to the current CifarNet, with several seeds on the full data, is issue 11's work.
+Every variant is CifarNet with **one** factor changed (``Variant.factor``) and stays within ±5% of its
+parameters (widths adjusted where a factor would otherwise change them, and said so in its question):
 
-Every variant is trained with the same recipe, seed, data and epochs; only the one thing named
-changes. ``run_ablation`` returns one row per variant (parameters, MACs, receptive field, accuracy,
-throughput) and ``write_csv``/``plot_ablation`` record them.
+* downsampling: stride-2 conv (the reference) / 3×3 conv + 2×2 max-pool / dilated (d=2) stride-2 conv;
+* convolution: depthwise-separable C3/C4 (the reference) / standard 3×3 convs, narrowed to the budget;
+* attention: none (the reference) / SE (Hu et al. 2018) / ECA (Wang et al. 2020) / CBAM (Woo et al. 2018);
+* augmentation: all three (the reference) / none / flip alone / shift-scale-rotate alone / coarse dropout alone.
+
+Each (variant, seed) is one run of the ablation recipe (``ABLATION_RECIPE``) on the training set minus
+the validation split; its row holds the final epoch's validation and test accuracy (the test set read
+once, at the end), parameters, MACs, receptive field and training throughput. ``summarize`` gives the
+mean and standard deviation over seeds. Runs are checkpointed under ``runs/ablation/``: a finished run
+is read back, an interrupted one resumed, so the study can be spread over several sittings.
 """
 from __future__ import annotations
 
 import csv
+import json
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 
 from .config import TrainConfig
-from .data import CIFAR10Data, make_loaders
+from .data import CIFAR10Data
+from .experiment import prepare
 from .inspection import count_macs, receptive_field
-from .models import CifarNetV1 as CifarNet, CifarNetV1Config as CifarNetConfig, cifarnet_se, count_parameters
-from .runtime import loader_workers, seed_everything
+from .models import CifarNet, CifarNetConfig, count_parameters
+from .runtime import runs_dir, seed_everything
 from .training import fit
+
+#: The recipe of every ablation run: the course recipe, shortened. Ten variants besides the reference,
+#: three seeds each, must fit the CPU time of a few sittings (see README, "Ablation"), so each run is short;
+#: the comparison is between variants trained identically, not a claim about their final accuracy.
+ABLATION_EPOCHS = 6
+ABLATION_SEEDS = (1, 2, 3)
+
+#: The factors a variant may change, and the settings that belong to each.
+FACTORS = {
+    "downsampling": {"downsample"},
+    "convolution": {"separable", "c3", "c4"},   # standard convs need narrower stages to stay in budget
+    "attention": {"attention"},
+    "augmentation": {"flip_p", "affine_p", "dropout_p"},
+}
+AUGMENTATION = ("flip_p", "affine_p", "dropout_p")
+PARAMETER_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
 class Variant:
+    """CifarNet with one factor changed. ``model`` overrides ``CifarNetConfig`` fields; ``augment``
+    overrides the recipe's augmentation probabilities (``flip_p``, ``affine_p``, ``dropout_p``)."""
+
     name: str
+    factor: str                 # "reference" or one of FACTORS
     question: str
-    build: Callable[[], nn.Module]
-    augment: bool = True
+    model: dict = field(default_factory=dict)
+    augment: dict = field(default_factory=dict)
+
+    def build(self) -> CifarNet:
+        return CifarNet(replace(CifarNetConfig(), **self.model))
+
+    def config(self, base: TrainConfig) -> TrainConfig:
+        return replace(base, **self.augment)
+
+
+def _alone(name: str) -> dict:
+    """Augmentation with only ``name`` switched on, at the reference's probability."""
+    reference = TrainConfig()
+    return {k: (getattr(reference, k) if k == name else 0.0) for k in AUGMENTATION}
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("cifarnet", "the reference (CifarNet v1): stride-2 downsampling, separable C3/C4, augmentation", CifarNet),
-    Variant("maxpool", "downsampling: 3x3 conv + max-pool instead of a stride-2 conv",
-            lambda: CifarNet(CifarNetConfig(downsample="maxpool"))),
-    Variant("dilated-stride", "downsampling: a dilated (d=2) stride-2 conv instead of a plain one",
-            lambda: CifarNet(CifarNetConfig(downsample="dilation"))),
-    Variant("standard-conv", "standard 3x3 convs in C3/C4 instead of depthwise-separable",
-            lambda: CifarNet(CifarNetConfig(separable=False))),
-    Variant("se-attention", "with squeeze-and-excitation (C4 narrowed to 144 to stay < 200k)", cifarnet_se),
-    Variant("no-augmentation", "without flip / shift-scale-rotate / coarse dropout", CifarNet, augment=False),
+    Variant("reference", "reference", "CifarNet as built: stride-2 downsampling, separable C3/C4, no attention, "
+            "flip + shift-scale-rotate + coarse dropout"),
+    Variant("maxpool", "downsampling", "3x3 conv + 2x2 max-pool instead of each stride-2 conv (same weights; "
+            "the conv before the pool runs at the higher resolution)", model={"downsample": "maxpool"}),
+    Variant("dilated-stride", "downsampling", "a dilated (d=2) stride-2 conv instead of each plain one (same "
+            "weights, a wider field)", model={"downsample": "dilation"}),
+    Variant("standard-conv", "convolution", "standard 3x3 convs in C3/C4 instead of depthwise-separable ones; "
+            "C3/C4 narrowed from 96/192 to 32/64 channels to keep the parameter budget",
+            model={"separable": False, "c3": 32, "c4": 64}),
+    Variant("se", "attention", "squeeze-and-excitation after each residual body (widths unchanged)",
+            model={"attention": "se"}),
+    Variant("eca", "attention", "efficient channel attention after each residual body (widths unchanged)",
+            model={"attention": "eca"}),
+    Variant("cbam", "attention", "CBAM (channel, then spatial attention) after each residual body (widths "
+            "unchanged)", model={"attention": "cbam"}),
+    Variant("no-augmentation", "augmentation", "no augmentation at all", augment=dict.fromkeys(AUGMENTATION, 0.0)),
+    Variant("flip-only", "augmentation", "horizontal flip alone", augment=_alone("flip_p")),
+    Variant("affine-only", "augmentation", "shift-scale-rotate alone", augment=_alone("affine_p")),
+    Variant("dropout-only", "augmentation", "the 16x16 coarse-dropout hole alone", augment=_alone("dropout_p")),
 )
 
 
-def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device,
-                 variants: tuple[Variant, ...] = VARIANTS, progress: bool = False, log=print) -> list[dict]:
-    """Train every variant with ``config`` on ``data``; one result row per variant."""
+def ablation_config(epochs: int | None = None, **overrides) -> TrainConfig:
+    """The ablation recipe: the course recipe at ``ABLATION_EPOCHS`` epochs (smoke-sized when
+    ``COURSE_SMOKE=1``), then ``overrides``."""
+    config = TrainConfig.for_environment("course")
+    if config.train_per_class is None:  # not smoke mode
+        config = replace(config, epochs=ABLATION_EPOCHS)
+    return replace(config, **{k: v for k, v in dict(epochs=epochs, **overrides).items() if v is not None})
+
+
+def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
+    """Where the runs of one ablation live: one folder per data size and number of epochs, so a smoke
+    study never mixes with a full one."""
+    size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
+    return (folder or runs_dir() / "ablation") / f"{size}-e{config.epochs}"
+
+
+def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
+                 variants: tuple[Variant, ...] = VARIANTS, seeds: tuple[int, ...] = ABLATION_SEEDS,
+                 folder: Path | None = None, progress: bool = False, log=print) -> list[dict]:
+    """Train every (variant, seed) with ``config`` and return one row each, in order.
+
+    A run whose record is in ``folder`` is read back, not trained again; a run with only a checkpoint
+    (interrupted) is resumed from it. An interruption (Ctrl-C) stops the study after the current run's
+    last complete epoch; running it again picks up from there.
+    """
+    device = torch.device(device)
+    folder = run_folder(config, folder)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for v in variants:
-        seed_everything(config.seed)
-        model = v.build()
-        params, macs, rf = count_parameters(model), count_macs(model), receptive_field(model).final
-        train, test = make_loaders(data, config.batch_size, loader_workers(device, config.num_workers), augment=v.augment,
-                                   seed=config.seed, device=device)
-        t0 = time.perf_counter()
-        history = fit(model, train, test, config, device, progress=progress, log=None)
-        seconds = time.perf_counter() - t0
-        row = {
-            "variant": v.name,
-            "question": v.question,
-            "parameters": params,
-            "macs": macs,
-            "receptive_field": rf,
-            "best_test_acc": round(history.best_test_acc, 2),
-            "final_test_acc": round(history.final_test_acc, 2),
-            "images_per_s": round(len(data.train_labels) * len(history) / seconds, 1),
-            "epochs": len(history),
-            "device": str(device),
-        }
-        rows.append(row)
-        if log:
-            log(f"{v.name:<16} {params:>9,} params  {macs / 1e6:6.1f} M MACs  RF {rf:3d}  "
-                f"test {row['final_test_acc']:6.2f}%  {row['images_per_s']:7.1f} img/s")
+        for seed in seeds:
+            record = folder / f"{v.name}-s{seed}.json"
+            if record.is_file():
+                rows.append(json.loads(record.read_text()))
+                if log:
+                    log(_row_line(rows[-1]) + "  (done before)")
+                continue
+            run_config = replace(v.config(config), seed=seed)
+            run_data, train, test, valid = prepare(data, run_config, device)
+            seed_everything(seed)
+            model = v.build()
+            ckpt = record.with_suffix(".pt")
+            history = fit(model, train, test, run_config, device, checkpoint=ckpt,
+                          resume=ckpt if ckpt.exists() else None, progress=progress, log=None, val_loader=valid)
+            if history.interrupted:
+                if log:
+                    log(f"{v.name} seed {seed}: interrupted after {len(history)} epoch(s); run again to resume")
+                return rows
+            row = {
+                "variant": v.name, "factor": v.factor, "seed": seed,
+                "parameters": count_parameters(model), "macs": count_macs(model),
+                "receptive_field": receptive_field(model).final,
+                "final_val_acc": round(history.final_val_acc, 2), "final_test_acc": round(history.final_test_acc, 2),
+                "images_per_s": round(history.images_per_second(len(run_data.train_labels)), 1),
+                "train_seconds": round(sum(history.seconds), 1),
+                "epochs": len(history), "train_images": int(len(run_data.train_labels)), "device": str(device),
+            }
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(row, indent=1))
+            tmp.replace(record)
+            rows.append(row)
+            if log:
+                log(_row_line(row))
     return rows
+
+
+def _row_line(row: dict) -> str:
+    return (f"{row['variant']:<16} seed {row['seed']}  {row['parameters']:>8,} params  {row['macs'] / 1e6:5.1f} M MACs  "
+            f"RF {row['receptive_field']:3d}  val {row['final_val_acc']:6.2f}%  test {row['final_test_acc']:6.2f}%  "
+            f"{row['images_per_s']:6.0f} img/s  {row['train_seconds'] / 60:5.1f} min")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per variant (in the order first seen): seeds, mean and sample standard deviation of the
+    final validation and test accuracy, and the model's parameters, MACs, receptive field and mean
+    training images/s."""
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        val_mean, val_std = _mean_std([float(r["final_val_acc"]) for r in mine])
+        test_mean, test_std = _mean_std([float(r["final_test_acc"]) for r in mine])
+        first = mine[0]
+        out.append({
+            "variant": name, "factor": first["factor"], "seeds": len(mine),
+            "val_mean": round(val_mean, 2), "val_std": round(val_std, 2),
+            "test_mean": round(test_mean, 2), "test_std": round(test_std, 2),
+            "parameters": int(first["parameters"]), "macs": int(first["macs"]),
+            "receptive_field": int(first["receptive_field"]),
+            "images_per_s": round(statistics.fmean(float(r["images_per_s"]) for r in mine), 1),
+            "epochs": int(first["epochs"]), "train_images": int(first["train_images"]), "device": first["device"],
+        })
+    return out
+
+
+def total_cpu_minutes(rows: list[dict]) -> float:
+    """Training time of all the runs, in minutes (evaluation included)."""
+    return sum(float(r["train_seconds"]) for r in rows) / 60
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
@@ -89,22 +210,38 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
-def plot_ablation(rows: list[dict], title: str = ""):
-    """Accuracy, parameters and throughput of each variant, side by side."""
+def read_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_ablation(summary: list[dict], title: str = ""):
+    """Validation and test accuracy (mean ± standard deviation over seeds), parameters, MACs and
+    training images/s of each variant, side by side; the reference in orange."""
     import matplotlib.pyplot as plt
 
-    names = [r["variant"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(axes, ("final_test_acc", "parameters", "images_per_s"),
-                              ("final test accuracy %", "parameters", "training images / s")):
-        values = [r[key] for r in rows]
-        ax.barh(names, values, color=["tab:orange"] + ["tab:blue"] * (len(rows) - 1))
+    names = [f"{r['variant']} ({r['factor']})" if r["factor"] != "reference" else r["variant"] for r in summary]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 0.42 * len(summary) + 1.6), sharey=True)
+    ys = range(len(summary))
+    colors = ["tab:orange" if r["factor"] == "reference" else "tab:blue" for r in summary]
+    ax = axes[0]
+    for offset, key, marker, label in ((-0.15, "val", "o", "validation"), (0.15, "test", "s", "test")):
+        means = [float(r[f"{key}_mean"]) for r in summary]
+        stds = [float(r[f"{key}_std"]) for r in summary]
+        ax.errorbar(means, [y + offset for y in ys], xerr=stds, fmt=marker, capsize=3, label=label,
+                    color="black" if key == "test" else "tab:gray")
+    ax.set_title("final accuracy %, mean ± std over seeds")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    for ax, key, label in zip(axes[1:], ("parameters", "macs", "images_per_s"),
+                              ("parameters", "multiply-accumulates per image", "training images / s")):
+        values = [float(r[key]) for r in summary]
+        ax.barh(list(ys), values, color=colors)
         ax.set_title(label)
-        ax.invert_yaxis()
-        for i, v in enumerate(values):
-            ax.text(v, i, f" {v:,.1f}" if isinstance(v, float) else f" {v:,}", va="center", fontsize=8)
-    for ax in axes[1:]:
-        ax.set_yticklabels([])
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v / 1e6:.1f} M" if key == "macs" else f" {v:,.0f}", va="center", fontsize=8)
+    axes[0].set_yticks(list(ys), names)
+    axes[0].invert_yaxis()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -71,6 +71,27 @@ def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = 
     return (folder or runs_dir()) / name
 
 
+def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
+    """The data side of a run, the same for ``run_training`` and the ablation: hold out the validation
+    split (if ``config.validation``), take the stratified subset the config asks for, and build the
+    training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``."""
+    if config.validation and not data.has_validation:
+        data = data.with_validation()
+    if config.train_per_class is not None or config.test_per_class is not None:
+        data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)
+    workers = loader_workers(device, config.num_workers)
+    augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
+    compiling = config.compile and device.type == "cuda"
+    if device.type == "cuda":  # cuDNN picks the fastest kernels for each input shape once, then reuses them
+        torch.backends.cudnn.benchmark = True
+    # compiled training keeps one batch shape: the last, smaller batch of an epoch is dropped (a few
+    # images, a different one each epoch) rather than compiled a second time
+    train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=device,
+                                             augment_config=augment, drop_last=compiling)
+    valid = val_loader(data, num_workers=workers, device=device) if config.validation else None
+    return data, train_loader, test_loader, valid
+
+
 def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None, device: str | None = None,
                  data: CIFAR10Data | None = None, data_dir: str | None = None, resume: bool = False,
                  progress: bool = True, log=print, recipe: str | None = None,
@@ -82,22 +103,10 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     dev = get_device(device)
     if data is None:
         data = load_cifar10(data_dir)
-    if config.validation and not data.has_validation:
-        data = data.with_validation()
-    if config.train_per_class is not None or config.test_per_class is not None:
-        data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)
+    data, train_loader, test_loader, valid = prepare(data, config, dev)
     seed_everything(config.seed)
     model = get_model(model_name)
     workers = loader_workers(dev, config.num_workers)
-    augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
-    compiling = config.compile and dev.type == "cuda"
-    if dev.type == "cuda":  # cuDNN picks the fastest kernels for each input shape once, then reuses them
-        torch.backends.cudnn.benchmark = True
-    # compiled training keeps one batch shape: the last, smaller batch of an epoch is dropped (a few
-    # images, a different one each epoch) rather than compiled a second time
-    train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=dev,
-                                             augment_config=augment, drop_last=compiling)
-    valid = val_loader(data, num_workers=workers, device=dev) if config.validation else None
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
     resume_from = ckpt if resume and ckpt.exists() else None
     t0 = time.perf_counter()

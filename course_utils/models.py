@@ -51,6 +51,10 @@ class BaselineNet(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
+#: Channel attention by name (notebook 07): Hu et al. 2018, Wang et al. 2020, Woo et al. 2018.
+ATTENTION: dict[str, Callable[[int], nn.Module]] = {"se": SqueezeExcitation, "eca": ECA, "cbam": CBAM}
+
+
 class _FourStages(nn.Module):
     """What both CifarNets share after their four stages ``c1``..``c4``: global average pooling,
     dropout and one linear layer, and the forward pass through all of it."""
@@ -135,6 +139,7 @@ class CifarNetConfig:
     c2_dilation: int = 2        # dilation of C2's second conv; 1 makes it an ordinary 3x3
     downsample: str = "stride"  # "stride": stride-2 conv | "maxpool": conv then MaxPool 2 | "dilation": d=2 stride 2
     separable: bool = True      # C3/C4 depthwise-separable; False: standard 3x3 convs (many more weights)
+    attention: str | None = None  # "se", "eca" or "cbam": that channel attention after each residual body
     dropout: float = 0.1
     num_classes: int = 10
     in_channels: int = 3
@@ -167,6 +172,10 @@ class CifarNet(_FourStages):
         super().__init__()
         c = self.config = config
         self.in_channels = c.in_channels
+        if c.attention is not None:
+            if c.attention not in ATTENTION:
+                raise ValueError(f"CifarNet: attention must be one of {', '.join(ATTENTION)} or None, got {c.attention!r}")
+            attention = attention or ATTENTION[c.attention]
         attn, wide, down = _stage_parts(type(self).__name__, c, attention)
 
         self.c1 = nn.Sequential(

@@ -40,6 +40,7 @@ class History:
     val_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    train_seconds: list[float] = field(default_factory=list)  # the training pass alone (no evaluation)
     interrupted: bool = False
     compile_seconds: float | None = None  # the first compiled step, compiling included (inside epoch 1's seconds)
 
@@ -67,6 +68,11 @@ class History:
     @property
     def total_seconds(self) -> float:
         return float(sum(self.seconds))
+
+    def images_per_second(self, train_images: int) -> float:
+        """Training throughput: images seen per second of training passes (evaluation left out)."""
+        seconds = sum(self.train_seconds)
+        return train_images * len(self.train_seconds) / seconds if seconds else float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -381,6 +387,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
                 channels_last=config.channels_last, scaler=scaler, progress=progress,
                 desc=f"epoch {epoch + 1}/{config.epochs}")
+            synchronize(device)
+            train_seconds = time.perf_counter() - t0
             if isinstance(train_model, CompileGuard) and history.compile_seconds is None:
                 history.compile_seconds = train_model.first_call_seconds
             # evaluation runs the eager model: only training is compiled (eval mode and the last,
@@ -396,7 +404,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             synchronize(device)
             seconds = time.perf_counter() - t0
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                           test_acc=test_acc, lr=lr, seconds=seconds, **val)
+                           test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **val)
             if log:
                 log(_epoch_line(history, -1, config.epochs))
             if checkpoint:

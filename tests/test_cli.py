@@ -154,23 +154,32 @@ def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path, mon
             proc.kill()
 
 
-def test_ablate_trains_the_chosen_variants_and_writes_csv_and_figure(image_folder, tmp_path, monkeypatch, capsys):
+def test_ablate_trains_the_chosen_variants_and_seeds_and_writes_csvs_and_figure(image_folder, tmp_path, capsys):
     import csv
 
-    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
-    code = main(["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
-                 "--variants", "cifarnet", "no-augmentation", "--seed", "3"])
+    args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+            "--variants", "reference", "no-augmentation", "--seeds", "3", "4"]
+    code = main(args)
     out = capsys.readouterr().out
-    assert code == 0
-    assert "2 variants, 1 epochs each, 40 training and 30 test images, on cpu" in out
-    rows = list(csv.DictReader(open(tmp_path / "figs" / "09_ablation.csv")))
-    assert [r["variant"] for r in rows] == ["cifarnet", "no-augmentation"]
-    assert rows[0]["parameters"] == rows[1]["parameters"] and int(rows[0]["parameters"]) < 200_000
-    assert all(0 <= float(r["final_test_acc"]) <= 100 and r["epochs"] == "1" for r in rows)
-    assert (tmp_path / "figs" / "09_ablation.png").stat().st_size > 10_000
+    assert code == 0, out
+    assert "2 variants x 2 seeds, 1 epochs each, 4 per class (validation split held out), on cpu" in out
+    figs = tmp_path / "figures"   # conftest's COURSE_FIGURES_DIR
+    rows = list(csv.DictReader(open(figs / "09_ablation_runs.csv")))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("reference", "3"), ("reference", "4"),
+                                                         ("no-augmentation", "3"), ("no-augmentation", "4")]
+    assert rows[0]["parameters"] == rows[2]["parameters"] and int(rows[0]["parameters"]) < 200_000
+    assert all(0 <= float(r["final_test_acc"]) <= 100 and r["epochs"] == "1" and r["train_images"] == "40"
+               for r in rows)
+    summary = list(csv.DictReader(open(figs / "09_ablation_summary.csv")))
+    assert [(r["variant"], r["seeds"]) for r in summary] == [("reference", "2"), ("no-augmentation", "2")]
+    assert "total training time of the 4 runs" in out
+    assert (figs / "09_ablation.png").stat().st_size > 10_000
+    # the same command again reads every run back instead of training it
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("(done before)") == 4
 
 
 def test_ablate_rejects_an_unknown_variant(capsys):
-    assert main(["ablate", "--variants", "cifarnet", "resnet50"]) == 2
+    assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
-    assert "unknown variant(s) resnet50" in err and "choose from cifarnet, maxpool" in err
+    assert "unknown variant(s) resnet50" in err and "choose from reference, maxpool" in err

@@ -1,0 +1,108 @@
+"""The ablation: variants that differ in one factor, runs that survive interruption, honest summaries."""
+import statistics
+from dataclasses import asdict, fields, replace
+
+import pytest
+import torch
+
+from course_utils import ablation
+from course_utils.ablation import (FACTORS, PARAMETER_TOLERANCE, VARIANTS, Variant, ablation_config, run_ablation,
+                                   summarize)
+from course_utils.config import TrainConfig
+from course_utils.data import load_cifar10
+from course_utils.models import CifarNetConfig, count_parameters
+
+REFERENCE = VARIANTS[0]
+
+
+def changed(variant: Variant) -> tuple[set, set]:
+    """The model settings and the training settings in which ``variant`` differs from the reference."""
+    model = {k for k, v in asdict(variant.build().config).items() if getattr(CifarNetConfig(), k) != v}
+    base = TrainConfig()
+    training = {f.name for f in fields(TrainConfig) if getattr(variant.config(base), f.name) != getattr(base, f.name)}
+    return model, training
+
+
+def test_the_reference_is_cifarnet_as_built():
+    assert REFERENCE.factor == "reference" and changed(REFERENCE) == (set(), set())
+    assert [v.name for v in VARIANTS].count("reference") == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:], ids=lambda v: v.name)
+def test_each_variant_changes_exactly_one_named_factor(variant):
+    model, training = changed(variant)
+    assert variant.factor in FACTORS
+    assert model | training, "a variant must change something"
+    assert (model | training) <= FACTORS[variant.factor], (model, training)
+    if variant.factor != "augmentation":
+        assert training == set()         # trained exactly like the reference
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_each_variant_stays_within_five_percent_of_the_reference_parameters(variant):
+    ref = count_parameters(REFERENCE.build())
+    assert abs(count_parameters(variant.build()) - ref) <= PARAMETER_TOLERANCE * ref
+    assert variant.build()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_the_study_covers_every_level_the_issue_names():
+    levels = {(v.factor, v.name) for v in VARIANTS}
+    assert {n for f, n in levels if f == "downsampling"} == {"maxpool", "dilated-stride"}
+    assert {n for f, n in levels if f == "attention"} == {"se", "eca", "cbam"}
+    assert {n for f, n in levels if f == "convolution"} == {"standard-conv"}
+    assert {n for f, n in levels if f == "augmentation"} == {"no-augmentation", "flip-only", "affine-only",
+                                                              "dropout-only"}
+    alone = {v.name: v.augment for v in VARIANTS if v.name.endswith("-only")}
+    assert all(sum(p > 0 for p in a.values()) == 1 for a in alone.values())
+
+
+def test_summary_mean_and_std_match_the_rows():
+    rows = [dict(variant=v, factor="f", seed=s, parameters=10, macs=20, receptive_field=5, final_val_acc=val,
+                 final_test_acc=test, images_per_s=100.0 + s, epochs=2, train_images=40, device="cpu")
+            for v, s, val, test in [("a", 1, 50.0, 40.0), ("a", 2, 52.0, 44.0), ("a", 3, 57.0, 45.0),
+                                    ("b", 1, 60.0, 61.0), ("b", 2, 60.0, 61.0), ("b", 3, 60.0, 61.0)]]
+    a, b = summarize(rows)
+    assert (a["variant"], a["seeds"], b["variant"]) == ("a", 3, "b")
+    assert a["val_mean"] == round(statistics.fmean([50, 52, 57]), 2) == 53.0
+    assert a["val_std"] == round(statistics.stdev([50, 52, 57]), 2) == 3.61
+    assert a["test_mean"] == 43.0 and a["test_std"] == round(statistics.stdev([40, 44, 45]), 2)
+    assert b["val_std"] == b["test_std"] == 0.0 and a["images_per_s"] == 102.0
+
+
+def _accuracies(rows):
+    return [(r["variant"], r["seed"], r["final_val_acc"], r["final_test_acc"], r["epochs"]) for r in rows]
+
+
+def test_ablation_skips_finished_runs_and_resumes_an_interrupted_one(image_folder, tmp_path, monkeypatch):
+    """An uninterrupted study, and the same study interrupted in its second run's second epoch, then
+    run again: the same rows (on a CPU), the first run read back, the second resumed, not restarted."""
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
+    variants, seeds = (REFERENCE, VARIANTS[-1]), (1,)
+    whole = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "whole", log=None)
+    assert len(whole) == 2
+
+    real_fit, calls = ablation.fit, []
+
+    def interrupting_fit(model, *args, checkpoint=None, resume=None, **kwargs):
+        calls.append((checkpoint.name, resume is not None))
+        if len(calls) == 2:  # the second run: stop it once its first epoch is on disk, as Ctrl-C would
+            model.register_forward_pre_hook(
+                lambda m, a: (_ for _ in ()).throw(KeyboardInterrupt) if checkpoint.exists() else None)
+        return real_fit(model, *args, checkpoint=checkpoint, resume=resume, **kwargs)
+
+    monkeypatch.setattr(ablation, "fit", interrupting_fit)
+    first = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=None)
+    assert len(first) == 1                                       # stopped after the first run
+    second = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=None)
+    assert calls == [("reference-s1.pt", False), (f"{VARIANTS[-1].name}-s1.pt", False),
+                     (f"{VARIANTS[-1].name}-s1.pt", True)]       # the finished run was not trained again
+    assert _accuracies(second) == _accuracies(whole)
+
+
+def test_the_ablation_recipe_is_the_course_recipe_shortened(monkeypatch):
+    config = ablation_config()
+    assert config == replace(TrainConfig(), epochs=ablation.ABLATION_EPOCHS)
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    smoke = ablation_config()
+    assert smoke.train_per_class is not None and smoke.epochs < ablation.ABLATION_EPOCHS
