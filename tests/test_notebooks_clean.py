@@ -1,0 +1,77 @@
+"""The committed notebooks, read as files: what a learner opening them sees before running anything.
+
+No error, no stderr, no absolute path of the machine that ran them, no progress bar frozen at 0%, no
+dead widget; every code cell but the Colab set-up cell executed.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from course_utils.nbclean import WIDGET_VIEW, strip_widgets
+from course_utils.runtime import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users|content|mnt)/\S+")
+FROZEN_BAR = re.compile(r"\b0%\|")
+
+
+def output_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    data = output.get("data", {})
+    return "".join(data.get("text/plain", "")) + "".join(data.get("text/html", ""))
+
+
+def problems(notebook: dict) -> list[str]:
+    found = []
+    for i, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        if cell.get("execution_count") is None and not source.startswith("# Colab:"):
+            found.append(f"cell {i} was never executed")
+        for out in cell.get("outputs", []):
+            text = output_text(out)
+            if out.get("output_type") == "error":
+                found.append(f"cell {i}: error {out.get('ename')}")
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                found.append(f"cell {i}: stderr {text[:60]!r}")
+            if WIDGET_VIEW in out.get("data", {}):
+                found.append(f"cell {i}: a widget output (run python -m course_utils.nbclean)")
+            if FROZEN_BAR.search(text):
+                found.append(f"cell {i}: a progress bar frozen at 0%")
+            match = ABSOLUTE_PATH.search(text)
+            if match:
+                found.append(f"cell {i}: an absolute path {match.group(0)[:60]}")
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_outputs_are_clean(path):
+    assert problems(json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+def test_the_scan_finds_each_kind_of_problem():
+    bar = {"output_type": "display_data", "metadata": {},
+           "data": {WIDGET_VIEW: {"model_id": "x"}, "text/plain": "epoch 1/3:   0%|          | 0/10"}}
+    notebook = {"metadata": {"widgets": {"state": {}}}, "cells": [
+        {"cell_type": "code", "execution_count": None, "source": ["x = 1"], "outputs": []},
+        {"cell_type": "code", "execution_count": 2, "source": ["f()"], "outputs": [
+            {"output_type": "error", "ename": "ValueError", "evalue": "", "traceback": []},
+            {"output_type": "stream", "name": "stderr", "text": ["warning\n"]},
+            {"output_type": "stream", "name": "stdout", "text": ["saved to /work/main/figures/x.png\n"]},
+            bar]},
+        {"cell_type": "code", "execution_count": None, "source": ["# Colab: set-up"], "outputs": []},
+    ]}
+    found = problems(notebook)
+    assert found == ["cell 0 was never executed", "cell 1: error ValueError", "cell 1: stderr 'warning\\n'",
+                     "cell 1: an absolute path /work/main/figures/x.png",
+                     "cell 1: a widget output (run python -m course_utils.nbclean)",
+                     "cell 1: a progress bar frozen at 0%"]
+    # the cleaner removes the bar and the widget state, and nothing else
+    assert strip_widgets(notebook) == 1 and "widgets" not in notebook["metadata"]
+    assert [o["output_type"] for o in notebook["cells"][1]["outputs"]] == ["error", "stream", "stream"]
+    assert "figures/x.png" in output_text(notebook["cells"][1]["outputs"][2])   # a relative path is fine
+    assert not ABSOLUTE_PATH.search("written: figures/09_ablation.png and runs/x.json")
