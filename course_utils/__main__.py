@@ -6,6 +6,7 @@ for the options.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 #: One meaning of --subset in every command (train, ablate): N training images per class, a stratified
@@ -24,17 +25,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not math.isfinite(value) or not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ablation import VARIANTS
     from .config import RECIPES, TrainConfig
     from .models import MODELS
 
@@ -59,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    train.add_argument("--workers", type=int, help="data-loader worker processes (default: 0 on a CPU, up to 8 on a GPU)")
-    train.add_argument("--seed", type=int, help="random seed (default 1)")
+    train.add_argument("--workers", type=_non_negative,
+                       help="data-loader worker processes, 0 or more (default: 0 on a CPU, up to 8 on a GPU)")
+    train.add_argument("--seed", type=_non_negative, help="random seed, 0 or more (default 1)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction,
                        help="torch.compile the model on CUDA (default: on in the fast recipe)")
     train.add_argument("--resume", action="store_true", help="continue this run from its checkpoint in runs/")
@@ -68,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure data-pipeline and training throughput (and time to 85%% on CUDA)",
                            description="Measure images/s of the augmentation pipeline for 0, 1, 2, ... loader workers, "
                                        "training steps of the course models, and on CUDA the time CifarNet takes to reach "
-                                       "85%% test accuracy. Prints a table and writes a JSON record under runs/.")
+                                       "85% test accuracy. Prints a table and writes a JSON record under runs/bench/.")
     bench.add_argument("--quick", action="store_true", help="a CPU-sized run that takes about a minute")
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
@@ -83,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--epochs", type=_positive,
                         help="epochs per run (default: the ablation recipe's, 6; 2 in smoke mode)")
     ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
-    ablate.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: all)")
-    ablate.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds per variant (default: 1 2 3)")
+    ablate.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="only these variants (default: all): " + ", ".join(v.name for v in VARIANTS))
+    ablate.add_argument("--seeds", nargs="+", type=_non_negative, metavar="SEED",
+                        help="seeds per variant, 0 or more (default: 1 2 3)")
     ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     doctor = sub.add_parser("doctor", help="check this machine before class: device, precision, data, versions",
@@ -130,9 +145,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.variants or ()) - set(known))
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
-        return 2
-    if args.seeds and any(s < 0 for s in args.seeds):
-        print(f"error: --seeds must be 0 or more, got {args.seeds}", file=sys.stderr)
         return 2
     variants = tuple(known[n] for n in args.variants) if args.variants else VARIANTS
     seeds = tuple(args.seeds) if args.seeds else ABLATION_SEEDS
@@ -193,9 +205,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_training
     from .training import TrainingDivergedError
 
-    if args.workers is not None and args.workers < 0:
-        print("error: --workers must be 0 or more", file=sys.stderr)
-        return 2
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                      num_workers=args.workers, seed=args.seed, compile=args.compile)
     if args.subset:

@@ -7,6 +7,7 @@ code path at two sizes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .runtime import is_smoke
@@ -76,8 +77,17 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive, finite number, got {self.lr}")
+        for name, low, high in (("momentum", 0.0, 1.0), ("weight_decay", 0.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0), ("pct_start", 0.0, 1.0), ("div_factor", 1.0, math.inf),
+                                ("final_div_factor", 1.0, math.inf), ("flip_p", 0.0, 1.0), ("affine_p", 0.0, 1.0),
+                                ("dropout_p", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be a finite number from {low:g} to {high:g}, got {value}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 

@@ -15,8 +15,10 @@ Decoded images are cached as ``root/cifar10-decoded.npz`` so the next notebook s
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ CACHE_NAME = "cifar10-decoded.npz"
 #: every run, recipe and ablation variant is judged on the same images.
 VAL_PER_CLASS = 500
 VAL_SEED = 0
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the cache records the fingerprint of the images it was built from
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -172,14 +174,26 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     because the labels follow the folder names. For another data set in the same layout, name its
     classes with ``classes=(...)``: the folders must be exactly those, and label ``i`` is ``classes[i]``.
     """
+    if root is not None and not Path(root).expanduser().exists():
+        raise DataNotFoundError(
+            f"CIFAR-10 not found: the data folder {root} does not exist (a typo?). Point it at the folder that "
+            "holds your copy, or create the folder (empty, to let torchvision download into it) and try again."
+        )
     root = default_root(root)
     wanted = CLASSES if classes is None else tuple(classes)
     looked: list[str] = []
 
     if cache and (root / CACHE_NAME).is_file():
-        data = _read_cache(root / CACHE_NAME)
+        data, built_from = _read_cache(root / CACHE_NAME)
         if data is not None and data.classes == wanted:
-            return data
+            now = _fingerprint(root)
+            if now == built_from:
+                return data
+            warnings.warn(
+                f"{CACHE_NAME} in {root} was built from images that are "
+                + ("gone (no train/ + test/ folders or cifar-10-batches-py/ next to it): not using it"
+                   if now is None else "no longer the same (a file was added, removed or changed): decoding again"),
+                stacklevel=2)
 
     folder = _find_image_folder(root)
     looked.append(f"an image folder {root}/train/<class>/ and {root}/test/<class>/")
@@ -334,28 +348,53 @@ def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
+def _fingerprint(root: Path) -> str | None:
+    """A digest of what a cache in ``root`` is built from: every file of the image folder (relative path,
+    size, modification time) or of torchvision's ``cifar-10-batches-py/``; None when neither is there.
+    Stat-ing 60,000 files takes a fraction of a second; decoding them takes half a minute."""
+    folder = _find_image_folder(root)
+    batches = root / "cifar-10-batches-py"
+    tops = [folder / "train", folder / "test"] if folder is not None else [batches] if batches.is_dir() else []
+    if not tops:
+        return None
+    entries = []
+    for top in tops:
+        for dirpath, _, filenames in os.walk(top):
+            for name in filenames:
+                st = os.stat(os.path.join(dirpath, name))
+                entries.append(f"{os.path.relpath(os.path.join(dirpath, name), root)}\t{st.st_size}\t{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
 def _write_cache(root: Path, data: CIFAR10Data) -> CIFAR10Data:
     path = root / CACHE_NAME
-    tmp = path.with_suffix(".tmp.npz")
+    # a name of its own per process: two notebooks decoding at once never write the same temporary file
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
     try:
         np.savez(tmp, version=_CACHE_VERSION, source=data.source, classes=np.array(data.classes),
+                 fingerprint=np.array(_fingerprint(root) or ""),
                  xtr=data.train_images, ytr=data.train_labels, xte=data.test_images, yte=data.test_labels)
         os.replace(tmp, path)
     except OSError as err:  # a read-only data folder is fine: we just decode again next time
         warnings.warn(f"could not write the decoded cache {path}: {err}", stacklevel=2)
+        tmp.unlink(missing_ok=True)
     return data
 
 
-def _read_cache(path: Path) -> CIFAR10Data | None:
+def _read_cache(path: Path) -> tuple[CIFAR10Data | None, str | None]:
+    """The cached data and the fingerprint it was built from; ``(None, None)`` for an old or unreadable
+    cache (empty, truncated, damaged: any failure warns once and the images are decoded again)."""
     try:
-        with np.load(path) as z:
+        with open(path, "rb") as f, np.load(f) as z:  # our own handle: closed even when np.load fails
             if int(z["version"]) != _CACHE_VERSION:
-                return None
-            return CIFAR10Data(z["xtr"], z["ytr"], z["xte"], z["yte"], tuple(str(c) for c in z["classes"]),
+                return None, None
+            data = CIFAR10Data(z["xtr"], z["ytr"], z["xte"], z["yte"], tuple(str(c) for c in z["classes"]),
                                source=str(z["source"]) + " (decoded cache)")
-    except (OSError, KeyError, ValueError):
-        warnings.warn(f"ignoring unreadable cache {path}; decoding the images again", stacklevel=3)
-        return None
+            return data, str(z["fingerprint"]) or None
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ValueError, ...: all mean "decode again"
+        warnings.warn(f"ignoring unreadable cache {path} ({type(err).__name__}); decoding the images again",
+                      stacklevel=3)
+        return None, None
 
 
 # --------------------------------------------------------------------------------------------

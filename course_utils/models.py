@@ -301,6 +301,11 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
             f"{type(model).__name__} expects a batch of images shaped (N, {expected}, H, W), got shape "
             f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)"
         )
+    if x.shape[1] != expected and x.shape[-1] == expected:
+        raise ValueError(
+            f"{type(model).__name__} expects a batch shaped (N, {expected}, H, W), got {tuple(x.shape)}: that looks "
+            f"like channels-last images (N, H, W, {expected}); permute to (N, C, H, W) with x.permute(0, 3, 1, 2)"
+        )
     if x.shape[1] != expected:
         raise ValueError(
             f"{type(model).__name__} expects {expected} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "

@@ -401,6 +401,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
                 test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
                                                channels_last=config.channels_last)
+            for split, loss in (("validation", val.get("val_loss")), ("test", test_loss)):
+                if loss is not None and not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"the {split} loss became {loss}; lower the learning rate (lr) or check the input data")
             synchronize(device)
             seconds = time.perf_counter() - t0
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,

@@ -183,3 +183,30 @@ def test_ablate_rejects_an_unknown_variant(capsys):
     assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
     assert "unknown variant(s) resnet50" in err and "choose from reference, maxpool" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "inf"], "argument --lr: must be a positive, finite number, got 'inf'"),
+    (["train", "--lr", "nan"], "argument --lr: must be a positive, finite number, got 'nan'"),
+    (["train", "--seed", "-5"], "argument --seed: must be 0 or more, got -5"),
+    (["train", "--workers", "-1"], "argument --workers: must be 0 or more, got -1"),
+    (["ablate", "--seeds", "1", "-2"], "argument --seeds: must be 0 or more, got -2"),
+])
+def test_impossible_numbers_are_usage_errors_naming_the_option(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_help_texts_list_what_they_accept_and_print_percent_signs(capsys):
+    from course_utils.ablation import VARIANTS
+
+    for command in ("bench", "ablate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "%%" not in out
+        if command == "bench":
+            assert "85% test accuracy" in " ".join(out.split())
+        else:
+            assert all(v.name in out for v in VARIANTS)

@@ -251,3 +251,82 @@ def test_loaders_with_two_workers_are_seeded_per_worker_and_repeatable(image_fol
     assert all(torch.equal(a, b) for a, b in zip(first + second, first2 + second2))
     other, _ = make_loaders(same, 16, num_workers=2, seed=6)
     assert not torch.equal(_epochs(other, 1)[0][0], first[0])
+
+
+# --- the decoded cache knows what it was built from --------------------------------------------------
+
+def _first_image(folder, split="train", cls="cat"):
+    return sorted((folder / split / cls).iterdir())[0]
+
+
+def test_cache_is_rebuilt_when_an_image_changes_is_added_or_removed(image_folder):
+    first = load_cifar10(image_folder, download=False)
+    assert "decoded cache" in load_cifar10(image_folder, download=False).source   # unchanged: the cache is used
+    cat = D.CLASSES.index("cat")
+    # change one image
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(_first_image(image_folder))
+    with pytest.warns(UserWarning, match="no longer the same.*decoding again"):
+        changed = load_cifar10(image_folder, download=False)
+    assert "decoded cache" not in changed.source
+    assert any((img == 7).all() for img in changed.train_images[changed.train_labels == cat])
+    assert not any((img == 7).all() for img in first.train_images[first.train_labels == cat])
+    # add one, then remove two
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image_folder / "train" / "cat" / "extra.png")
+    with pytest.warns(UserWarning, match="no longer the same"):
+        assert len(load_cifar10(image_folder, download=False).train_labels) == 61
+    for f in sorted((image_folder / "test" / "dog").iterdir())[:2]:
+        f.unlink()
+    with pytest.warns(UserWarning, match="no longer the same"):
+        assert len(load_cifar10(image_folder, download=False).test_labels) == 28
+
+
+def test_a_cache_whose_images_are_gone_is_not_used(image_folder):
+    import shutil
+
+    load_cifar10(image_folder, download=False)
+    shutil.rmtree(image_folder / "train")
+    shutil.rmtree(image_folder / "test")
+    with pytest.warns(UserWarning, match="images that are gone"), pytest.raises(DataNotFoundError):
+        load_cifar10(image_folder, download=False)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "flipped"])
+def test_a_damaged_cache_warns_once_and_is_decoded_again(image_folder, damage):
+    import warnings
+
+    good = load_cifar10(image_folder, download=False)
+    cache = image_folder / D.CACHE_NAME
+    raw = bytearray(cache.read_bytes())
+    if damage == "empty":
+        raw = bytearray()
+    elif damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # flip bytes in the middle of the stored images
+        for i in range(len(raw) // 2, len(raw) // 2 + 64):
+            raw[i] ^= 0xFF
+    cache.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = load_cifar10(image_folder, download=False)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "ignoring unreadable cache" in messages[0], messages
+    assert np.array_equal(again.train_images, good.train_images) and "decoded cache" not in again.source
+    assert "decoded cache" in load_cifar10(image_folder, download=False).source   # and it was rewritten
+
+
+def test_the_cache_is_written_through_a_temporary_file_of_its_own(image_folder, monkeypatch):
+    import os
+
+    names = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (names.append(str(src)), real(src, dst))[1])
+    load_cifar10(image_folder, download=False)
+    assert len(names) == 1 and f".{os.getpid()}-" in names[0]
+    assert sorted(p.name for p in image_folder.iterdir()) == sorted(["train", "test", D.CACHE_NAME])
+
+
+def test_a_data_folder_that_does_not_exist_is_refused_not_created(tmp_path):
+    missing = tmp_path / "dta"
+    with pytest.raises(DataNotFoundError, match="does not exist \\(a typo\\?\\)"):
+        load_cifar10(missing)
+    assert not missing.exists()

@@ -121,3 +121,10 @@ def test_get_model_passes_settings_to_every_model_and_names_unknown_ones():
         get_model("cifarnet_eca", width=3)
     with pytest.raises(ValueError, match=r"baseline: unknown setting\(s\) \['c4'\]; it takes: num_classes"):
         get_model("baseline", c4=3)
+
+
+def test_a_channels_last_batch_is_told_to_permute():
+    with pytest.raises(ValueError, match=r"looks like channels-last images \(N, H, W, 3\); permute to \(N, C, H, W\)"):
+        CifarNet()(torch.zeros(2, 32, 32, 3))
+    with pytest.raises(ValueError, match="expects 3 input channels, got 1"):   # grayscale is still grayscale
+        CifarNet()(torch.zeros(2, 1, 32, 32))

@@ -421,3 +421,28 @@ def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny
         experiment.run_training("cifarnet", small_config(compile=True, validation=False), data=tiny_data,
                                 progress=False, log=None)
     assert seen["drop_last"] is False
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lr=float("inf")), "lr must be a positive, finite number"),
+    (dict(lr=float("nan")), "lr must be a positive, finite number"),
+    (dict(weight_decay=float("nan")), "weight_decay must be a finite number"),
+    (dict(momentum=1.5), "momentum must be a finite number from 0 to 1, got 1.5"),
+    (dict(dropout_p=-0.1), "dropout_p must be a finite number from 0 to 1"),
+    (dict(label_smoothing=float("inf")), "label_smoothing must be a finite number"),
+    (dict(seed=-5), "seed must be 0 or more, got -5"),
+])
+def test_train_config_rejects_impossible_numbers_naming_them(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**settings)
+
+
+def test_a_non_finite_test_loss_stops_training_like_a_non_finite_training_loss(tiny_data):
+    """Training stays finite, but the evaluation sees NaN: the run stops with the same message instead of
+    ending with a NaN test loss and success."""
+    config = small_config(epochs=2, validation=False)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    model = tiny_model()
+    model.register_forward_hook(lambda m, a, out: out if m.training else out * float("nan"))
+    with pytest.raises(TrainingDivergedError, match="the test loss became nan; lower the learning rate"):
+        fit(model, train, test, config, CPU, progress=False, log=None)
