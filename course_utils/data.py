@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 import uuid
+import zlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,8 +218,13 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
 
     archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
     looked.append(f"a .tar.gz archive in {root}/")
-    for archive in archives:
-        _extract(archive, root)
+    if len(archives) > 1:
+        raise DataFormatError(
+            f"{root} holds {len(archives)} archives ({', '.join(a.name for a in archives)}) and no extracted data; "
+            "keep the one CIFAR-10 archive there (or extract the one you want yourself) and try again."
+        )
+    if archives:
+        _extract(archives[0], root)
         return load_cifar10(root, download=download, cache=cache, classes=classes)
 
     if download:
@@ -251,20 +259,32 @@ def _find_image_folder(root: Path) -> Path | None:
 
 
 def _extract(archive: Path, root: Path) -> None:
-    """Extract a .tar.gz once (safely: no paths outside ``root``)."""
+    """Extract a .tar.gz all or nothing: into a temporary folder beside the data (safely: no paths
+    outside it), moved into place only once the archive has been read to its end. A truncated or
+    corrupt archive leaves nothing behind that a later run could mistake for data."""
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=root))
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(root, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataFormatError(
-            f"{archive} could not be extracted ({type(err).__name__}: {err}); the archive is truncated or corrupt. "
-            "Download or copy it again (its size and checksum should match the original), then retry."
-        ) from err
-    if _find_image_folder(root) is None and not (root / "cifar-10-batches-py").is_dir():
-        raise DataFormatError(
-            f"{archive} was extracted into {root} but holds neither train/<class>/ + test/<class>/ folders "
-            "nor torchvision's cifar-10-batches-py/. Check that it is a CIFAR-10 archive."
-        )
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise DataFormatError(
+                f"{archive} could not be extracted ({type(err).__name__}: {err}); the archive is truncated or "
+                "corrupt, and nothing was kept from it. Download or copy it again (its size and checksum should "
+                "match the original), then retry."
+            ) from err
+        if _find_image_folder(staging) is None and not (staging / "cifar-10-batches-py").is_dir():
+            raise DataFormatError(
+                f"{archive} holds neither train/<class>/ + test/<class>/ folders nor torchvision's "
+                "cifar-10-batches-py/. Check that it is a CIFAR-10 archive."
+            )
+        clashes = [e.name for e in staging.iterdir() if (root / e.name).exists()]
+        if clashes:
+            raise DataFormatError(f"extracting {archive} would overwrite {clashes} in {root}; move them away first")
+        for entry in staging.iterdir():
+            os.replace(entry, root / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _from_torchvision(root: Path, download: bool) -> CIFAR10Data:
@@ -284,7 +304,28 @@ def _from_image_folder(folder: Path, classes: tuple[str, ...] = CLASSES, custom:
     test_classes = _class_dirs(folder / "test", classes, custom)
     xtr, ytr = _decode_split(train_classes)
     xte, yte = _decode_split(test_classes)
+    for split, labels in (("train", ytr), ("test", yte)):
+        _check_counts(folder / split, labels, classes)
     return CIFAR10Data(xtr, ytr, xte, yte, classes, source=f"image folder {folder}")
+
+
+#: Images per class in CIFAR-10's splits.
+CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}
+
+
+def _check_counts(split: Path, labels: np.ndarray, classes: Sequence[str]) -> None:
+    """Warn, naming them, when some classes hold fewer images than the others: the mark of a copy cut
+    short (an interrupted copy or extraction). A folder whose classes are all the same size is taken as
+    meant, even when smaller than CIFAR-10's 5,000 / 1,000 per class (a deliberate subset)."""
+    counts = np.bincount(labels, minlength=len(classes))
+    full = int(counts.max())
+    short = {c: int(n) for c, n in zip(classes, counts) if n < full}
+    if short:
+        expected = CIFAR10_PER_CLASS.get(split.name)
+        warnings.warn(
+            f"{split}: " + ", ".join(f"{c} has {n}" for c, n in short.items()) + f" images, the other classes "
+            f"{full}" + (f" (CIFAR-10: {expected:,} per class)" if expected else "") + ". A copy cut short? "
+            "Copy or extract the data again if that is not what you meant.", stacklevel=4)
 
 
 def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = False) -> list[Path]:

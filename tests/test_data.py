@@ -259,6 +259,7 @@ def _first_image(folder, split="train", cls="cat"):
     return sorted((folder / split / cls).iterdir())[0]
 
 
+@pytest.mark.filterwarnings("ignore:.*A copy cut short")   # adding and removing images unbalances classes
 def test_cache_is_rebuilt_when_an_image_changes_is_added_or_removed(image_folder):
     first = load_cifar10(image_folder, download=False)
     assert "decoded cache" in load_cifar10(image_folder, download=False).source   # unchanged: the cache is used
@@ -330,3 +331,53 @@ def test_a_data_folder_that_does_not_exist_is_refused_not_created(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist \\(a typo\\?\\)"):
         load_cifar10(missing)
     assert not missing.exists()
+
+
+# --- extraction is all or nothing ------------------------------------------------------------------
+
+def _archive(src, path):
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(src / "train", arcname="train")
+        tar.add(src / "test", arcname="test")
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_a_truncated_archive_leaves_nothing_behind(tmp_path, keep):
+    src = write_image_folder(tmp_path / "src", 4, 2)
+    root = tmp_path / "root"
+    root.mkdir()
+    whole = _archive(src, tmp_path / "whole.tar.gz").read_bytes()
+    (root / "cifar.tar.gz").write_bytes(whole[: int(len(whole) * keep)])
+    for _ in range(2):  # and the second try says the same, instead of loading a half-extracted copy
+        with pytest.raises(DataFormatError, match="truncated or corrupt, and nothing was kept"):
+            load_cifar10(root, download=False)
+        assert sorted(p.name for p in root.iterdir()) == ["cifar.tar.gz"]
+
+
+def test_a_good_archive_is_moved_into_place_without_leftovers(tmp_path):
+    src = write_image_folder(tmp_path / "src", 2, 1)
+    root = tmp_path / "root"
+    root.mkdir()
+    _archive(src, root / "cifar.tar.gz")
+    assert len(load_cifar10(root, download=False).train_labels) == 20
+    assert sorted(p.name for p in root.iterdir()) == sorted(["cifar.tar.gz", "train", "test", D.CACHE_NAME])
+
+
+def test_several_archives_are_refused_by_name(tmp_path):
+    src = write_image_folder(tmp_path / "src", 2, 1)
+    root = tmp_path / "root"
+    root.mkdir()
+    _archive(src, root / "a.tar.gz")
+    _archive(src, root / "b.tar.gz")
+    with pytest.raises(DataFormatError, match=r"holds 2 archives \(a.tar.gz, b.tar.gz\)"):
+        load_cifar10(root, download=False)
+    assert sorted(p.name for p in root.iterdir()) == ["a.tar.gz", "b.tar.gz"]
+
+
+def test_classes_cut_short_are_named_in_a_warning(image_folder):
+    for f in sorted((image_folder / "train" / "cat").iterdir())[:2]:
+        f.unlink()
+    with pytest.warns(UserWarning, match=r"train: cat has 4 images, the other classes 6 \(CIFAR-10: 5,000 per class\)"):
+        d = load_cifar10(image_folder, download=False)
+    assert len(d.train_labels) == 58
