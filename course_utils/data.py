@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
+import time
 import uuid
 import zlib
 import warnings
@@ -229,12 +231,9 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
 
     if download:
         looked.append("torchvision's download of the official archive")
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            data = _from_torchvision(root, download=True)
-        except (OSError, RuntimeError) as err:  # URLError, SSL errors, timeouts, bad checksums
-            reason = f"the download failed ({type(err).__name__}: {err})"
-        else:
+        root.mkdir(parents=True, exist_ok=True)
+        data, reason = _download(root)
+        if data is not None:
             return _write_cache(root, data) if cache else data
     else:
         reason = "download was turned off"
@@ -285,6 +284,37 @@ def _extract(archive: Path, root: Path) -> None:
             os.replace(entry, root / entry.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: Seconds the download may go without an answer (to connect, or between two reads) before it gives up.
+#: Proxies and captive portals accept a connection and then say nothing: without a limit the download
+#: would wait for ever.
+DOWNLOAD_TIMEOUT = 60.0
+
+
+def _download(root: Path) -> tuple[CIFAR10Data | None, str]:
+    """torchvision's download of the official archive into ``root``, giving up after ``DOWNLOAD_TIMEOUT``
+    seconds without an answer. Returns the data, or None and the reason it failed; a partly downloaded
+    archive is removed, so the next run does not mistake it for data."""
+    from torchvision.datasets import CIFAR10
+
+    partial = root / CIFAR10.filename
+    existed = partial.exists()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)   # urllib (under torchvision) opens its sockets with it
+    start = time.perf_counter()
+    try:
+        return _from_torchvision(root, download=True), ""
+    except (OSError, RuntimeError) as err:  # URLError, SSL errors, timeouts, bad checksums
+        if not existed:
+            partial.unlink(missing_ok=True)
+        timed_out = isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError)
+        if timed_out:
+            return None, (f"the download from {CIFAR10.url} got no answer for {DOWNLOAD_TIMEOUT:g} s and was given up "
+                          f"after {time.perf_counter() - start:.0f} s (a proxy or captive portal?)")
+        return None, f"the download from {CIFAR10.url} failed ({type(err).__name__}: {err})"
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _from_torchvision(root: Path, download: bool) -> CIFAR10Data:

@@ -60,7 +60,7 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
     monkeypatch.setattr(D, "_from_torchvision", offline)
-    with pytest.raises(DataNotFoundError, match="download failed.*name resolution"):
+    with pytest.raises(DataNotFoundError, match="download from .* failed.*name resolution"):
         load_cifar10(tmp_path, download=True)
 
 
@@ -381,3 +381,44 @@ def test_classes_cut_short_are_named_in_a_warning(image_folder):
     with pytest.warns(UserWarning, match=r"train: cat has 4 images, the other classes 6 \(CIFAR-10: 5,000 per class\)"):
         d = load_cifar10(image_folder, download=False)
     assert len(d.train_labels) == 58
+
+
+# --- a download that never answers gives up ---------------------------------------------------------
+
+def test_a_stalled_download_gives_up_with_a_message(tmp_path, monkeypatch):
+    """A server on 127.0.0.1 accepts the connection and never answers (as some proxies and captive
+    portals do): the download gives up after the timeout, says so, names the URL, and leaves no partial
+    archive behind."""
+    import socket
+    import time
+
+    from torchvision.datasets import CIFAR10
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)          # connections complete in the backlog; nothing is ever sent back
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/cifar-10-python.tar.gz"
+        monkeypatch.setattr(CIFAR10, "url", url)
+        monkeypatch.setattr(D, "DOWNLOAD_TIMEOUT", 1.0)
+        root = tmp_path / "data"
+        root.mkdir()
+        start = time.perf_counter()
+        with pytest.raises(DataNotFoundError) as err:
+            load_cifar10(root, download=True)
+        waited = time.perf_counter() - start
+    finally:
+        server.close()
+    message = str(err.value)
+    assert f"the download from {url} got no answer for 1 s" in message
+    assert "put a copy in" in message and "COURSE_DATA_DIR" in message      # the offline ways out
+    assert waited < 30                                                        # it did give up
+    assert list(root.iterdir()) == []                                         # no partial archive
+    assert socket.getdefaulttimeout() is None                                 # and the default is restored
+
+
+def test_a_refused_download_names_the_url_and_the_error(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(DataNotFoundError, match=r"the download from http://127.0.0.1:9/.* failed \(URLError"):
+        load_cifar10(root, download=True)
