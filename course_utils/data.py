@@ -345,13 +345,16 @@ CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}
 
 def _check_counts(split: Path, labels: np.ndarray, classes: Sequence[str]) -> None:
     """Warn, naming them, when some classes hold fewer images than the others: the mark of a copy cut
-    short (an interrupted copy or extraction). A folder whose classes are all the same size is taken as
-    meant, even when smaller than CIFAR-10's 5,000 / 1,000 per class (a deliberate subset)."""
+    short (an interrupted copy or extraction). A folder with CIFAR-10's classes, all of one size but not
+    CIFAR-10's 5,000 / 1,000 per class, is allowed with a warning that states the count."""
     counts = np.bincount(labels, minlength=len(classes))
     full = int(counts.max())
     short = {c: int(n) for c, n in zip(classes, counts) if n < full}
+    expected = CIFAR10_PER_CLASS.get(split.name)
+    if not short and tuple(classes) == CLASSES and expected and full != expected:
+        warnings.warn(f"{split}: {full:,} images per class, not CIFAR-10's {expected:,}; fine for a subset or "
+                      "another data set, otherwise copy the data again", stacklevel=4)
     if short:
-        expected = CIFAR10_PER_CLASS.get(split.name)
         warnings.warn(
             f"{split}: " + ", ".join(f"{c} has {n}" for c, n in short.items()) + f" images, the other classes "
             f"{full}" + (f" (CIFAR-10: {expected:,} per class)" if expected else "") + ". A copy cut short? "

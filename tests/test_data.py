@@ -309,7 +309,7 @@ def test_a_damaged_cache_warns_once_and_is_decoded_again(image_folder, damage):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = load_cifar10(image_folder, download=False)
-    messages = [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught if "cache" in str(w.message)]
     assert len(messages) == 1 and "ignoring unreadable cache" in messages[0], messages
     assert np.array_equal(again.train_images, good.train_images) and "decoded cache" not in again.source
     assert "decoded cache" in load_cifar10(image_folder, download=False).source   # and it was rewritten
@@ -422,3 +422,15 @@ def test_a_refused_download_names_the_url_and_the_error(tmp_path):
     root.mkdir()
     with pytest.raises(DataNotFoundError, match=r"the download from http://127.0.0.1:9/.* failed \(URLError"):
         load_cifar10(root, download=True)
+
+
+def test_a_folder_of_another_size_is_allowed_with_a_warning_stating_it(image_folder):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = load_cifar10(image_folder, download=False)
+    messages = [str(w.message) for w in caught]
+    assert any("train: 6 images per class, not CIFAR-10's 5,000" in m for m in messages), messages
+    assert any("test: 3 images per class, not CIFAR-10's 1,000" in m for m in messages), messages
+    assert len(d.train_labels) == 60
