@@ -297,8 +297,12 @@ class CompileGuard(nn.Module):
         except Exception as err:  # noqa: BLE001 - any compile failure: fall back once, and say why
             self.state = "eager"
             if self._log:
-                cause = (str(err).strip().splitlines() or [""])[0][:200]
-                self._log(f"torch.compile failed at the first step ({type(err).__name__}: {cause}); "
+                root = err  # dynamo wraps the backend's error (BackendCompilerFailed): name the one underneath
+                while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None and inner is not root:
+                    root = inner
+                cause = ([line for line in str(root).strip().splitlines() if line.strip()] or [""])[0][:200]
+                kind = type(err).__name__ + (f" from {type(root).__name__}" if root is not err else "")
+                self._log(f"torch.compile failed at the first step ({kind}: {cause}); "
                           "training uncompiled from here (--no-compile skips compiling)")
             return self.module(*args, **kwargs)
         self.state = "compiled"

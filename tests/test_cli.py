@@ -113,45 +113,50 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path
     assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path, monkeypatch):
+#: Run the CLI in a process that kills itself (SIGKILL: no clean-up, as an out-of-memory kill or a closed
+#: laptop) right after the checkpoint of epoch KILL_AFTER is on disk: a known point, not a race.
+_KILLED_AFTER = """
+import os, signal, sys
+from course_utils import training
+real, kill_after = training.save_checkpoint, int(sys.argv[1])
+def save_then_die(path, *args, epoch=None, **kwargs):
+    real(path, *args, epoch=epoch, **kwargs)
+    if epoch == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+training.save_checkpoint = save_then_die
+from course_utils.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path):
     """A process killed mid-run (SIGKILL, not a clean Ctrl-C) leaves the checkpoint of its last complete
     epoch; ``--resume`` continues from there and the run record holds the whole history."""
     import signal
-    import time
 
     import torch
 
     from course_utils.config import TrainConfig
     from course_utils.experiment import checkpoint_path
 
-    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))  # inherited by the subprocesses
-    epochs = 30
+    epochs, kill_after = 4, 2
     args = ["--data-dir", str(image_folder), "--subset", "6", "--epochs", str(epochs), "--device", "cpu",
             "--no-progress", "--seed", "12", "--batch-size", "8"]
     ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=6, seed=12, batch_size=8))
-    assert ckpt.parent == tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "course_utils", "train", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
-            time.sleep(0.05)
-        assert ckpt.exists(), "no checkpoint was written"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        done = torch.load(ckpt, weights_only=True)["epoch"]
-        assert 1 <= done < epochs, "the run finished before it could be killed; raise epochs"
-        resumed = subprocess.run([sys.executable, "-m", "course_utils", "train", *args, "--resume"],
-                                 capture_output=True, text=True, timeout=300)
-        assert resumed.returncode == 0, resumed.stderr
-        assert f"resumed from {ckpt} after epoch {done}:" in resumed.stdout
-        # the saved epochs are listed again, the rest trained: each epoch line appears exactly once
-        assert all(resumed.stdout.count(f"epoch {k:3d}/{epochs} ") == 1 for k in range(1, epochs + 1))
-        record = json.loads(ckpt.with_suffix(".json").read_text())
-        assert record["epochs"] == epochs and record["history"]["epoch"] == list(range(1, epochs + 1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert ckpt.parent == tmp_path / "runs"      # conftest's COURSE_RUNS_DIR, inherited by the subprocesses
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER, str(kill_after), "train", *args],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(ckpt, weights_only=True)["epoch"] == kill_after
+    assert not ckpt.with_suffix(".json").exists()          # no run record: the run never finished
+    resumed = subprocess.run([sys.executable, "-m", "course_utils", "train", *args, "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {ckpt} after epoch {kill_after}:" in resumed.stdout
+    # the saved epochs are listed again, the rest trained: each epoch line appears exactly once
+    assert all(resumed.stdout.count(f"epoch {k:3d}/{epochs} ") == 1 for k in range(1, epochs + 1))
+    record = json.loads(ckpt.with_suffix(".json").read_text())
+    assert record["epochs"] == epochs and record["history"]["epoch"] == list(range(1, epochs + 1))
 
 
 def test_ablate_trains_the_chosen_variants_and_seeds_and_writes_csvs_and_figure(image_folder, tmp_path, capsys):

@@ -446,3 +446,26 @@ def test_a_non_finite_test_loss_stops_training_like_a_non_finite_training_loss(t
     model.register_forward_hook(lambda m, a, out: out if m.training else out * float("nan"))
     with pytest.raises(TrainingDivergedError, match="the test loss became nan; lower the learning rate"):
         fit(model, train, test, config, CPU, progress=False, log=None)
+
+
+def test_a_real_torch_compile_failure_falls_back_to_eager():
+    """Not a fake: torch.compile with a backend that fails when dynamo hands it the graph, as inductor does
+    without a C compiler or on an unsupported GPU. The guard catches the real error at the first call."""
+    from course_utils import training
+
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no working C compiler found")
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model, notes = nn.Linear(3, 2), []
+    guarded = training.CompileGuard(model, torch.compile(model, backend=broken_backend), notes.append)
+    x = torch.randn(4, 3)
+    assert torch.equal(guarded(x), model(x)) and guarded.state == "eager"
+    assert len(notes) == 1 and "torch.compile failed at the first step" in notes[0]
+    assert "no working C compiler found" in notes[0]
+    # and a compile that works (dynamo tracing with the eager backend) is used, and its time kept
+    torch._dynamo.reset()
+    working = training.CompileGuard(model, torch.compile(model, backend="eager"), notes.append)
+    assert torch.allclose(working(x), model(x)) and working.state == "compiled"
+    assert working.first_call_seconds is not None and len(notes) == 1
