@@ -74,6 +74,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
 
 def _data_finding(data_dir: str | None) -> Finding:
     from .data import CACHE_NAME, DataNotFoundError, _find_image_folder, default_root
+    from .runtime import shown_path
 
     try:
         root = default_root(data_dir)
@@ -85,13 +86,13 @@ def _data_finding(data_dir: str | None) -> Finding:
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
         cached = " (decoded cache present)" if (root / CACHE_NAME).is_file() else " (decoded on first use, then cached)"
-        return Finding("data", f"image folder {folder}{cached}")
+        return Finding("data", f"image folder {shown_path(folder)}{cached}")
     if (root / "cifar-10-batches-py").is_dir():
-        return Finding("data", f"torchvision's archive {root / 'cifar-10-batches-py'}")
+        return Finding("data", f"torchvision's archive {shown_path(root / 'cifar-10-batches-py')}")
     archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
     if archives:
-        return Finding("data", f"archive {archives[0].name} in {root} (extracted on first use)")
-    return Finding("data", f"no CIFAR-10 copy in {root}. Training will try torchvision's download; offline, put "
+        return Finding("data", f"archive {archives[0].name} in {shown_path(root)} (extracted on first use)")
+    return Finding("data", f"no CIFAR-10 copy in {shown_path(root)}. Training will try torchvision's download; offline, put "
                            "a copy there (tar -xzf cifar10-jpeg.tar.gz -C data) or set COURSE_DATA_DIR", ok=False)
 
 
