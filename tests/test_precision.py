@@ -114,3 +114,16 @@ def test_evaluate_and_predict_autocast_when_the_device_calls_for_it(monkeypatch)
     assert (bf16_preds == fp32_preds).mean() >= 0.9 and (labels == y.numpy()).all()
     assert training.evaluate(model, loader, cpu, amp=False)[0] == pytest.approx(fp32_loss)  # amp off: fp32 again
     assert set(dtypes[-len(loader):]) == {torch.float32}
+
+
+@pytest.mark.parametrize("device, waits_on", [("cuda", "cuda"), ("cuda:0", "cuda"), ("mps", "mps"), ("cpu", None)])
+def test_timers_wait_for_cuda_and_mps_alike(monkeypatch, device, waits_on):
+    """The benchmark's and fit's timers stop only after the device's queued work: CUDA and MPS both
+    run asynchronously, so both are synchronised (simulated: no accelerator here)."""
+    from course_utils import runtime
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: calls.append("cuda"))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("mps"))
+    runtime.synchronize(device)
+    assert calls == ([waits_on] if waits_on else [])
