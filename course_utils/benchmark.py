@@ -87,6 +87,24 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
 BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_se")
 
 
+def time_to_accuracy(h, target: float, config: dict | None = None) -> dict:
+    """When a run (read every epoch on the test set, as a benchmark does) first reached ``target``:
+    the epoch, the seconds to get there, and the same without the first compiled step
+    (``h.compile_seconds``, compiling included), which is reported apart."""
+    hit = next((i for i, a in enumerate(h.test_acc) if a is not None and a >= target), None)
+    to_target = None if hit is None else sum(h.seconds[:hit + 1])
+    return {
+        "target": target,
+        "reached_at_epoch": None if hit is None else h.epoch[hit],
+        "seconds_to_target": None if to_target is None else round(to_target, 1),
+        "compile_seconds": None if h.compile_seconds is None else round(h.compile_seconds, 1),
+        "training_seconds_to_target": None if to_target is None else round(to_target - (h.compile_seconds or 0.0), 1),
+        "final_test_acc": h.final_test_acc,
+        "total_seconds": round(h.total_seconds, 1),
+        "config": config,
+    }
+
+
 def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     """Everything ``python -m course_utils bench`` measures, as one record."""
     import os
@@ -139,21 +157,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         # under runs/bench/, away from the learner's own runs
         result = run_training("cifarnet", TrainConfig.fast(test_each_epoch=True), device=str(device), data=data,
                               progress=False, log=None, checkpoint_dir=runs_dir() / "bench")
-        h = result.history
-        hit = next((i for i, a in enumerate(h.test_acc) if a is not None and a >= 85.0), None)
-        record["time_to_accuracy"] = {
-            "target": 85.0,
-            "reached_at_epoch": None if hit is None else h.epoch[hit],
-            "seconds_to_target": None if hit is None else round(sum(h.seconds[:hit + 1]), 1),
-            # the first compiled step (compiling included) is inside epoch 1's seconds: shown apart, and
-            # subtracted in training_seconds_to_target
-            "compile_seconds": None if h.compile_seconds is None else round(h.compile_seconds, 1),
-            "training_seconds_to_target": None if hit is None else round(
-                sum(h.seconds[:hit + 1]) - (h.compile_seconds or 0.0), 1),
-            "final_test_acc": h.final_test_acc,
-            "total_seconds": round(h.total_seconds, 1),
-            "config": result.config.to_dict(),
-        }
+        record["time_to_accuracy"] = time_to_accuracy(result.history, 85.0, result.config.to_dict())
         if log:
             log(f"time to 85%: {record['time_to_accuracy']}")
     elif log:

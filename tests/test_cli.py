@@ -215,3 +215,16 @@ def test_help_texts_list_what_they_accept_and_print_percent_signs(capsys):
             assert "85% test accuracy" in " ".join(out.split())
         else:
             assert all(v.name in out for v in VARIANTS)
+
+
+def test_time_to_accuracy_reports_the_compile_time_apart():
+    from course_utils.benchmark import time_to_accuracy
+    from course_utils.training import History
+
+    h = History(epoch=[1, 2, 3], test_acc=[70.0, 85.3, 86.0], seconds=[40.0, 10.0, 10.0], compile_seconds=28.5)
+    r = time_to_accuracy(h, 85.0)
+    assert (r["reached_at_epoch"], r["seconds_to_target"], r["compile_seconds"]) == (2, 50.0, 28.5)
+    assert r["training_seconds_to_target"] == 21.5 and r["final_test_acc"] == 86.0
+    never = time_to_accuracy(History(epoch=[1], test_acc=[60.0], seconds=[5.0]), 85.0)
+    assert never["reached_at_epoch"] is None and never["training_seconds_to_target"] is None
+    assert never["compile_seconds"] is None     # an uncompiled run has no compile time
