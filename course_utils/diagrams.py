@@ -94,18 +94,35 @@ def zero_insertion(size: int = 3, stride: int = 2, kernel: int = 3, padding: int
 
 
 def show_maps(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "viridis", boxes=None,
-              colorbar: bool = False, size: float = 3.0):
-    """Arrays side by side as images. ``boxes``: optional (top, left, side) squares to outline, one per map."""
+              colorbar: bool = False, size: float = 3.0, shared_scale: bool = False, label: str | None = None,
+              title: str | None = None):
+    """Arrays side by side as images. ``boxes``: optional (top, left, side) squares to outline, one per map.
+
+    ``shared_scale``: one colour scale for all maps (so equal values look equal across panels, and a
+    uniform map is drawn at its value, not at the bottom of its own scale), with one colorbar for the
+    figure. ``colorbar`` alone gives each map its own. ``label`` names what the colour measures."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size + 0.4))
-    for k, (ax, m, t) in enumerate(zip(np.atleast_1d(axes), maps, titles)):
-        im = ax.imshow(m, cmap=cmap, interpolation="nearest")
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps) + (0.8 if shared_scale else 0), size + 0.5))
+    axes = np.atleast_1d(axes)
+    scale = {}
+    if shared_scale:
+        scale = dict(vmin=min(float(np.min(m)) for m in maps), vmax=max(float(np.max(m)) for m in maps))
+    for k, (ax, m, t) in enumerate(zip(axes, maps, titles)):
+        im = ax.imshow(m, cmap=cmap, interpolation="nearest", **scale)
         ax.set_title(t, fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
         if boxes is not None and boxes[k] is not None:
             top, left, side = boxes[k]
             ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), side, side, fill=False, ec="tab:red", lw=1.5))
-        if colorbar:
-            fig.colorbar(im, ax=ax, fraction=0.046)
+        if colorbar and not shared_scale:
+            bar = fig.colorbar(im, ax=ax, fraction=0.046)
+            if label:
+                bar.set_label(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if shared_scale:
+        bar = fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02)
+        if label:
+            bar.set_label(label, fontsize=8)
     return fig
