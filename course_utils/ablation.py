@@ -39,14 +39,14 @@ from .training import fit
 ABLATION_EPOCHS = 6
 ABLATION_SEEDS = (1, 2, 3)
 
+AUGMENTATION = ("flip_p", "affine_p", "dropout_p")   # the recipe's augmentation probabilities
 #: The factors a variant may change, and the settings that belong to each.
 FACTORS = {
     "downsampling": {"downsample"},
     "convolution": {"separable", "c3", "c4"},   # standard convs need narrower stages to stay in budget
     "attention": {"attention"},
-    "augmentation": {"flip_p", "affine_p", "dropout_p"},
+    "augmentation": set(AUGMENTATION),
 }
-AUGMENTATION = ("flip_p", "affine_p", "dropout_p")
 PARAMETER_TOLERANCE = 0.05
 
 

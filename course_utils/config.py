@@ -32,6 +32,12 @@ LONG_RECIPE = dict(epochs=60, batch_size=128, lr=0.1, dropout_p=0.5)
 RECIPES = ("course", "fast", "long")
 _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 
+#: The settings that shape what a run learns besides its length, batch and data size: a checkpoint
+#: resumes only under the same ones (``training.fit``), and a run whose values are not a named recipe's
+#: gets a fingerprint of them in its checkpoint's name (``experiment.checkpoint_path``).
+LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
+                     "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p")
+
 
 def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
     """The recipe to train with: ``"auto"`` is ``"fast"`` when ``device`` (default: the best available,

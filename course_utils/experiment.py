@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RECIPES, TrainConfig, choose_recipe
+from .config import LEARNING_SETTINGS, RECIPES, TrainConfig, choose_recipe
 from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
 from .runtime import (get_device, is_smoke, loader_settings, loader_workers, mixed_precision, precision_name,
@@ -47,8 +47,7 @@ def _no_nan(value):
 #: get different checkpoint files (a short fingerprint in the name), so ``train --lr 0.05`` never
 #: continues or replaces the ``--lr 0.1`` run. Left out: what the name already says (epochs, batch,
 #: seed, subset) and what does not change what is learned (workers, layout, compile, test_each_epoch).
-_NAMELESS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
-             "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "amp")
+_NAMELESS = LEARNING_SETTINGS + ("amp",)
 
 
 def _fingerprint(config: TrainConfig) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import LEARNING_SETTINGS, TrainConfig
 from .runtime import mixed_precision, needs_grad_scaler, shown_path, synchronize
 
 
@@ -359,9 +359,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     if resume:
         state = load_checkpoint(resume, model, map_location=device)
         saved = TrainConfig.from_dict(state.get("config", {}))
-        keys = ("epochs", "batch_size", "train_per_class", "test_per_class", "optimizer", "lr", "momentum",
-                "weight_decay", "label_smoothing", "pct_start", "div_factor", "final_div_factor", "validation",
-                "flip_p", "affine_p", "dropout_p")
+        keys = ("epochs", "batch_size", "train_per_class", "test_per_class") + LEARNING_SETTINGS
         differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
         if differ:
             raise CheckpointError(
