@@ -42,6 +42,8 @@ def class_balance(labels: np.ndarray, classes: Sequence[str], title: str = "imag
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar(classes, counts, color="tab:blue")
     ax.set_title(title)
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
     ax.tick_params(axis="x", rotation=45)
     for i, c in enumerate(counts):
         ax.text(i, c, str(c), ha="center", va="bottom", fontsize=8)
@@ -49,8 +51,10 @@ def class_balance(labels: np.ndarray, classes: Sequence[str], title: str = "imag
     return fig
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 8, seed: int = 0):
-    """``per_class`` random images of every class, one row per class."""
+def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 8, seed: int = 0,
+                title: str | None = None):
+    """``per_class`` random images of every class, one row per class (32×32 pixels each, shown
+    without smoothing)."""
     plt = _plt()
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.9, len(classes) * 0.95))
@@ -62,7 +66,8 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
             ax.set_xticks([]), ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.suptitle(title or f"{per_class} random images per class (32x32 pixels each)", fontsize=10)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, top=0.95)
     return fig
 
 
@@ -73,16 +78,18 @@ def pixel_histograms(images: np.ndarray, bins: int = 64):
     for ch, color in enumerate(("red", "green", "blue")):
         hist, edges = np.histogram(images[..., ch], bins=bins, range=(0, 255), density=True)
         ax.plot(edges[:-1], hist, color=color, label=color)
-    ax.set_xlabel("pixel value")
-    ax.set_ylabel("density")
+    ax.set_xlabel("pixel value (0-255)")
+    ax.set_ylabel("density (fraction of pixels per unit value)")
     ax.set_title("pixel values per channel")
     ax.legend()
     fig.tight_layout()
     return fig
 
 
-def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int = 4, n_draws: int = 6, seed: int = 0):
-    """Each row: an original image, then ``n_draws`` outputs of ``transform`` on it."""
+def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int = 4, n_draws: int = 6, seed: int = 0,
+                         title: str | None = None):
+    """Each row: an original image, then ``n_draws`` outputs of ``transform`` on it (random draws,
+    reproducible through ``seed``)."""
     plt = _plt()
     transform.set_random_seed(seed)
     fig, axes = plt.subplots(n_images, n_draws + 1, figsize=((n_draws + 1) * 1.2, n_images * 1.25))
@@ -91,8 +98,11 @@ def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int
         axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)
         for c in range(1, n_draws + 1):
             axes[r, c].imshow(to_display(transform(image=images[r])["image"], mean, std))
+            if r == 0:
+                axes[r, c].set_title(f"draw {c}", fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title or f"the training augmentation: {n_draws} random draws per image", fontsize=10)
     fig.subplots_adjust(wspace=0.05, hspace=0.1)
     return fig
 
@@ -156,18 +166,21 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], normalize:
         for j in range(len(classes)):
             ax.text(j, i, f"{m[i, j]:.2f}" if normalize else str(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] > m.max() / 2 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046)
+    bar.set_label("fraction of the true class" if normalize else "images", fontsize=8)
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
     fig.tight_layout()
     return fig
 
 
-def plot_per_class_accuracy(acc: np.ndarray, classes: Sequence[str]):
+def plot_per_class_accuracy(acc: np.ndarray, classes: Sequence[str], title: str = "test accuracy per class"):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar(classes, acc, color="tab:orange")
     ax.set_ylim(0, 100)
-    ax.set_ylabel("test accuracy %")
+    ax.set_title(title)
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy (%)")
     ax.tick_params(axis="x", rotation=45)
     for i, a in enumerate(acc):
         ax.text(i, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
@@ -189,5 +202,6 @@ def misclassified_grid(images: np.ndarray, preds: np.ndarray, labels: np.ndarray
     for ax, i in zip(axes.flat, pick):
         ax.imshow(to_display(images[i]), interpolation="nearest")
         ax.set_title(f"{classes[labels[i]]}\n→ {classes[preds[i]]}", fontsize=7)
+    fig.suptitle(f"{len(pick)} of the {len(wrong)} misclassified test images (true → predicted)", fontsize=10)
     fig.subplots_adjust(wspace=0.1, hspace=0.5)
     return fig
