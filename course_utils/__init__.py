@@ -6,7 +6,7 @@ nothing is copy-pasted between them.
 """
 from .arithmetic import conv_macs, conv_output_size, conv_params
 from .config import TrainConfig
-from .inspection import receptive_field, summary
+from .inspection import receptive_field, stages, summary
 from .runtime import get_device, is_smoke, seed_everything
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "is_smoke",
     "receptive_field",
     "seed_everything",
+    "stages",
     "summary",
 ]
 __version__ = "0.1.0"

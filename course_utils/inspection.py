@@ -319,6 +319,34 @@ def capture(model: nn.Module, predicate):
             h.remove()
 
 
+def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
+    """Multiply-accumulates of one forward pass of one image, per convolution and linear layer
+    (``{module name: MACs}``, in execution order; a module run twice counts twice). ``count_macs``
+    is their sum; see it for what is counted."""
+    counts: dict[str, int] = {}
+
+    def hook(name: str):
+        def conv_or_linear(m: nn.Module, args, out) -> None:
+            if isinstance(m, nn.Linear):
+                macs = out[0].numel() * m.in_features
+            elif m.transposed:
+                macs = args[0][0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
+            else:
+                macs = out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+            counts[name] = counts.get(name, 0) + macs
+        return conv_or_linear
+
+    hooks = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, *input_size, device=_model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
     """Multiply-accumulates of one forward pass of one image, counted over every convolution (1-D,
     2-D, 3-D, grouped, dilated, strided and transposed) and linear layer: the bulk of the work.
@@ -329,26 +357,81 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> i
     ``C_in·(C_out/groups)·k²`` per input pixel (``k²·C_in·C_out·H_in·W_in`` without groups), which
     is also what counting the zero-inserted equivalent's useful products gives.
     """
-    total = 0
+    return sum(macs_by_module(model, input_size).values())
 
-    def conv_hook(m: nn.modules.conv._ConvNd, args, out) -> None:
-        nonlocal total
-        kernel = math.prod(m.kernel_size)
-        if m.transposed:
-            total += args[0][0].numel() * (m.out_channels // m.groups) * kernel
-        else:
-            total += out[0].numel() * (m.in_channels // m.groups) * kernel
 
-    def linear_hook(m: nn.Linear, args, out) -> None:
-        nonlocal total
-        total += out[0].numel() * m.in_features
+@dataclass
+class StageRow:
+    name: str
+    kind: str
+    output: tuple[int, ...]
+    params: int
+    macs: int
 
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.modules.conv._ConvNd) else linear_hook)
-             for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+
+class StageTable(list):
+    """Rows of ``stages``; printing gives the table with a total line."""
+
+    def __str__(self) -> str:
+        wn = max([5] + [len(r.name) for r in self]) + 2
+        wk = max([6] + [len(r.kind) for r in self]) + 2
+        head = f"{'stage':<{wn}}{'layers':<{wk}}{'output':>14}{'parameters':>12}{'MACs':>12}{'share':>8}"
+        rule = "-" * len(head)
+        total_p, total_m = sum(r.params for r in self), sum(r.macs for r in self)
+        lines = [head, rule]
+        for r in self:
+            out = " x ".join(str(v) for v in r.output)
+            share = f"{100 * r.macs / total_m:.1f}%" if total_m else "-"
+            lines.append(f"{r.name:<{wn}}{r.kind:<{wk}}{out:>14}{r.params:>12,}{r.macs:>12,}{share:>8}")
+        lines += [rule, f"{'total':<{wn + wk + 14}}{total_p:>12,}{total_m:>12,}"]
+        return "\n".join(lines)
+
+
+def _layer_kinds(module: nn.Module) -> str:
+    """The module's leaf layers by kind, e.g. "3 conv (2 dw), 3 bn" (what a stage is made of)."""
+    convs = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    parts = []
+    if convs:
+        dw = sum(1 for m in convs if m.groups > 1 and m.groups == m.in_channels)
+        dil = sum(1 for m in convs if max(_pair(d) for d in (m.dilation,)) > 1)
+        extra = ", ".join(x for x in (f"{dw} dw" if dw else "", f"{dil} dilated" if dil else "") if x)
+        parts.append(f"{len(convs)} conv" + (f" ({extra})" if extra else ""))
+    for kind, label in ((nn.modules.batchnorm._BatchNorm, "bn"), (nn.Linear, "linear"),
+                        (nn.modules.pooling._MaxPoolNd, "maxpool"), (nn.modules.pooling._AdaptiveAvgPoolNd, "gap"),
+                        (nn.Dropout, "dropout")):
+        n = sum(1 for m in module.modules() if isinstance(m, kind))
+        if n:
+            parts.append(f"{n} {label}")
+    return ", ".join(parts) or type(module).__name__
+
+
+def stages(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_table: bool = True) -> StageTable:
+    """A short summary: one row per top-level block of ``model`` (CifarNet's c1, c2, c3, c4, head)
+    with what it is made of, its output shape for one image, its parameters and its
+    multiply-accumulates (and their share of the total). Where torchsummary lists every layer,
+    this shows where the parameters and the compute sit."""
+    macs = macs_by_module(model, input_size)
+    shapes: dict[str, tuple[int, ...]] = {}
+    children = list(model.named_children())
+
+    def record(name: str):
+        def hook(m, args, out) -> None:
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape[1:])
+        return hook
+
+    hooks = [child.register_forward_hook(record(name)) for name, child in children]
     try:
         with _eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_size, device=_model_device(model)))
     finally:
         for h in hooks:
             h.remove()
-    return total
+    table = StageTable()
+    for name, child in children:
+        table.append(StageRow(name, _layer_kinds(child), shapes.get(name, ()),
+                              sum(p.numel() for p in child.parameters()),
+                              sum(v for k, v in macs.items() if k == name or k.startswith(name + "."))))
+    if print_table:
+        print(table)
+    return table

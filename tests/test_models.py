@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import receptive_field, summary
+from course_utils import receptive_field, stages, summary
 from course_utils.layers import ConvBNAct, DepthwiseSeparableConv2d, Residual
-from course_utils.models import BaselineNet, CifarNet, count_parameters, get_model
+from course_utils.models import MODELS, BaselineNet, CifarNet, CifarNetConfig, count_parameters, get_model
 
 
 def test_cifarnet_meets_the_assignment():
@@ -128,3 +128,26 @@ def test_a_channels_last_batch_is_told_to_permute():
         CifarNet()(torch.zeros(2, 32, 32, 3))
     with pytest.raises(ValueError, match="expects 3 input channels, got 1"):   # grayscale is still grayscale
         CifarNet()(torch.zeros(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stages_add_up_to_the_models_parameters_and_macs(name):
+    from course_utils.inspection import count_macs
+
+    model = MODELS[name]()
+    table = stages(model, print_table=False)
+    assert [r.name for r in table] == [n for n, _ in model.named_children()]
+    assert sum(r.params for r in table) == count_parameters(model)
+    assert sum(r.macs for r in table) == count_macs(model)
+
+
+def test_stages_of_cifarnet_show_each_stage_width_resolution_and_kind(capsys):
+    cfg = CifarNetConfig()
+    table = stages(CifarNet(cfg))
+    rows = {r.name: r for r in table}
+    assert rows["c1"].output == (cfg.c1, 16, 16) and rows["c2"].output == (cfg.c1, 16, 16)
+    assert rows["c3"].output == (cfg.c3, 8, 8) and rows["c4"].output == (cfg.c4, 4, 4)
+    assert "dilated" in rows["c2"].kind and "dw" in rows["c3"].kind and "dw" in rows["c4"].kind
+    assert rows["head"].params == cfg.c4 * 10 + 10 and rows["head"].macs == cfg.c4 * 10
+    printed = capsys.readouterr().out
+    assert len(printed.splitlines()) == len(table) + 4 and f"{count_parameters(CifarNet(cfg)):,}" in printed
