@@ -126,3 +126,37 @@ def dilation_for_receptive_field(target: int, kernel: int = 3) -> int:
         raise ValueError(f"kernel must be an integer >= 2 to be dilated (a {kernel!r}-wide kernel spans "
                          f"{kernel!r} pixel(s) whatever the dilation), got kernel={kernel!r}")
     return max(1, math.ceil((target - 1) / (kernel - 1)))
+
+
+def receptive_field_closed_form(layers: list[tuple[int, ...]]) -> dict[str, int]:
+    """The receptive field of a plain stack in closed form (Araujo et al., Distill 2019, eqs. for
+    ``r0``, ``S0`` and ``P0``), from ``(kernel, stride[, padding[, dilation]])`` per layer:
+
+    * receptive field ``r0 = 1 + Σ_l (k_l − 1)·∏_{i<l} s_i`` (``k_l`` the effective, dilated kernel),
+    * effective stride ``S0 = ∏_l s_l``: how far apart neighbouring outputs look (the jump),
+    * effective padding ``P0 = Σ_l p_l·∏_{i<l} s_i``: how far the first output's field reaches into
+      the padding on the left/top.
+
+    Output position ``u`` (0-based) then sees input pixels ``u·S0 − P0`` to ``u·S0 − P0 + r0 − 1``
+    (``field_span``). With several paths (residual branches) the field is the largest over the paths.
+    """
+    rf, stride, padding = 1, 1, 0
+    for layer in layers:
+        kernel, s, *rest = layer
+        p = rest[0] if rest else 0
+        d = rest[1] if len(rest) > 1 else 1
+        _check("stride", s, 1)
+        _check("padding", p, 0)
+        rf += (effective_kernel(kernel, d) - 1) * stride
+        padding += p * stride
+        stride *= s
+    return {"rf": rf, "stride": stride, "padding": padding}
+
+
+def field_span(u: int, rf: int, stride: int, padding: int) -> tuple[int, int]:
+    """The first and last input pixel (0-based, inclusive; negative or past the edge = padding) that
+    output position ``u`` of a stack sees, from its closed form: ``(u·S0 − P0, u·S0 − P0 + r0 − 1)``.
+    Its centre is ``u·S0 − P0 + (r0 − 1)/2``."""
+    _check("u", u, 0)
+    first = u * stride - padding
+    return first, first + rf - 1

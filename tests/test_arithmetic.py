@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -111,3 +112,72 @@ def test_arithmetic_helpers_accept_numpy_integers():
 
     assert ar.conv_macs(np.int64(16), 32, 3, np.int64(8)) == ar.conv_macs(16, 32, 3, 8) == 9 * 16 * 32 * 64
     assert ar.dilation_for_receptive_field(np.int64(9)) == 4
+
+
+def _random_stacks(n: int, seed: int = 0):
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        depth = int(torch.randint(1, 6, (1,), generator=rng))
+        stack = []
+        for _ in range(depth):
+            k = int(torch.randint(1, 6, (1,), generator=rng))
+            s = int(torch.randint(1, 3, (1,), generator=rng))
+            d = int(torch.randint(1, 3, (1,), generator=rng)) if k > 1 else 1
+            p = int(torch.randint(0, (d * (k - 1)) // 2 + 1, (1,), generator=rng))
+            stack.append((k, s, p, d))
+        yield stack
+
+
+@pytest.mark.parametrize("stack", list(_random_stacks(25)))
+def test_closed_form_receptive_field_equals_the_layer_by_layer_recursion(stack):
+    closed = ar.receptive_field_closed_form(stack)
+    rf, jump = ar.receptive_field_of_stack([(k, s, d) for k, s, p, d in stack])[-1]
+    assert (closed["rf"], closed["stride"]) == (rf, jump)
+    assert closed["padding"] == sum(p * math.prod(s for _, s, _, _ in stack[:i]) for i, (_, _, p, _) in enumerate(stack))
+
+
+@pytest.mark.parametrize("stack", list(_random_stacks(12, seed=1)))
+def test_field_span_is_where_the_gradient_of_one_output_is_nonzero(stack):
+    """The closed form's span for output u, against the input pixels whose gradient is non-zero in a
+    real stack of convolutions with positive weights (no cancellation). A span wholly inside the
+    image starts and ends on pixels the output uses (its end taps); one that reaches into the padding
+    is cut at the border, where a dilated or strided stack may have a hole."""
+    size = 96
+    layers = [nn.Conv2d(1, 1, k, s, p, d, bias=False) for k, s, p, d in stack]
+    for conv in layers:
+        nn.init.constant_(conv.weight, 1.0)
+    net = nn.Sequential(*layers)
+    x = torch.zeros(1, 1, size, size, requires_grad=True)
+    width = net(x).shape[-1]
+    closed = ar.receptive_field_closed_form(stack)
+    inside = 0
+    for u in range(width):
+        x.grad = None
+        net(x)[0, 0, 0, u].backward()
+        cols = torch.nonzero(x.grad[0, 0].sum(0)).flatten()
+        first, last = ar.field_span(u, **closed)
+        if first >= 0 and last < size:
+            inside += 1
+            assert (int(cols.min()), int(cols.max())) == (first, last)
+        else:
+            assert max(first, 0) <= int(cols.min()) and int(cols.max()) <= min(last, size - 1)
+    assert inside > 0
+
+
+def test_closed_form_of_the_course_models_equals_the_measured_table():
+    from course_utils import receptive_field
+    from course_utils.models import MODELS
+
+    for name, make in MODELS.items():
+        rows = [r for r in receptive_field(make()) if not r.global_pool]
+        closed = ar.receptive_field_closed_form([(r.kernel, r.stride, r.padding, r.dilation) for r in rows])
+        assert (closed["rf"], closed["stride"]) == (rows[-1].rf, rows[-1].jump), name
+
+
+def test_closed_form_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match="stride"):
+        ar.receptive_field_closed_form([(3, 0)])
+    with pytest.raises(ValueError, match="padding"):
+        ar.receptive_field_closed_form([(3, 1, -1)])
+    with pytest.raises(ValueError, match="u"):
+        ar.field_span(-1, 3, 1, 1)
