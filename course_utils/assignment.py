@@ -1,0 +1,174 @@
+"""The course assignment, checked: design C1 C2 C3 C4 and an output block for CIFAR-10 under six rules.
+
+``check(model)`` runs the model once on a ``1 × 3 × 32 × 32`` batch, watches every operation
+(``TorchFunctionMode``: functional calls and layers used twice are seen too) and reports each rule
+as a row: what it asks, what was measured, pass or fail, and for a failure a hint at the fix.
+
+The rules:
+
+1. fewer than 200,000 parameters;
+2. no max-pooling (downsample with strided convolutions);
+3. at least one depthwise-separable convolution (a k×k conv with ``groups = C_in``, then a 1×1 conv);
+4. at least one dilated convolution (``dilation > 1``);
+5. global average pooling before the classifier;
+6. a receptive field of more than 44 pixels (``receptive_field(model).final``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+MAX_PARAMS = 200_000
+MIN_RF = 45  # "more than 44"
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    requirement: str
+    measured: str
+    passed: bool
+    hint: str = ""
+
+
+class Report(list):
+    """``RuleResult`` rows; ``passed`` is true when every rule passes. Printing gives the table and,
+    under it, a hint for each failed rule."""
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for r in self:
+                if r.rule == key:
+                    return r
+            raise KeyError(f"no rule {key!r}; the rules are {', '.join(r.rule for r in self)}")
+        return super().__getitem__(key)
+
+    def failed(self) -> list[str]:
+        return [r.rule for r in self if not r.passed]
+
+    def __str__(self) -> str:
+        wr = max(len(r.rule) for r in self) + 2
+        wq = max(len(r.requirement) for r in self) + 2
+        wm = max(len(r.measured) for r in self) + 2
+        lines = [f"{'rule':<{wr}}{'requirement':<{wq}}{'measured':<{wm}}verdict", "-" * (wr + wq + wm + 7)]
+        lines += [f"{r.rule:<{wr}}{r.requirement:<{wq}}{r.measured:<{wm}}{'pass' if r.passed else 'FAIL'}" for r in self]
+        hints = [f"* {r.rule}: {r.hint}" for r in self if not r.passed]
+        verdict = "all rules pass" if self.passed else f"{len(hints)} rule(s) fail:"
+        return "\n".join(lines + ["", verdict] + hints)
+
+    __repr__ = __str__
+
+
+@dataclass
+class _Conv:
+    in_ch: int
+    out_ch: int
+    kernel: tuple[int, int]
+    dilation: int
+    groups: int
+
+
+def _pair(v) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class _Watcher(TorchFunctionMode):
+    """Records convolutions, max-pooling and global average pooling in one forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs: list[_Conv] = []
+        self.max_pools: list[str] = []
+        self.global_pools: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        x = args[0] if args else kwargs.get("input")
+        if name == "conv2d":
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            dilation = args[5] if len(args) > 5 else kwargs.get("dilation", 1)
+            groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+            self.convs.append(_Conv(int(x.shape[1]), int(weight.shape[0]), tuple(weight.shape[-2:]),
+                                    max(_pair(dilation)), int(groups)))
+        elif "max_pool" in name:
+            self.max_pools.append(name)
+        elif isinstance(x, torch.Tensor) and x.dim() == 4 and isinstance(out, torch.Tensor):
+            spatial = tuple(x.shape[-2:]) != (1, 1)
+            if name in ("adaptive_avg_pool2d", "avg_pool2d") and spatial and tuple(out.shape[-2:]) == (1, 1):
+                self.global_pools.append(name)
+            elif name == "mean" and spatial:
+                dims = args[1] if len(args) > 1 else kwargs.get("dim")
+                dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else (dims or ()))}
+                if {2, 3} <= dims:
+                    self.global_pools.append("mean over H, W")
+        return out
+
+
+def _separable_pairs(convs: list[_Conv]) -> int:
+    """Depthwise convs (k×k, ``groups = C_in > 1``, one filter per channel) directly followed, among the
+    convolutions run, by a 1×1 conv that reads their output."""
+    pairs = 0
+    for a, b in zip(convs, convs[1:]):
+        depthwise = a.groups == a.in_ch > 1 and max(a.kernel) > 1
+        pointwise = b.kernel == (1, 1) and b.groups == 1 and b.in_ch == a.out_ch
+        pairs += depthwise and pointwise
+    return pairs
+
+
+def check(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> Report:
+    """Check ``model`` against the assignment's rules; returns a ``Report`` (print it for the table)."""
+    from .inspection import _eval_mode, _model_device, receptive_field
+
+    params = sum(p.numel() for p in model.parameters())
+    watcher = _Watcher()
+    x = torch.zeros(1, *input_size, device=_model_device(model))
+    try:
+        with _eval_mode(model), torch.no_grad(), watcher:
+            out = model(x)
+    except Exception as error:  # the learner's model: say what failed, keep the cause
+        raise ValueError(f"the model fails on a 1 x {' x '.join(map(str, input_size))} batch: "
+                         f"{type(error).__name__}: {error}. Run it on torch.zeros(1, 3, 32, 32) to see where") from error
+    if tuple(out.shape) != (1, num_classes):
+        raise ValueError(f"the model should return {num_classes} class scores per image, shape (1, {num_classes}); "
+                         f"it returned shape {tuple(out.shape)}. End with global pooling, flatten and nn.Linear(C, {num_classes})")
+    table = receptive_field(model, input_size)
+    local = [r for r in table if not r.global_pool]
+    rf = int(local[-1].rf) if local else 1
+    jump = local[-1].jump if local else 1
+    dilated = [c for c in watcher.convs if c.dilation > 1 and max(c.kernel) > 1]
+    pairs = _separable_pairs(watcher.convs)
+    report = Report()
+    report.append(RuleResult(
+        "parameters", f"< {MAX_PARAMS:,}", f"{params:,}", params < MAX_PARAMS,
+        f"{params - MAX_PARAMS + 1:,} too many. The widest stages cost most: a 1x1 conv has C_in x C_out weights, "
+        "a 3x3 nine times that; narrow C4, or make a standard conv depthwise-separable (about 8x fewer weights)"))
+    report.append(RuleResult(
+        "no max-pooling", "0 max-pool layers", f"{len(watcher.max_pools)} max-pool call(s)", not watcher.max_pools,
+        "downsample with a strided convolution instead: nn.Conv2d(C_in, C_out, 3, stride=2, padding=1) "
+        "halves the size and learns what to keep"))
+    report.append(RuleResult(
+        "depthwise-separable", ">= 1 (k x k depthwise, then 1x1)", f"{pairs} found", pairs > 0,
+        "replace a 3x3 conv by nn.Conv2d(C, C, 3, padding=1, groups=C) followed by nn.Conv2d(C, C_out, 1) "
+        "(course_utils.layers.DepthwiseSeparableConv2d; notebook 03)"))
+    report.append(RuleResult(
+        "dilated convolution", ">= 1 conv with dilation > 1", f"{len(dilated)} found", bool(dilated),
+        "give one 3x3 conv dilation=2 and padding=2: it keeps the map's size and spans 5x5 with 9 weights (notebook 04)"))
+    report.append(RuleResult(
+        "global average pooling", "before the classifier",
+        ", ".join(sorted(set(watcher.global_pools))) or "none found", bool(watcher.global_pools),
+        "end with nn.AdaptiveAvgPool2d(1), nn.Flatten() and one nn.Linear(C, 10): the classifier then has "
+        "C x 10 weights whatever the map's size"))
+    report.append(RuleResult(
+        "receptive field", f"> {MIN_RF - 1} pixels", f"{rf} pixels", rf >= MIN_RF,
+        f"{MIN_RF - rf} pixel(s) short. After the last stride-2 layer each extra 3x3 conv adds {2 * jump:g} pixels "
+        f"(2 x the jump, {jump:g}); a dilated one adds twice that (notebook 02)"))
+    return report

@@ -1,0 +1,100 @@
+"""The assignment checker: the kit's CifarNet passes every rule; each broken model fails exactly the
+rule it breaks, with the measured value and a hint."""
+import pytest
+import torch
+from torch import nn
+
+from course_utils.assignment import MAX_PARAMS, check
+from course_utils.models import CifarNet, CifarNetConfig, count_parameters
+
+RULES = ["parameters", "no max-pooling", "depthwise-separable", "dilated convolution", "global average pooling",
+         "receptive field"]
+
+
+def block(c_in, c_out, stride=1, dilation=1, groups=1, k=3):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, dilation * (k // 2), dilation, groups, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+def learner_net(width=16, pool="gap", maxpool=False, separable=True, dilation=2, depth_c4=2):
+    """A plain nn.Sequential as a learner would write it: C1 C2 C3 C4, then the output block."""
+    w = width
+    down = (lambda c_in, c_out: nn.Sequential(block(c_in, c_out), nn.MaxPool2d(2))) if maxpool else \
+        (lambda c_in, c_out: block(c_in, c_out, stride=2))
+    c3 = ([block(2 * w, 2 * w, groups=2 * w), block(2 * w, 2 * w, k=1)] if separable else [block(2 * w, 2 * w)])
+    layers = [block(3, w), block(w, w), down(w, 2 * w),                       # C1
+              block(2 * w, 2 * w, dilation=dilation),                         # C2
+              down(2 * w, 2 * w), *c3,                                        # C3
+              down(2 * w, 4 * w)] + [block(4 * w, 4 * w) for _ in range(depth_c4)]  # C4
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10)] if pool == "gap" else \
+        [nn.Flatten(), nn.Linear(4 * w * 16, 10)]
+    return nn.Sequential(*layers, *head)
+
+
+def test_the_kits_cifarnet_passes_every_rule():
+    report = check(CifarNet())
+    assert [r.rule for r in report] == RULES
+    assert report.passed and report.failed() == []
+    assert report["parameters"].measured == f"{count_parameters(CifarNet()):,}"
+    assert report["receptive field"].measured == "77 pixels"
+    assert "all rules pass" in str(report)
+
+
+def test_a_learners_sequential_net_passes():
+    assert check(learner_net()).failed() == []
+
+
+@pytest.mark.parametrize("model,broken", [
+    (lambda: CifarNet(CifarNetConfig(c4=320)), "parameters"),
+    (lambda: learner_net(width=48), "parameters"),
+    (lambda: CifarNet(CifarNetConfig(downsample="maxpool")), "no max-pooling"),
+    (lambda: learner_net(maxpool=True), "no max-pooling"),
+    (lambda: CifarNet(CifarNetConfig(separable=False, c3=32, c4=64)), "depthwise-separable"),
+    (lambda: learner_net(separable=False), "depthwise-separable"),
+    (lambda: CifarNet(CifarNetConfig(c2_dilation=1)), "dilated convolution"),
+    (lambda: learner_net(dilation=1), "dilated convolution"),
+    (lambda: learner_net(pool="flatten"), "global average pooling"),
+    (lambda: learner_net(depth_c4=0), "receptive field"),
+], ids=["cifarnet-too-wide", "learner-too-wide", "cifarnet-maxpool", "learner-maxpool", "cifarnet-standard-convs",
+        "learner-standard-convs", "cifarnet-no-dilation", "learner-no-dilation", "learner-flatten-head",
+        "learner-shallow"])
+def test_a_broken_model_fails_exactly_the_rule_it_breaks(model, broken):
+    report = check(model())
+    assert report.failed() == [broken]
+    row = report[broken]
+    assert row.hint and row.hint in str(report) and "FAIL" in str(report)
+
+
+def test_measured_values_are_the_models():
+    wide = CifarNet(CifarNetConfig(c4=320))
+    row = check(wide)["parameters"]
+    assert row.measured == f"{count_parameters(wide):,}"
+    assert row.hint.startswith(f"{count_parameters(wide) - MAX_PARAMS + 1:,} too many")
+    shallow = check(learner_net(depth_c4=0))["receptive field"]
+    assert shallow.measured == "35 pixels" and shallow.hint.startswith("10 pixel(s) short")
+    assert check(learner_net(maxpool=True))["no max-pooling"].measured == "3 max-pool call(s)"   # C1, C3 and C4 downsample
+
+
+def test_functional_global_pooling_and_max_pooling_are_seen():
+    class Functional(nn.Module):
+        def __init__(self, pool_max: bool):
+            super().__init__()
+            self.body, self.head, self.pool_max = learner_net()[:-3], nn.Linear(64, 10), pool_max
+
+        def forward(self, x):
+            x = self.body(x)
+            if self.pool_max:
+                x = torch.nn.functional.max_pool2d(x, 2)
+            return self.head(x.mean((2, 3)))
+
+    assert check(Functional(False)).failed() == []
+    assert check(Functional(True)).failed() == ["no max-pooling"]
+
+
+def test_a_model_that_does_not_run_or_returns_the_wrong_shape_gets_a_clear_error():
+    with pytest.raises(ValueError, match="fails on a 1 x 3 x 32 x 32 batch"):
+        check(nn.Sequential(nn.Conv2d(1, 8, 3)))          # built for 1 input channel
+    with pytest.raises(ValueError, match=r"shape \(1, 10\).*returned shape \(1, 8, 30, 30\)"):
+        check(nn.Sequential(nn.Conv2d(3, 8, 3)))
+    with pytest.raises(KeyError, match="the rules are"):
+        check(CifarNet())["accuracy"]
