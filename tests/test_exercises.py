@@ -1,0 +1,128 @@
+"""Exercises that answer back: every check accepts its solution, rejects wrong answers without
+printing the right one, and every notebook's exercise list matches the registry (hint and CPU time
+shown in the notebook, a check cell where the answer can be checked)."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from course_utils import exercises, solutions
+from course_utils.exercises import EXERCISES, check, hint
+from course_utils.runtime import REPO_ROOT
+
+CHECKED = [k for k, e in EXERCISES.items() if e.check is not None]
+
+WRONG = {  # plausible mistakes, each of which the check must reject
+    "02.1": [2, 5],
+    "02.2": [6, 8],
+    "02.3": [37, 17],
+    "03.1": [(11, 7), (12, 6), (9, 25)],
+    "04.1": [(31, (1, 3, 10)), (15, (1, 2, 4)), (27, (1, 2, 9)), (25, (1, 3, 9))],
+    "04.2": [77, 79],
+    "04.3": [lambda d: 1, lambda d: 2 * d, lambda d: d - 1],
+    "05.1": [0, 1],
+    "06.1": [(12, 3), (6, 6), (3, 6)],
+    "07.1": [0, 2 * 16],
+}
+
+
+@pytest.fixture
+def synthetic_data(monkeypatch, image_folder):
+    """01.1 on a tiny image folder where class 7's images are made the brightest."""
+    from course_utils import data as data_module
+
+    real = data_module.load_cifar10
+
+    def fake(*args, **kwargs):
+        d = real(image_folder, download=False)
+        d.train_images[d.train_labels == 7] = 250
+        return d
+
+    monkeypatch.setattr(data_module, "load_cifar10", fake)
+    solutions.brightest_class.cache_clear()
+    yield real(image_folder, download=False).classes[7]
+    solutions.brightest_class.cache_clear()
+
+
+def _solution(exercise_id):
+    return solutions.solution(exercise_id)
+
+
+@pytest.mark.parametrize("exercise_id", [k for k in CHECKED if k != "01.1"])
+def test_each_check_accepts_its_solution(exercise_id, capsys):
+    assert check(exercise_id, _solution(exercise_id)) is True
+    assert capsys.readouterr().out.startswith(f"{exercise_id}: right: ")
+
+
+@pytest.mark.parametrize("exercise_id", sorted(WRONG))
+def test_each_check_rejects_wrong_answers_without_giving_the_answer(exercise_id, capsys):
+    right = _solution(exercise_id)
+    for wrong in WRONG[exercise_id]:
+        assert check(exercise_id, wrong) is False, wrong
+        out = capsys.readouterr().out
+        assert out.startswith(f"{exercise_id}: not yet: ")
+        if isinstance(right, int):
+            assert not re.search(rf"(?<![\d.]){right}(?![\d.])", out), out   # the right number is not printed
+
+
+def test_every_checked_exercise_has_wrong_answers_in_this_test():
+    assert set(CHECKED) - {"01.1"} == set(WRONG)
+
+
+def test_the_brightest_class_check_computes_from_the_data(synthetic_data, capsys):
+    assert check("01.1", synthetic_data.upper()) is True
+    assert check("01.1", "airplane" if synthetic_data != "airplane" else "cat") is False
+    assert synthetic_data not in capsys.readouterr().out.split("not yet")[-1]
+
+
+def test_answers_follow_the_kit():
+    """Computed answers, against independent arithmetic."""
+    from course_utils.models import CifarNetConfig
+
+    c4 = CifarNetConfig().c4
+    assert _solution("07.1") == 2 * c4 * (c4 // 16) + c4 // 16 + c4
+    assert _solution("03.1") == (12, 7)                      # 1/(1/12 + 1/9) = 5.14 >= 5 > 1/(1/11 + 1/9)
+    assert _solution("02.1") == 4 and _solution("05.1") == 2 and _solution("06.1") == (12, 6)
+
+
+def test_no_answer_no_check_and_bad_input_say_so(capsys):
+    assert check("02.1", None) is None
+    assert "no answer yet: replace None by your answer (an int)" in capsys.readouterr().out
+    assert check("03.2", 1.0) is None
+    assert "no automatic check" in capsys.readouterr().out
+    assert check("04.1", 27) is False
+    assert "cannot check this answer: answer should be (largest field" in capsys.readouterr().out
+    assert check("02.1", "4") is False
+    assert "should be a number" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no exercise '4.1'.*e.g. 01.1"):
+        check("4.1", 4)
+    assert hint("04.1").startswith("04.1 hint: ") and "CPU" in capsys.readouterr().out
+
+
+def _notebook_exercises():
+    """{exercise id: the item's markdown} from every notebook's "## Exercises" section, and the ids its
+    check cells call."""
+    items, checked = {}, set()
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        number = path.name[:2]
+        cells = json.loads(path.read_text())["cells"]
+        for cell in cells:
+            text = "".join(cell["source"])
+            if cell["cell_type"] == "markdown" and "## Exercises" in text:
+                section = text.split("## Exercises", 1)[1]
+                for n, item in re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |\Z)", section, re.S | re.M):
+                    items[f"{number}.{n}"] = " ".join(item.split())
+            if cell["cell_type"] == "code":
+                checked |= set(re.findall(r'check\("(\d\d\.\d)"', text))
+    return items, checked
+
+
+def test_every_notebook_exercise_is_registered_with_its_hint_and_cpu_time():
+    items, checked = _notebook_exercises()
+    assert set(items) == set(EXERCISES)
+    for exercise_id, text in items.items():
+        e = EXERCISES[exercise_id]
+        assert f"*Hint:* {e.hint}" in text, exercise_id
+        assert f"*CPU:* {e.runtime}" in text, exercise_id
+    assert checked == set(CHECKED)   # a check cell for each checkable exercise, in its notebook
