@@ -48,15 +48,18 @@ def kernel_taps(size: int = 7, kernel: int = 3, dilations: Sequence[int] = (1, 2
     return fig
 
 
-def conv_positions(size: int = 5, kernel: int = 3, stride: int = 2, padding: int = 1, dilation: int = 1):
-    """Every position the kernel takes on the padded input (one panel each), with the output size."""
+def conv_positions(size: int = 5, kernel: int = 3, stride: int = 2, padding: int = 1, dilation: int = 1,
+                   max_side: int = 6):
+    """Every position the kernel takes on the padded input (one panel each), with the output size.
+    Past ``max_side`` × ``max_side`` positions only the first ones are drawn (the title says so)."""
     plt = _plt()
     out = conv_output_size(size, kernel, stride, padding, dilation)
+    shown = min(out, max_side)
     n = size + 2 * padding
-    fig, axes = plt.subplots(out, out, figsize=(1.7 * out, 1.7 * out), squeeze=False)
+    fig, axes = plt.subplots(shown, shown, figsize=(1.7 * shown, 1.7 * shown + 0.3), squeeze=False)
     span = dilation * (kernel - 1) + 1
-    for oi in range(out):
-        for oj in range(out):
+    for oi in range(shown):
+        for oj in range(shown):
             ax = axes[oi, oj]
             _grid(ax, n, padding)
             for i in range(kernel):
@@ -64,10 +67,47 @@ def conv_positions(size: int = 5, kernel: int = 3, stride: int = 2, padding: int
                     ax.add_patch(plt.Rectangle((oj * stride + j * dilation - 0.5, oi * stride + i * dilation - 0.5), 1, 1,
                                                color="tab:blue", alpha=0.8))
             ax.set_title(f"out[{oi},{oj}]", fontsize=8)
+    part = f" (the first {shown}x{shown} drawn)" if shown < out else ""
     fig.suptitle(f"input {size}x{size}, padding {padding} (grey), kernel {kernel} (span {span}), stride {stride}"
-                 f" -> output {out}x{out}", fontsize=9)
+                 f" -> output {out}x{out}{part}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def conv_explorer(size: int = 5, kernel: int = 3, stride: int = 2, padding: int = 1, dilation: int = 1):
+    """Sliders for one convolution's input size, kernel, stride, padding and dilation that redraw
+    ``conv_positions`` and print the output size and the layer's receptive field (its span).
+
+    Returns the ``ipywidgets.interactive`` widget (display it as a cell's last value). Without
+    ipywidgets it says so, draws the static picture for the given values and returns None. An
+    impossible setting (a kernel wider than the padded input) prints why instead of drawing.
+    """
+    plt = _plt()
+
+    def show(size: int, kernel: int, stride: int, padding: int, dilation: int) -> None:
+        try:
+            out = conv_output_size(size, kernel, stride, padding, dilation)
+        except ValueError as err:
+            print(f"no output: {err}")
+            return
+        span = dilation * (kernel - 1) + 1
+        print(f"output {out}x{out}; each output sees a {span}x{span} window of the padded input "
+              f"(receptive field {span}); neighbouring outputs are {stride} pixel(s) apart")
+        fig = conv_positions(size, kernel, stride, padding, dilation)
+        plt.show()
+        plt.close(fig)
+
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        print("ipywidgets is not installed (pip install ipywidgets for sliders); the static picture:")
+        show(size, kernel, stride, padding, dilation)
+        return None
+    slider = lambda value, low, high, name: widgets.IntSlider(value=value, min=low, max=high, description=name,
+                                                              continuous_update=False)
+    return widgets.interactive(show, size=slider(size, 3, 9, "input"), kernel=slider(kernel, 1, 5, "kernel"),
+                               stride=slider(stride, 1, 3, "stride"), padding=slider(padding, 0, 3, "padding"),
+                               dilation=slider(dilation, 1, 3, "dilation"))
 
 
 def zero_insertion(size: int = 3, stride: int = 2, kernel: int = 3, padding: int = 1, output_padding: int = 1):

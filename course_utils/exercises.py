@@ -215,7 +215,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("02.2", "`receptive_field_of_stack([(3, 1), (3, 2)] * 5)` gives the field after every layer",
              "instant", "an int (the layer, counting from 1)",
              _simple(_stride_stack_passes_image, "the first layer whose field passes 32 pixels")),
-    Exercise("02.3", "use `empirical_receptive_field` as in section 5 and `np.nonzero` on the result",
+    Exercise("02.3", "use `empirical_receptive_field` as in section 6 and `np.nonzero` on the result",
              "a few seconds", "an int (pixels)", _check_02_3),
     Exercise("03.1", "the saving is 1 / (1/C_out + 1/k²): solve for C_out and round up", "instant",
              "a pair (C_out for k = 3, C_out for k = 5)", _check_03_1),

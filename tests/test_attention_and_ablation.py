@@ -151,3 +151,48 @@ def test_eca_kernel_sizes_follow_the_official_code_for_every_width():
         t = int(abs((math.log2(c) + 1) / 2))
         assert eca_kernel_size(c) == (t if t % 2 else t + 1), c
     assert [eca_kernel_size(c) for c in (64, 128, 256)] == [3, 5, 5]
+
+
+class _ElementwiseCounter(torch.overrides.TorchFunctionMode):
+    """Counts, independently of attention_cost, the values the pools read and the multiplications of
+    the rescale during one forward pass."""
+
+    POOLS = {"mean", "amax", "adaptive_avg_pool2d"}
+
+    def __init__(self):
+        super().__init__()
+        self.pooling = self.rescale = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        if name in self.POOLS:
+            self.pooling += args[0].numel()
+        elif name in ("mul", "__mul__") and all(isinstance(a, torch.Tensor) for a in args[:2]):
+            self.rescale += out.numel()
+        return out
+
+
+@pytest.mark.parametrize("kind,make", [("se", SqueezeExcitation), ("eca", ECA), ("cbam", CBAM)])
+@pytest.mark.parametrize("channels,size", [(64, 16), (128, 8), (24, 5)])
+def test_attention_cost_matches_the_modules(kind, make, channels, size):
+    from course_utils.layers import attention_cost
+
+    module = make(channels).eval()
+    cost = attention_cost(kind, channels, size)
+    assert cost["weights"] == count_parameters(module)
+    assert cost["macs"] == count_macs(module, (channels, size, size))
+    counter = _ElementwiseCounter()
+    with counter, torch.no_grad():
+        module(torch.randn(1, channels, size, size))
+    assert (cost["pooling"], cost["rescale"]) == (counter.pooling, counter.rescale)
+    assert cost["total"] == cost["macs"] + cost["pooling"] + cost["rescale"]
+
+
+def test_attention_cost_rejects_an_unknown_kind_or_size():
+    from course_utils.layers import attention_cost
+
+    with pytest.raises(ValueError, match="'se', 'eca' or 'cbam'"):
+        attention_cost("sk", 64, 8)
+    with pytest.raises(ValueError, match="size"):
+        attention_cost("se", 64, 0)

@@ -71,3 +71,41 @@ def test_loader_workers():
     assert loader_workers(torch.device("cpu")) == 0
     assert loader_workers(torch.device("cpu"), 3) == 3
     assert 1 <= loader_workers(torch.device("cuda")) <= 8
+
+
+def test_conv_positions_draws_one_panel_per_position_up_to_max_side():
+    from course_utils import diagrams
+
+    assert len(diagrams.conv_positions(5, 3, 2, 1).axes) == 9                # 3x3 output
+    fig = diagrams.conv_positions(9, 1, 1, 0, max_side=4)                     # 9x9 output, 4x4 drawn
+    assert len(fig.axes) == 16 and "output 9x9 (the first 4x4 drawn)" in fig._suptitle.get_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*non-interactive:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*cannot show the figure:UserWarning")
+def test_conv_explorer_sliders_report_the_layer(capsys):
+    from course_utils import diagrams
+
+    explorer = diagrams.conv_explorer(size=5, kernel=3, stride=2, padding=1, dilation=1)
+    sliders = {c.description: c for c in explorer.children[:5]}
+    assert set(sliders) == {"input", "kernel", "stride", "padding", "dilation"}
+    capsys.readouterr()
+    sliders["dilation"].value = 2          # a change redraws: 5 + 2 - 5 = 2 -> 2 // 2 + 1 = 2
+    assert "output 2x2; each output sees a 5x5 window" in capsys.readouterr().out
+    sliders["padding"].value = 0           # span 5 on a 5-pixel input: one position
+    assert "output 1x1" in capsys.readouterr().out
+    sliders["input"].value = 3             # span 5 does not fit a 3-pixel input
+    assert "no output:" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:.*non-interactive:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*cannot show the figure:UserWarning")
+def test_conv_explorer_without_ipywidgets_draws_the_static_picture(monkeypatch, capsys):
+    import sys
+
+    from course_utils import diagrams
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    assert diagrams.conv_explorer(size=5, kernel=3, stride=1, padding=1) is None
+    out = capsys.readouterr().out
+    assert "ipywidgets is not installed" in out and "output 5x5" in out

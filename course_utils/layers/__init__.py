@@ -1,5 +1,5 @@
 """Layers of the course, one concept per module; each module's docstring cites its paper."""
-from .attention import CBAM, ECA, SqueezeExcitation, eca_kernel_size
+from .attention import CBAM, ECA, SqueezeExcitation, attention_cost, eca_kernel_size
 from .conv_bn_act import ConvBNAct
 from .residual import Residual
 from .separable import DepthwiseSeparableConv2d
@@ -10,6 +10,7 @@ __all__ = [
     "CBAM",
     "ECA",
     "SqueezeExcitation",
+    "attention_cost",
     "eca_kernel_size",
     "ConvBNAct",
     "DepthwiseSeparableConv2d",

@@ -5,7 +5,9 @@
   sigmoid → scale the channels. Weights: ``2·C·C/r + C/r + C`` (both FCs carry biases).
 * ``ECA``: Wang et al., "ECA-Net: Efficient Channel Attention", 2020, https://arxiv.org/abs/1910.03151.
   Global average pool → 1-D conv of size k across channels (no bias) → sigmoid. k adapts to C:
-  ``k = |log2(C)/γ + b/γ|`` rounded to the nearest odd number above, γ = 2, b = 1. Weights: ``k``.
+  ``t = int(log2(C)/γ + b/γ)``, γ = 2, b = 1, then ``k = t`` if t is odd, else ``t + 1`` (the authors'
+  code: truncate, then add one to an even number; the paper writes "the nearest odd number", which
+  leaves 3.5 at C = 64 undecided). Weights: ``k``.
 * ``CBAM``: Woo et al., "CBAM: Convolutional Block Attention Module", 2018,
   https://arxiv.org/abs/1807.06521. Channel attention (a shared MLP over average- and max-pooled
   features, summed, sigmoid) then spatial attention (a 7×7 conv over the channel-wise mean and max,
@@ -47,9 +49,45 @@ class SqueezeExcitation(nn.Module):
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """ECA's adaptive kernel size: ``|log2(C)/γ + b/γ|``, made odd (rounding up)."""
+    """ECA's adaptive kernel size as in the authors' code: ``t = int(|log2(C)/γ + b/γ|)`` (truncated),
+    then ``t`` if it is odd, else ``t + 1``. C = 64 gives 3, C = 128 gives 5."""
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
+
+
+def attention_cost(kind: str, channels: int, size: int, reduction: int = 16, kernel_size: int | None = None,
+                   spatial_kernel: int = 7) -> dict[str, int]:
+    """What one attention module costs per image on a ``channels × size × size`` map, as built here.
+
+    * ``weights``: learned parameters (``r`` = ``reduction``: the bottleneck of SE's and CBAM's MLP has
+      ``C // r`` channels, at least 1);
+    * ``macs``: multiply-accumulates of the learned layers (what ``count_macs`` counts);
+    * ``pooling``: the additions and comparisons of the pools ``count_macs`` leaves out, one per input
+      value and pool (SE, ECA: the spatial average; CBAM: spatial average and max for the channel gate,
+      channel mean and max for the spatial gate);
+    * ``rescale``: one multiplication per value and gate (CBAM has two gates);
+    * ``total``: the sum of the last three.
+
+    ``kind`` is ``"se"``, ``"eca"`` or ``"cbam"``. The learned parts are tiny: the pooling and the
+    rescale, ``C·H·W`` each, are what grows with the map.
+    """
+    check_positive("attention_cost", channels=channels, size=size, reduction=reduction)
+    values = channels * size * size
+    hidden = _hidden(channels, reduction)
+    if kind == "se":
+        cost = dict(weights=2 * channels * hidden + hidden + channels, macs=2 * channels * hidden,
+                    pooling=values, rescale=values)
+    elif kind == "eca":
+        k = kernel_size or eca_kernel_size(channels)
+        cost = dict(weights=k, macs=k * channels, pooling=values, rescale=values)
+    elif kind == "cbam":
+        taps = 2 * spatial_kernel * spatial_kernel
+        cost = dict(weights=2 * channels * hidden + taps, macs=2 * 2 * channels * hidden + taps * size * size,
+                    pooling=4 * values, rescale=2 * values)
+    else:
+        raise ValueError(f"kind must be 'se', 'eca' or 'cbam', got {kind!r}")
+    cost["total"] = cost["macs"] + cost["pooling"] + cost["rescale"]
+    return cost
 
 
 class ECA(nn.Module):
