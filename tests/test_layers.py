@@ -102,3 +102,14 @@ def test_impossible_configurations_name_the_layer_and_numbers():
         DepthwiseSeparableConv2d(3, -4)
     with pytest.raises(ValueError, match="PixelShuffleUpsample: built for 4 input channels, got 3"):
         PixelShuffleUpsample(4, 2)(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_resize_conv_keeps_the_size_for_odd_and_even_kernels(k):
+    layer = ResizeConvUpsample(4, 2, 2, kernel_size=k)
+    assert layer(torch.randn(1, 4, 5, 7)).shape == (1, 2, 10, 14)
+    assert count_parameters(layer) == k * k * 4 * 2 + 2
+    # the resize is nearest-neighbour and the padding replicates: a constant input stays constant
+    nn.init.constant_(layer.conv.weight, 1.0), nn.init.zeros_(layer.conv.bias)
+    out = layer(torch.ones(1, 4, 5, 5))
+    assert torch.allclose(out, torch.full_like(out, 4.0 * k * k))

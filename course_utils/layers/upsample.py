@@ -4,7 +4,7 @@
   https://arxiv.org/abs/1603.07285). When the kernel size is not a multiple of the stride, output
   pixels receive uneven numbers of contributions: the checkerboard artifact (Odena et al.,
   "Deconvolution and Checkerboard Artifacts", Distill 2016, https://distill.pub/2016/deconv-checkerboard/).
-* ``ResizeConvUpsample``: nearest-neighbour resize, then a 3×3 conv — Odena et al.'s remedy.
+* ``ResizeConvUpsample``: nearest-neighbour resize, then a convolution (3×3 by default) — Odena et al.'s remedy.
 * ``PixelShuffleUpsample``: a conv to ``out_ch·scale²`` channels, then ``PixelShuffle`` (Shi et al.,
   "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel Convolutional
   Neural Network", 2016, https://arxiv.org/abs/1609.05158), with ICNR initialisation (Aitken et al.,
@@ -55,17 +55,19 @@ class TransposedUpsample(nn.Module):
 
 
 class ResizeConvUpsample(nn.Module):
-    """Nearest-neighbour resize by ``scale``, then a 3×3 conv: no uneven overlap, no checkerboard."""
+    """Nearest-neighbour resize by ``scale``, then a ``kernel_size`` conv (3×3 by default; an even
+    kernel is padded one pixel more on the right and bottom): no uneven overlap, no checkerboard."""
 
-    def __init__(self, in_ch: int, out_ch: int, scale: int = 2, bias: bool = True):
+    def __init__(self, in_ch: int, out_ch: int, scale: int = 2, bias: bool = True, kernel_size: int = 3):
         super().__init__()
-        check_positive(type(self).__name__, in_ch=in_ch, out_ch=out_ch, scale=scale)
+        check_positive(type(self).__name__, in_ch=in_ch, out_ch=out_ch, scale=scale, kernel_size=kernel_size)
         self.in_channels, self.out_channels, self.scale = in_ch, out_ch, scale
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode="replicate", bias=bias)
+        self.pad = ((kernel_size - 1) // 2, kernel_size // 2) * 2      # left, right, top, bottom
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(type(self).__name__, x, self.in_channels)
-        return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+        return self.conv(F.pad(F.interpolate(x, scale_factor=self.scale, mode="nearest"), self.pad, mode="replicate"))
 
 
 def icnr_(weight: torch.Tensor, scale: int, init=nn.init.kaiming_normal_) -> torch.Tensor:
