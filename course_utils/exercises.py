@@ -252,9 +252,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("09.2", "`ablation.read_csv`, then pair the rows by seed", "instant"),
     Exercise("09.3", "compare the sign of (no-augmentation - reference) at 6 and at 20 epochs, with the spread",
              "a few hours on a CPU"),
-    Exercise("10.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about an hour on a CPU"),
-    Exercise("10.2", "`dataclasses.replace(config, dropout_p=0.0)`", "about an hour on a CPU"),
-    Exercise("10.3", "`plots.training_curves` of both runs side by side", "about 30 minutes on a CPU"),
+    Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about an hour on a CPU"),
+    Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "about an hour on a CPU"),
+    Exercise("11.3", "`plots.training_curves` of both runs side by side", "about 30 minutes on a CPU"),
 )}
 
 
