@@ -113,6 +113,28 @@ def _se_in_c4_params() -> int:
     return sum(p.numel() for p in SqueezeExcitation(CifarNetConfig().c4).parameters())
 
 
+def _batchnorm_counts() -> tuple[int, int]:
+    """Learnable parameters and buffer values of ``BatchNorm2d(64)``: γ and β per channel; running mean
+    and variance per channel plus the batch counter."""
+    from torch import nn
+
+    bn = nn.BatchNorm2d(64)
+    return sum(p.numel() for p in bn.parameters()), sum(b.numel() for b in bn.buffers())
+
+
+def _flatten_head_params() -> int:
+    """Weights and biases of a flatten + linear classifier on CifarNet's C4 output (c4 × 4 × 4 → 10)."""
+    import torch
+    from torch import nn
+
+    from .models import CifarNet
+
+    net = CifarNet().eval()
+    with torch.no_grad():
+        c, h, w = nn.Sequential(net.c1, net.c2, net.c3, net.c4)(torch.zeros(1, 3, 32, 32)).shape[1:]
+    return c * h * w * 10 + 10
+
+
 # ---- the checks ---------------------------------------------------------------------------------------
 
 def _check_01_1(answer: Any) -> tuple[bool, str]:
@@ -196,6 +218,18 @@ def _check_06_1(answer: Any) -> tuple[bool, str]:
     return True, "4x the channels at half the size, and a 3x3 conv then sees 3 blocks of 2 pixels per side"
 
 
+def _check_10_1(answer: Any) -> tuple[bool, str]:
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        raise TypeError("answer should be a pair (learnable parameters, buffer values)")
+    learned, buffers = _batchnorm_counts()
+    if answer[0] != learned:
+        return False, f"{answer[0]} learnable parameters is wrong: count what the optimiser updates, per channel"
+    if answer[1] != buffers:
+        return False, f"{answer[1]} buffer values is wrong: list bn.named_buffers(), there are three buffers"
+    return True, "γ and β per channel are learned; the running mean and variance per channel and the batch " \
+                 "counter are buffers: saved with the model, updated in training mode, never by the optimiser"
+
+
 def _simple(truth: Callable[[], float], what: str, unit: str = "", extra: str = "") -> Check:
     def check(answer: Any) -> tuple[bool, str]:
         ok, why = _compare(answer, truth(), what, unit)
@@ -252,6 +286,13 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("09.2", "`ablation.read_csv`, then pair the rows by seed", "instant"),
     Exercise("09.3", "compare the sign of (no-augmentation - reference) at 6 and at 20 epochs, with the spread",
              "a few hours on a CPU"),
+    Exercise("10.1", "`sum(p.numel() for p in bn.parameters())`, and the same over `bn.buffers()`", "instant",
+             "a pair (learnable parameters, buffer values)", _check_10_1),
+    Exercise("10.2", "flatten C4's output (channels × 4 × 4) into one linear layer to 10 classes, with biases",
+             "instant", "an int", _simple(_flatten_head_params, "the parameter count of a flatten + linear head",
+                                          extra="; global average pooling needs 16 times fewer weights")),
+    Exercise("10.3", "`blocks.ConvStack(40, residual=False)` and `blocks.gradient_norms` as in section 5",
+             "about a minute"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about an hour on a CPU"),
     Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "about an hour on a CPU"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "about 30 minutes on a CPU"),

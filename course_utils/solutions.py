@@ -34,6 +34,8 @@ def solution(exercise_id: str):
         "05.1": lambda: 2,                                # (5 − 1)·3 − 2 + 3 = 13, so 2 more
         "06.1": ex._unshuffle_channels_and_rf,            # 12 channels; 2 + (3 − 1)·2 = 6 pixels
         "07.1": ex._se_in_c4_params,                      # 2·C·C/16 + C/16 + C
+        "10.1": ex._batchnorm_counts,                     # (2·64, 64 + 64 + 1)
+        "10.2": ex._flatten_head_params,                  # c4·16·10 + 10
     }
     if exercise_id not in answers:
         raise KeyError(f"no checked solution for {exercise_id!r}; exercises with a check: {', '.join(answers)}")

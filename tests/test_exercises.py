@@ -24,6 +24,8 @@ WRONG = {  # plausible mistakes, each of which the check must reject
     "05.1": [0, 1],
     "06.1": [(12, 3), (6, 6), (3, 6)],
     "07.1": [0, 2 * 16],
+    "10.1": [(128, 128), (64, 129), (256, 129)],
+    "10.2": [1930, 192 * 10],
 }
 
 
@@ -84,6 +86,8 @@ def test_answers_follow_the_kit():
     assert _solution("07.1") == 2 * c4 * (c4 // 16) + c4 // 16 + c4
     assert _solution("03.1") == (12, 7)                      # 1/(1/12 + 1/9) = 5.14 >= 5 > 1/(1/11 + 1/9)
     assert _solution("02.1") == 4 and _solution("05.1") == 2 and _solution("06.1") == (12, 6)
+    assert _solution("10.1") == (2 * 64, 2 * 64 + 1)
+    assert _solution("10.2") == c4 * 4 * 4 * 10 + 10         # C4's map is 4x4 on a 32x32 image
 
 
 def test_no_answer_no_check_and_bad_input_say_so(capsys):
