@@ -172,3 +172,29 @@ def check(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), num_
         f"{MIN_RF - rf} pixel(s) short. After the last stride-2 layer each extra 3x3 conv adds {2 * jump:g} pixels "
         f"(2 x the jump, {jump:g}); a dilated one adds twice that (notebook 02)"))
     return report
+
+
+def train_design(model: nn.Module, epochs: int | None = None, device: str | None = None, data=None,
+                 log=print):
+    """A short training run of a learner's design with the course recipe, shortened to ``epochs``
+    (default: 5, or smoke mode's 2 epochs on its subset): the validation split held out, validation
+    accuracy printed each epoch, the test set read once at the end. Returns the ``History``.
+
+    Refuses a model that breaks a rule (it prints the report instead and returns None): the
+    assignment is to design under the rules, then train."""
+    from .config import TrainConfig
+    from .data import load_for_environment
+    from .experiment import prepare
+    from .runtime import get_device, is_smoke, seed_everything
+    from .training import fit
+
+    report = check(model)
+    if not report.passed:
+        print(report)
+        print("train_design: fix the failing rule(s) first, then train")
+        return None
+    config = TrainConfig.for_environment(epochs=epochs if epochs is not None else (None if is_smoke() else 5))
+    dev = get_device(device)
+    _, train_loader, test_loader, valid = prepare(data if data is not None else load_for_environment(), config, dev)
+    seed_everything(config.seed)
+    return fit(model, train_loader, test_loader, config, dev, progress=False, log=log, val_loader=valid)

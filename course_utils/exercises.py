@@ -230,6 +230,22 @@ def _check_10_1(answer: Any) -> tuple[bool, str]:
                  "counter are buffers: saved with the model, updated in training mode, never by the optimiser"
 
 
+def _check_12_1(answer: Any) -> tuple[bool, str]:
+    from torch import nn
+
+    from .assignment import check as assignment_check
+
+    if not isinstance(answer, nn.Module):
+        raise TypeError(f"answer should be your network (an nn.Module), got {type(answer).__name__}")
+    try:
+        report = assignment_check(answer)
+    except ValueError as error:
+        return False, str(error)
+    if report.passed:
+        return True, "every rule passes: now train it (train_design) and compare designs on validation accuracy"
+    return False, f"{', '.join(report.failed())} still fail(s): print(check(model)) from course_utils.assignment for hints"
+
+
 def _simple(truth: Callable[[], float], what: str, unit: str = "", extra: str = "") -> Check:
     def check(answer: Any) -> tuple[bool, str]:
         ok, why = _compare(answer, truth(), what, unit)
@@ -293,6 +309,12 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
                                           extra="; global average pooling needs 16 times fewer weights")),
     Exercise("10.3", "`blocks.ConvStack(40, residual=False)` and `blocks.gradient_norms` as in section 5",
              "about a minute"),
+    Exercise("12.1", "fix one rule at a time and re-run the check: replace each max-pool by a stride-2 conv, make a "
+             "C3 or C4 conv depthwise-separable, dilate one conv in C2", "instant", "your network (an nn.Module)",
+             _check_12_1),
+    Exercise("12.2", "the receptive-field rule sets a minimum depth; `count_parameters` and `train_design` for two widths",
+             "10-30 minutes"),
+    Exercise("12.3", "`train_design(CifarNet())`; `stages(model)` shows where the parameters and MACs sit", "10-30 minutes"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about an hour on a CPU"),
     Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "about an hour on a CPU"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "about 30 minutes on a CPU"),

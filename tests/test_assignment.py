@@ -98,3 +98,19 @@ def test_a_model_that_does_not_run_or_returns_the_wrong_shape_gets_a_clear_error
         check(nn.Sequential(nn.Conv2d(3, 8, 3)))
     with pytest.raises(KeyError, match="the rules are"):
         check(CifarNet())["accuracy"]
+
+
+def test_train_design_refuses_a_broken_model_and_trains_a_passing_one(image_folder, capsys):
+    from course_utils.assignment import train_design
+    from course_utils.data import load_cifar10
+    from course_utils.models import CifarNet
+
+    data = load_cifar10(image_folder, download=False)
+    broken = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 10))
+    assert train_design(broken, epochs=1, device="cpu", data=data) is None
+    out = capsys.readouterr().out
+    assert "no max-pooling" in out and "fix the failing rule(s) first" in out
+    history = train_design(CifarNet(), epochs=1, device="cpu", data=data, log=None)
+    assert len(history) == 1 and not history.interrupted
+    assert 0.0 <= history.final_val_acc <= 100.0 and 0.0 <= history.final_test_acc <= 100.0

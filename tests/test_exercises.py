@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from torch import nn
 
 from course_utils import exercises, solutions
 from course_utils.exercises import EXERCISES, check, hint
@@ -26,6 +27,9 @@ WRONG = {  # plausible mistakes, each of which the check must reject
     "07.1": [0, 2 * 16],
     "10.1": [(128, 128), (64, 129), (256, 129)],
     "10.2": [1930, 192 * 10],
+    "12.1": [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 10)),
+             nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))],
 }
 
 
