@@ -92,22 +92,17 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
                 log: Callable[[str], None] | None = None, log_every: int = 50) -> list[float]:
     """Plain SGD (momentum 0.9, constant ``lr``) on random batches of ``images`` (already normalised,
     ``(N, 3, H, W)``) for ``steps`` steps; returns every step's training loss (NaN if it diverged)."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    from .training import train_on_batches
+
     g = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    losses = []
-    for step in range(steps):
+    model.to(device)
+
+    def next_batch(step: int):
         idx = torch.randint(len(images), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(images[idx].to(device)), labels[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if log and (step + 1) % log_every == 0:
-            log(f"step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.3f}")
-    return losses
+        return images[idx].to(device), labels[idx].to(device)
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    return train_on_batches(model, opt, next_batch, F.cross_entropy, steps, device, log=log, log_every=log_every)
 
 
 def smooth(values: list[float], window: int = 20) -> np.ndarray:

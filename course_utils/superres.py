@@ -90,28 +90,22 @@ def train_sr(model: nn.Module, images: np.ndarray, steps: int, device: torch.dev
     """Train on random batches of ``images`` (uint8, HWC; random horizontal flips) for ``steps``
     Adam steps with a cosine-decayed learning rate, minimising the MSE against the full-size image.
     Returns the loss of every step."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    from .training import train_on_batches
+
     g = torch.Generator().manual_seed(seed)
     data = to_tensor(images)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(len(data), (batch_size,), generator=g)
-        target = data[idx]
+    model.to(device)
+
+    def next_batch(step: int):
+        target = data[torch.randint(len(data), (batch_size,), generator=g)]
         flip = torch.rand(batch_size, generator=g) < 0.5
         target = torch.where(flip[:, None, None, None], target.flip(-1), target).to(device)
-        loss = F.mse_loss(model(shrink(target)), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if log and (step + 1) % log_every == 0:
-            log(f"step {step + 1}/{steps}: MSE {np.mean(losses[-log_every:]):.5f}")
-    return losses
+        return shrink(target), target
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    return train_on_batches(model, opt, next_batch, F.mse_loss, steps, device, scheduler=sched, log=log,
+                            log_every=log_every, label="MSE")
 
 
 @torch.no_grad()

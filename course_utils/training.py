@@ -126,6 +126,28 @@ def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer:
     return loss.detach(), logits.detach()
 
 
+def train_on_batches(model: nn.Module, optimizer: torch.optim.Optimizer, next_batch: Callable[[int], tuple],
+                     loss_fn: Callable, steps: int, device: torch.device | str = "cpu", scheduler=None,
+                     log: Callable[[str], None] | None = None, log_every: int = 100, label: str = "loss") -> list[float]:
+    """The shortest training loop, for the few-minute experiments of notebooks 06 and 10 (``fit`` runs
+    whole epochs of a loader): ``steps`` calls of ``training_step`` on ``next_batch(step)``, which returns
+    ``(inputs, targets)`` on the device, stepping ``scheduler`` (if any) after each. Full precision.
+    Returns every step's loss."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    model.train()
+    losses = []
+    for step in range(steps):
+        x, y = next_batch(step)
+        loss, _ = training_step(model, x, y, optimizer, loss_fn, torch.device(device), amp=False)
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.item())
+        if log and (step + 1) % log_every == 0:
+            log(f"step {step + 1}/{steps}: {label} {sum(losses[-log_every:]) / log_every:.5g}")
+    return losses
+
+
 def non_blocking(device: torch.device) -> bool:
     """Asynchronous host-to-device copies only on CUDA, where the loaders pin memory for them. From
     pageable memory to MPS they have been reported to corrupt data silently (Lightning turns them off
