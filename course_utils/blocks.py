@@ -128,5 +128,6 @@ def shift_images(x: torch.Tensor, pixels: int) -> torch.Tensor:
 
 def normalized_tensor(images: np.ndarray, mean, std) -> torch.Tensor:
     """``(N, H, W, 3) uint8`` images → ``(N, 3, H, W)`` float, normalised per channel (no augmentation)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    from .data import BatchNormalize
+
+    return BatchNormalize(mean, std).normalize(images)

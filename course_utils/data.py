@@ -591,10 +591,18 @@ class BatchNormalize:
         self.std = torch.tensor([float(s) for s in std]).view(1, 3, 1, 1)
 
     def __call__(self, batch):
-        images = torch.from_numpy(np.stack([b[0] for b in batch]))
         labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
-        x = images.permute(0, 3, 1, 2).float().div_(255.0)
-        return x.sub_(self.mean).div_(self.std), labels
+        return self.normalize(np.stack([b[0] for b in batch])), labels
+
+    def normalize(self, images: np.ndarray) -> torch.Tensor:
+        """An ``(N, H, W, 3) uint8`` array, without labels: the same scaling and normalisation."""
+        return unit_tensor(images).sub_(self.mean).div_(self.std)
+
+
+def unit_tensor(images: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, 3) uint8`` → ``(N, 3, H, W)`` float in [0, 1]: the NHWC batch permuted, so its memory
+    stays channels-last."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _seed_worker(worker_id: int) -> None:

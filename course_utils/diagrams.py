@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .arithmetic import conv_output_size
+from .arithmetic import conv_output_size, effective_kernel
 
 
 def _plt():
@@ -57,7 +57,7 @@ def conv_positions(size: int = 5, kernel: int = 3, stride: int = 2, padding: int
     shown = min(out, max_side)
     n = size + 2 * padding
     fig, axes = plt.subplots(shown, shown, figsize=(1.7 * shown, 1.7 * shown + 0.3), squeeze=False)
-    span = dilation * (kernel - 1) + 1
+    span = effective_kernel(kernel, dilation)
     for oi in range(shown):
         for oj in range(shown):
             ax = axes[oi, oj]
@@ -90,7 +90,7 @@ def conv_explorer(size: int = 5, kernel: int = 3, stride: int = 2, padding: int 
         except ValueError as err:
             print(f"no output: {err}")
             return
-        span = dilation * (kernel - 1) + 1
+        span = effective_kernel(kernel, dilation)
         print(f"output {out}x{out}; each output sees a {span}x{span} window of the padded input "
               f"(receptive field {span}); neighbouring outputs are {stride} pixel(s) apart")
         fig = conv_positions(size, kernel, stride, padding, dilation)

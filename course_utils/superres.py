@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import unit_tensor
+from .inspection import _model_device
 from .layers import PixelShuffleUpsample, ResizeConvUpsample, TransposedUpsample
 
 SCALE = 2
@@ -66,7 +68,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3) uint8`` → ``(N, 3, H, W) float`` in [0, 1]."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) uint8 images, got {images.dtype} {images.shape}")
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+    return unit_tensor(images)
 
 
 def shrink(x: torch.Tensor) -> torch.Tensor:
@@ -127,8 +129,7 @@ def flat_response(model: nn.Module, value: float = 0.5, size: int = 16) -> torch
     """The network's output for a flat grey image, minus that grey: ``(3, 2·size, 2·size)``. A perfect
     upsampler returns zeros; a periodic 2×2 pattern in the interior is a checkerboard it learned."""
     model.eval()
-    device = next(model.parameters()).device
-    x = torch.full((1, 3, size, size), value, device=device)
+    x = torch.full((1, 3, size, size), value, device=_model_device(model))
     return (model(x) - value)[0].cpu()
 
 
@@ -153,8 +154,7 @@ def comparison_figure(nets: dict[str, nn.Module], images: np.ndarray, crop: int 
     rows = {"input 16x16": F.interpolate(low, scale_factor=SCALE, mode="nearest"), "bilinear": bilinear(low)}
     for name, net in nets.items():
         net.eval()
-        device = next(net.parameters()).device
-        rows[name] = net(low.to(device)).cpu()
+        rows[name] = net(low.to(_model_device(net))).cpu()
     rows["original 32x32"] = target
     fig, axes = plt.subplots(len(rows), len(images), figsize=(1.6 * len(images) + 1.2, 1.6 * len(rows)), squeeze=False)
     for r, (name, batch) in enumerate(rows.items()):
