@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "figures/09_ablation_runs.csv (one row per variant and seed), "
                                         "figures/09_ablation_summary.csv (mean and std over seeds) and "
                                         "figures/09_ablation.png. Finished runs are read back and an interrupted one "
-                                        "resumed (runs/ablation/), so the study can be spread over several sittings.")
+                                        "resumed (runs/ablation/); until the study is complete its finished rows are "
+                                        "kept in figures/09_ablation_runs.partial.csv, which can be committed, so the "
+                                        "study can be spread over several sittings and machines.")
     ablate.add_argument("--epochs", type=_positive,
                         help="epochs per run (default: the ablation recipe's, 6; 2 in smoke mode)")
     ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
@@ -133,8 +135,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
     from . import plots
-    from .ablation import (ABLATION_SEEDS, VARIANTS, ablation_config, plot_ablation, run_ablation, summarize,
-                           total_cpu_minutes, write_csv)
+    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, RUNS_CSV, SUMMARY_CSV, VARIANTS, ablation_config,
+                           plot_ablation, read_csv, recorded_rows, run_ablation, summarize, total_cpu_minutes,
+                           write_csv)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import figures_dir, get_device, is_smoke
 
@@ -156,13 +159,26 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print(f"{len(variants)} variants x {len(seeds)} seeds, {config.epochs} epochs each, {size} (validation split "
           f"held out), on {device}")
     start = time.perf_counter()
-    rows = run_ablation(data, config, device, variants, seeds)
+    # rows committed by an earlier sitting (perhaps on another machine) are not trained again
+    runs_csv, partial_csv = figures_dir() / RUNS_CSV, figures_dir() / PARTIAL_CSV
+    known = recorded_rows()
+    planned = {(v.name, seed) for v in variants for seed in seeds}
+    others = [r for r in (read_csv(partial_csv) if partial_csv.is_file() else [])
+              if (r["variant"], int(r["seed"])) not in planned]   # finished runs this call does not cover
+    # after every finished run, the rows so far: to commit and carry to the next sitting
+    rows = run_ablation(data, config, device, variants, seeds, known_rows=known,
+                        on_row=lambda done: write_csv(others + done, partial_csv))
     if len(rows) < len(variants) * len(seeds):
-        print("stopped before the end: run the same command again to go on", file=sys.stderr)
+        print(f"stopped before the end ({len(rows)} of {len(variants) * len(seeds)} runs, in {partial_csv.name}): "
+              "run the same command again to go on", file=sys.stderr)
         return 130
     summary = summarize(rows)
-    runs_csv = write_csv(rows, figures_dir() / "09_ablation_runs.csv")
-    summary_csv = write_csv(summary, figures_dir() / "09_ablation_summary.csv")
+    write_csv(rows, runs_csv)
+    if others:
+        write_csv(others, partial_csv)
+    else:
+        partial_csv.unlink(missing_ok=True)
+    summary_csv = write_csv(summary, figures_dir() / SUMMARY_CSV)
     r = summary[0]
     title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {len(seeds)} seeds, {device}"
              + (" (smoke mode)" if is_smoke() else ""))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,11 +26,10 @@ import torch
 
 from .config import TrainConfig
 from .data import CIFAR10Data
-from .experiment import prepare
+from .experiment import split, train
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, count_parameters
-from .runtime import runs_dir, seed_everything
-from .training import fit
+from .runtime import figures_dir, runs_dir
 
 #: The recipe of every ablation run: the course recipe, shortened. Ten variants besides the reference,
 #: three seeds each, must fit the CPU time of a few sittings (see README, "Ablation"), so each run is short;
@@ -48,6 +46,9 @@ FACTORS = {
     "augmentation": set(AUGMENTATION),
 }
 PARAMETER_TOLERANCE = 0.05
+#: Where ``python -m course_utils ablate`` writes its rows (in ``runtime.figures_dir()``): all runs of a
+#: finished study, and the finished runs of one still under way.
+RUNS_CSV, PARTIAL_CSV, SUMMARY_CSV = "09_ablation_runs.csv", "09_ablation_runs.partial.csv", "09_ablation_summary.csv"
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("dilated-stride", "downsampling", "a dilated (d=2) stride-2 conv instead of each plain one (same "
             "weights, a wider field)", model={"downsample": "dilation"}),
     Variant("standard-conv", "convolution", "standard 3x3 convs in C3/C4 instead of depthwise-separable ones; "
-            "C3/C4 narrowed from 96/192 to 32/64 channels to keep the parameter budget",
-            model={"separable": False, "c3": 32, "c4": 64}),
+            "C3/C4 narrowed from 112/224 to 38/76 channels to keep the parameter budget",
+            model={"separable": False, "c3": 38, "c4": 76}),
     Variant("se", "attention", "squeeze-and-excitation after each residual body (widths unchanged)",
             model={"attention": "se"}),
     Variant("eca", "attention", "efficient channel attention after each residual body (widths unchanged)",
@@ -115,32 +116,42 @@ def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
 
 def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
                  variants: tuple[Variant, ...] = VARIANTS, seeds: tuple[int, ...] = ABLATION_SEEDS,
-                 folder: Path | None = None, progress: bool = False, log=print) -> list[dict]:
+                 folder: Path | None = None, progress: bool = False, log=print,
+                 known_rows: list[dict] = (), on_row=None) -> list[dict]:
     """Train every (variant, seed) with ``config`` and return one row each, in order.
 
-    A run whose record is in ``folder`` is read back, not trained again; a run with only a checkpoint
-    (interrupted) is resumed from it. An interruption (Ctrl-C) stops the study after the current run's
-    last complete epoch; running it again picks up from there.
+    A run whose record is in ``folder``, or whose row is in ``known_rows`` (rows read back from a
+    committed CSV, with the same epochs, number of training images and parameters), is not trained again; a run
+    with only a checkpoint (interrupted) is resumed from it. An interruption (Ctrl-C) stops the study
+    after the current run's last complete epoch; running it again picks up from there. ``on_row``, if
+    given, is called with the rows so far after every newly finished run (the CLI writes them to a CSV,
+    so that a study killed outright still leaves its finished runs to commit).
     """
     device = torch.device(device)
     folder = run_folder(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
+    known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
+    train_images = int(len(split(data, config).train_labels)) if known else None
     for v in variants:
         for seed in seeds:
             record = folder / f"{v.name}-s{seed}.json"
+            done = known.get((v.name, seed))
+            if (done is not None and done["epochs"] == config.epochs and done["train_images"] == train_images
+                    and done["parameters"] == count_parameters(v.build())):  # the same network, trained alike
+                rows.append(done)
+                if log:
+                    log(_row_line(done) + "  (done before, from the CSV)")
+                continue
             if record.is_file():
                 rows.append(json.loads(record.read_text()))
                 if log:
                     log(_row_line(rows[-1]) + "  (done before)")
                 continue
             run_config = replace(v.config(config), seed=seed)
-            run_data, train, test, valid = prepare(data, run_config, device)
-            seed_everything(seed)
-            model = v.build()
-            ckpt = record.with_suffix(".pt")
-            history = fit(model, train, test, run_config, device, checkpoint=ckpt,
-                          resume=ckpt if ckpt.exists() else None, progress=progress, log=None, val_loader=valid)
+            run = train(v.build, data, run_config, device, checkpoint=record.with_suffix(".pt"), resume=True,
+                        progress=progress, log=None)
+            model, history, run_data = run.model, run.history, run.data
             if history.interrupted:
                 if log:
                     log(f"{v.name} seed {seed}: interrupted after {len(history)} epoch(s); run again to resume")
@@ -158,9 +169,52 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
             tmp.write_text(json.dumps(row, indent=1))
             tmp.replace(record)
             rows.append(row)
+            if on_row:
+                on_row(rows)
             if log:
                 log(_row_line(row))
     return rows
+
+
+_INTS = ("seed", "parameters", "macs", "receptive_field", "epochs", "train_images")
+_FLOATS = ("final_val_acc", "final_test_acc", "images_per_s", "train_seconds")
+
+
+def typed_row(row: dict) -> dict:
+    """A run row read from a CSV (all strings) with its numbers as numbers again."""
+    return {k: int(v) if k in _INTS else float(v) if k in _FLOATS else v for k, v in row.items()}
+
+
+def recorded_rows(folder: Path | None = None) -> list[dict]:
+    """The run rows the study has recorded so far (``figures/``, or ``figures/smoke/`` in smoke mode):
+    ``09_ablation_runs.csv`` of a finished study and ``09_ablation_runs.partial.csv`` of an unfinished
+    one. Passed to ``run_ablation`` as ``known_rows``, they spare a fresh clone the hours of training."""
+    folder = folder or figures_dir()
+    return [row for name in (RUNS_CSV, PARTIAL_CSV) if (folder / name).is_file() for row in read_csv(folder / name)]
+
+
+def variant(name: str) -> Variant:
+    """The ablation variant called ``name``; a clear error for any other name."""
+    for v in VARIANTS:
+        if v.name == name:
+            return v
+    raise ValueError(f"unknown ablation variant {name!r}; choose from {', '.join(v.name for v in VARIANTS)}")
+
+
+def trained_model(name: str, data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
+                  seed: int = ABLATION_SEEDS[0], folder: Path | None = None, progress: bool = False):
+    """The trained network of one ablation run (variant ``name``, ``seed``), in eval mode: read from
+    the run's checkpoint when the study has finished it, else trained now exactly as the study trains
+    it (and checkpointed there, so that the study reads it back instead of training it again).
+    Notebook 07 looks inside the attention variants this way."""
+    v = variant(name)
+    folder = run_folder(config, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    run = train(v.build, data, replace(v.config(config), seed=seed), torch.device(device),
+                checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=None)
+    if run.history.interrupted:
+        raise KeyboardInterrupt(f"training of {name} (seed {seed}) was interrupted; run again to resume it")
+    return run.model.eval()
 
 
 def _row_line(row: dict) -> str:

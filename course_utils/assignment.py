@@ -184,9 +184,8 @@ def train_design(model: nn.Module, epochs: int | None = None, device: str | None
     assignment is to design under the rules, then train."""
     from .config import TrainConfig
     from .data import load_for_environment
-    from .experiment import prepare
-    from .runtime import get_device, is_smoke, seed_everything
-    from .training import fit
+    from .experiment import train
+    from .runtime import get_device, is_smoke
 
     report = check(model)
     if not report.passed:
@@ -194,7 +193,5 @@ def train_design(model: nn.Module, epochs: int | None = None, device: str | None
         print("train_design: fix the failing rule(s) first, then train")
         return None
     config = TrainConfig.for_environment(epochs=epochs if epochs is not None else (None if is_smoke() else 5))
-    dev = get_device(device)
-    _, train_loader, test_loader, valid = prepare(data if data is not None else load_for_environment(), config, dev)
-    seed_everything(config.seed)
-    return fit(model, train_loader, test_loader, config, dev, progress=False, log=log, val_loader=valid)
+    data = data if data is not None else load_for_environment()
+    return train(model, data, config, get_device(device), log=log).history

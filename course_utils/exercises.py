@@ -123,7 +123,7 @@ def _batchnorm_counts() -> tuple[int, int]:
 
 
 def _flatten_head_params() -> int:
-    """Weights and biases of a flatten + linear classifier on CifarNet's C4 output (c4 × 4 × 4 → 10)."""
+    """Weights and biases of a flatten + linear classifier on CifarNet's C3 output (c3 × 8 × 8 → 10)."""
     import torch
     from torch import nn
 
@@ -131,7 +131,7 @@ def _flatten_head_params() -> int:
 
     net = CifarNet().eval()
     with torch.no_grad():
-        c, h, w = nn.Sequential(net.c1, net.c2, net.c3, net.c4)(torch.zeros(1, 3, 32, 32)).shape[1:]
+        c, h, w = nn.Sequential(net.c1, net.c2, net.c3)(torch.zeros(1, 3, 32, 32)).shape[1:]
     return c * h * w * 10 + 10
 
 
@@ -304,9 +304,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "a few hours on a CPU"),
     Exercise("10.1", "`sum(p.numel() for p in bn.parameters())`, and the same over `bn.buffers()`", "instant",
              "a pair (learnable parameters, buffer values)", _check_10_1),
-    Exercise("10.2", "flatten C4's output (channels × 4 × 4) into one linear layer to 10 classes, with biases",
-             "instant", "an int", _simple(_flatten_head_params, "the parameter count of a flatten + linear head",
-                                          extra="; global average pooling needs 16 times fewer weights")),
+    Exercise("10.2", "flatten C3's output (channels × 8 × 8) into one linear layer to 10 classes, with biases",
+             "instant", "an int", _simple(_flatten_head_params, "the parameter count of a flatten + linear head on C3",
+                                          extra="; global average pooling on C3 would need 64 times fewer weights")),
     Exercise("10.3", "`blocks.ConvStack(40, residual=False)` and `blocks.gradient_norms` as in section 5",
              "about a minute"),
     Exercise("12.1", "fix one rule at a time and re-run the check: replace each max-pool by a stride-2 conv, make a "
@@ -314,7 +314,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              _check_12_1),
     Exercise("12.2", "the receptive-field rule sets a minimum depth; `count_parameters` and `train_design` for two widths",
              "10-30 minutes"),
-    Exercise("12.3", "`train_design(CifarNet())`; `stages(model)` shows where the parameters and MACs sit", "10-30 minutes"),
+    Exercise("12.3", "`train_design(CifarNet())` (`from course_utils.models import CifarNet`); `stages(model)` "
+             "(`from course_utils import stages`) shows where the parameters and MACs sit", "10-30 minutes"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about an hour on a CPU"),
     Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "about an hour on a CPU"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "about 30 minutes on a CPU"),

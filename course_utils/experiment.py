@@ -70,14 +70,21 @@ def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = 
     return (folder or runs_dir()) / name
 
 
-def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
-    """The data side of a run, the same for ``run_training`` and the ablation: hold out the validation
-    split (if ``config.validation``), take the stratified subset the config asks for, and build the
-    training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``."""
+def split(data: CIFAR10Data, config: TrainConfig) -> CIFAR10Data:
+    """The images a run of ``config`` uses: the validation split held out (if ``config.validation``),
+    then the stratified subset it asks for."""
     if config.validation and not data.has_validation:
         data = data.with_validation()
     if config.train_per_class is not None or config.test_per_class is not None:
         data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)
+    return data
+
+
+def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
+    """The data side of a run, the same for ``run_training`` and the ablation: hold out the validation
+    split (if ``config.validation``), take the stratified subset the config asks for, and build the
+    training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``."""
+    data = split(data, config)
     workers = loader_workers(device, config.num_workers)
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
     compiling = config.compile and device.type == "cuda"
@@ -91,6 +98,32 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
     return data, train_loader, test_loader, valid
 
 
+@dataclass
+class Trained:
+    """What ``train`` returns: the trained model, its history, the data as trained on (validation split
+    held out, subset taken) and the test loader (for predictions after training)."""
+    model: torch.nn.Module
+    history: History
+    data: CIFAR10Data
+    test_loader: torch.utils.data.DataLoader
+
+
+def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, checkpoint: Path | None = None,
+          resume: bool = False, progress: bool = False, log=print) -> Trained:
+    """The one way the kit trains a model: ``prepare`` the data, seed, then ``fit``. ``model`` is a module
+    (a learner's design, already built) or a function that builds one after seeding, so that its initial
+    weights follow ``config.seed``. With ``resume=True`` an existing ``checkpoint`` is continued.
+    ``run_training``, the ablation and ``assignment.train_design`` all train through here."""
+    data, train_loader, test_loader, valid = prepare(data, config, device)
+    seed_everything(config.seed)
+    if not isinstance(model, torch.nn.Module):
+        model = model()
+    resume_from = checkpoint if resume and checkpoint is not None and checkpoint.exists() else None
+    history = fit(model, train_loader, test_loader, config, device, checkpoint=checkpoint, resume=resume_from,
+                  progress=progress, log=log, val_loader=valid)
+    return Trained(model, history, data, test_loader)
+
+
 def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None, device: str | None = None,
                  data: CIFAR10Data | None = None, data_dir: str | None = None, resume: bool = False,
                  progress: bool = True, log=print, recipe: str | None = None,
@@ -102,16 +135,13 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     dev = get_device(device)
     if data is None:
         data = load_cifar10(data_dir)
-    data, train_loader, test_loader, valid = prepare(data, config, dev)
-    seed_everything(config.seed)
-    model = get_model(model_name)
     workers = loader_workers(dev, config.num_workers)
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
-    resume_from = ckpt if resume and ckpt.exists() else None
     t0 = time.perf_counter()
-    history = fit(model, train_loader, test_loader, config, dev, checkpoint=ckpt, resume=resume_from,
-                  progress=progress, log=log, val_loader=valid)
+    run = train(lambda: get_model(model_name), data, config, dev, checkpoint=ckpt, resume=resume,
+                progress=progress, log=log)
     wall = time.perf_counter() - t0
+    model, history, data, test_loader = run.model, run.history, run.data, run.test_loader
     finished = not history.interrupted and len(history) == config.epochs
     # flip averaging is reported beside the final test accuracy, so only for a finished run
     tta = (evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]

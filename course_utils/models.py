@@ -134,8 +134,8 @@ class CifarNetConfig:
 
     stem: int = 16
     c1: int = 32
-    c3: int = 96
-    c4: int = 192
+    c3: int = 112
+    c4: int = 224
     c2_dilation: int = 2        # dilation of C2's second conv; 1 makes it an ordinary 3x3
     downsample: str = "stride"  # "stride": stride-2 conv | "maxpool": conv then MaxPool 2 | "dilation": d=2 stride 2
     separable: bool = True      # C3/C4 depthwise-separable; False: standard 3x3 convs (many more weights)
@@ -154,8 +154,8 @@ class CifarNet(_FourStages):
     ======  ==============================================================  ==========  =====
     C1      conv 3×3 (stem, 16) → conv 3×3 stride 2                         32 × 16²    5
     C2      residual(conv 3×3, *dilated* conv 3×3, d=2)                     32 × 16²    17
-    C3      dw-separable stride 2; residual(2 × dw-separable)               96 × 8²     37
-    C4      dw-separable stride 2; residual(2 × dw-separable)               192 × 4²    77
+    C3      dw-separable stride 2; residual(2 × dw-separable)               112 × 8²    37
+    C4      dw-separable stride 2; residual(2 × dw-separable)               224 × 4²    77
     output  global average pooling → dropout → linear                       10
     ======  ==============================================================  ==========  =====
 

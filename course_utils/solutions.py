@@ -42,7 +42,7 @@ def solution(exercise_id: str):
         "06.1": ex._unshuffle_channels_and_rf,            # 12 channels; 2 + (3 − 1)·2 = 6 pixels
         "07.1": ex._se_in_c4_params,                      # 2·C·C/16 + C/16 + C
         "10.1": ex._batchnorm_counts,                     # (2·64, 64 + 64 + 1)
-        "10.2": ex._flatten_head_params,                  # c4·16·10 + 10
+        "10.2": ex._flatten_head_params,                  # c3·64·10 + 10
         "12.1": _passing_design,                          # one design that passes every rule
     }
     if exercise_id not in answers:

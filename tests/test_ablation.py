@@ -5,7 +5,7 @@ from dataclasses import asdict, fields, replace
 import pytest
 import torch
 
-from course_utils import ablation
+from course_utils import ablation, experiment
 from course_utils.ablation import (FACTORS, PARAMETER_TOLERANCE, VARIANTS, Variant, ablation_config, run_ablation,
                                    summarize)
 from course_utils.config import TrainConfig
@@ -82,7 +82,7 @@ def test_ablation_skips_finished_runs_and_resumes_an_interrupted_one(image_folde
     whole = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "whole", log=None)
     assert len(whole) == 2
 
-    real_fit, calls = ablation.fit, []
+    real_fit, calls = experiment.fit, []
 
     def interrupting_fit(model, *args, checkpoint=None, resume=None, **kwargs):
         calls.append((checkpoint.name, resume is not None))
@@ -91,7 +91,7 @@ def test_ablation_skips_finished_runs_and_resumes_an_interrupted_one(image_folde
                 lambda m, a: (_ for _ in ()).throw(KeyboardInterrupt) if checkpoint.exists() else None)
         return real_fit(model, *args, checkpoint=checkpoint, resume=resume, **kwargs)
 
-    monkeypatch.setattr(ablation, "fit", interrupting_fit)
+    monkeypatch.setattr(experiment, "fit", interrupting_fit)
     first = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=None)
     assert len(first) == 1                                       # stopped after the first run
     second = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=None)
@@ -106,3 +106,22 @@ def test_the_ablation_recipe_is_the_course_recipe_shortened(monkeypatch):
     monkeypatch.setenv("COURSE_SMOKE", "1")
     smoke = ablation_config()
     assert smoke.train_per_class is not None and smoke.epochs < ablation.ABLATION_EPOCHS
+
+
+def test_trained_model_is_the_studys_run_read_back_or_trained_once(image_folder, tmp_path, monkeypatch):
+    """Notebook 07's networks are the ablation's runs: the first call trains and checkpoints the run where
+    the study keeps it, the study then reads that run back, and a second call loads the same weights."""
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=1, batch_size=16, train_per_class=4)
+    trained, real_fit = [], experiment.fit
+    monkeypatch.setattr(experiment, "fit", lambda model, *a, **k: trained.append(k.get("resume")) or real_fit(model, *a, **k))
+    first = ablation.trained_model("se", data, config, "cpu", folder=tmp_path)
+    assert trained == [None] and not first.training
+    assert (ablation.run_folder(config, tmp_path) / "se-s1.pt").is_file()
+    again = ablation.trained_model("se", data, config, "cpu", folder=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    rows = run_ablation(data, config, "cpu", (ablation.variant("se"),), (1,), folder=tmp_path, log=None)
+    assert len(rows) == 1 and rows[0]["variant"] == "se"
+    assert len(trained) == 3 and all(r is not None for r in trained[1:])   # resumed from the finished checkpoint
+    with pytest.raises(ValueError, match="unknown ablation variant 'resnet'; choose from reference"):
+        ablation.variant("resnet")

@@ -181,7 +181,57 @@ def test_ablate_trains_the_chosen_variants_and_seeds_and_writes_csvs_and_figure(
     assert (figs / "09_ablation.png").stat().st_size > 10_000
     # the same command again reads every run back instead of training it
     assert main(args) == 0
-    assert capsys.readouterr().out.count("(done before)") == 4
+    assert capsys.readouterr().out.count("(done before") == 4
+
+
+def test_ablate_carries_finished_runs_to_another_machine_in_the_partial_csv(image_folder, tmp_path, monkeypatch, capsys):
+    """A study killed outright (not Ctrl-C) after its first run leaves that run's row in
+    figures/09_ablation_runs.partial.csv; on a machine without runs/ (a fresh clone with the CSV
+    committed) the same command trains only the rest, then writes the full CSV and drops the partial one."""
+    import csv
+    import shutil
+
+    from course_utils import ablation
+
+    args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+            "--variants", "reference", "flip-only", "--seeds", "1"]
+    real_train, trained = ablation.train, []
+
+    def killed_on_the_second_run(build, *a, **k):
+        trained.append(build.__self__.name)
+        if len(trained) == 2:
+            raise SystemExit("killed")
+        return real_train(build, *a, **k)
+
+    monkeypatch.setattr(ablation, "train", killed_on_the_second_run)
+    with pytest.raises(SystemExit):
+        main(args)
+    figs = tmp_path / "figures"
+    partial = figs / "09_ablation_runs.partial.csv"
+    first = list(csv.DictReader(open(partial)))
+    assert [(r["variant"], r["seed"]) for r in first] == [("reference", "1")]
+    assert not (figs / "09_ablation_runs.csv").exists()
+
+    shutil.rmtree(tmp_path / "runs")                   # another machine: only the committed CSV is there
+    trained.clear()
+    capsys.readouterr()
+    monkeypatch.setattr(ablation, "train", lambda build, *a, **k: trained.append(build.__self__.name) or real_train(build, *a, **k))
+    assert main(args) == 0
+    assert trained == ["flip-only"]                    # the reference was not trained again
+    assert "(done before, from the CSV)" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(figs / "09_ablation_runs.csv")))
+    assert [(r["variant"], r["seed"]) for r in rows] == [("reference", "1"), ("flip-only", "1")]
+    assert rows[0] == first[0] and not partial.exists()
+
+    # a row of another network (other parameters) or another length is trained again, not reused
+    rows[1]["parameters"] = str(int(rows[1]["parameters"]) + 1)
+    with open(figs / "09_ablation_runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.rmtree(tmp_path / "runs")
+    trained.clear()
+    assert main(args) == 0 and trained == ["flip-only"]
 
 
 def test_ablate_rejects_an_unknown_variant(capsys):

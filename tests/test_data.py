@@ -434,3 +434,11 @@ def test_a_folder_of_another_size_is_allowed_with_a_warning_stating_it(image_fol
     assert any("train: 6 images per class, not CIFAR-10's 5,000" in m for m in messages), messages
     assert any("test: 3 images per class, not CIFAR-10's 1,000" in m for m in messages), messages
     assert len(d.train_labels) == 60
+
+
+def test_the_augmentation_defaults_are_the_course_recipes():
+    """Hyperparameters in one place: a pipeline built with AugmentConfig() is the one the course recipe trains with."""
+    from course_utils.config import TrainConfig
+
+    a, t = AugmentConfig(), TrainConfig()
+    assert (a.flip_p, a.affine_p, a.dropout_p) == (t.flip_p, t.affine_p, t.dropout_p)

@@ -10,6 +10,7 @@ from torch import nn
 
 from course_utils import exercises, solutions
 from course_utils.exercises import EXERCISES, check, hint
+from course_utils.models import CifarNetConfig
 from course_utils.runtime import REPO_ROOT
 
 CHECKED = [k for k, e in EXERCISES.items() if e.check is not None]
@@ -26,7 +27,7 @@ WRONG = {  # plausible mistakes, each of which the check must reject
     "06.1": [(12, 3), (6, 6), (3, 6)],
     "07.1": [0, 2 * 16],
     "10.1": [(128, 128), (64, 129), (256, 129)],
-    "10.2": [1930, 192 * 10],
+    "10.2": [CifarNetConfig().c4 * 16 * 10 + 10, CifarNetConfig().c3 * 10 + 10, CifarNetConfig().c3 * 64 * 10],
     "12.1": [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                            nn.Linear(8, 10)),
              nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))],
@@ -91,7 +92,7 @@ def test_answers_follow_the_kit():
     assert _solution("03.1") == (12, 7)                      # 1/(1/12 + 1/9) = 5.14 >= 5 > 1/(1/11 + 1/9)
     assert _solution("02.1") == 4 and _solution("05.1") == 2 and _solution("06.1") == (12, 6)
     assert _solution("10.1") == (2 * 64, 2 * 64 + 1)
-    assert _solution("10.2") == c4 * 4 * 4 * 10 + 10         # C4's map is 4x4 on a 32x32 image
+    assert _solution("10.2") == CifarNetConfig().c3 * 8 * 8 * 10 + 10   # C3's map is 8x8 on a 32x32 image
 
 
 def test_no_answer_no_check_and_bad_input_say_so(capsys):
