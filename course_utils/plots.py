@@ -203,5 +203,6 @@ def misclassified_grid(images: np.ndarray, preds: np.ndarray, labels: np.ndarray
         ax.imshow(to_display(images[i]), interpolation="nearest")
         ax.set_title(f"{classes[labels[i]]}\n→ {classes[preds[i]]}", fontsize=7)
     fig.suptitle(f"{len(pick)} of the {len(wrong)} misclassified test images (true → predicted)", fontsize=10)
-    fig.subplots_adjust(wspace=0.1, hspace=0.5)
+    # room above the first row for the figure title (about 0.7 inch, whatever the number of rows)
+    fig.subplots_adjust(wspace=0.1, hspace=0.5, top=1 - 0.7 / fig.get_figheight())
     return fig

@@ -109,3 +109,26 @@ def test_conv_explorer_without_ipywidgets_draws_the_static_picture(monkeypatch, 
     assert diagrams.conv_explorer(size=5, kernel=3, stride=1, padding=1) is None
     out = capsys.readouterr().out
     assert "ipywidgets is not installed" in out and "output 5x5" in out
+
+
+@pytest.mark.parametrize("n", [10, 20, 30])
+def test_misclassified_grid_titles_say_true_then_predicted_and_clear_the_figure_title(n):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(200, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=200)
+    preds = (labels + 1) % 10
+    preds[:50] = labels[:50]                                     # 150 wrong
+    classes = [f"class{i}" for i in range(10)]
+    fig = plots.misclassified_grid(images, preds, labels, classes, n=n)
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert len(titled) == n
+    ax = titled[0]
+    i = next(k for k in range(200) if ax.get_title() == f"{classes[labels[k]]}\n→ {classes[preds[k]]}")
+    assert preds[i] != labels[i]
+    assert fig._suptitle.get_text() == f"{n} of the 150 misclassified test images (true → predicted)"
+    renderer = fig.canvas.get_renderer()
+    top = fig._suptitle.get_window_extent(renderer)
+    assert all(not top.overlaps(a.title.get_window_extent(renderer)) for a in titled)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
