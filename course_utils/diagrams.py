@@ -44,6 +44,8 @@ def kernel_taps(size: int = 7, kernel: int = 3, dilations: Sequence[int] = (1, 2
             for j in range(kernel):
                 ax.add_patch(plt.Rectangle((c + j * d - 0.5, c + i * d - 0.5), 1, 1, color="tab:blue"))
         ax.set_title(f"{kernel}x{kernel}, dilation {d}\nspans {span}x{span}, {kernel * kernel} weights")
+    fig.suptitle(f"where a {kernel}x{kernel} kernel reads on a {size}x{size} input: its {kernel * kernel} weights "
+                 "(blue) and the square they span (dashed), one grid cell per pixel")
     fig.tight_layout()
     return fig
 
@@ -142,7 +144,11 @@ def show_maps(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "vi
     uniform map is drawn at its value, not at the bottom of its own scale), with one colorbar for the
     figure. ``colorbar`` alone gives each map its own. ``label`` names what the colour measures."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps) + (0.8 if shared_scale else 0), size + 0.5))
+    per_map_bars = colorbar and not shared_scale
+    # a colorbar per map carries its ticks and label to the right: constrained layout keeps them clear of
+    # the next map (tight_layout does not count them)
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps) + (0.8 if shared_scale else 0) + (0.9 * len(maps) if per_map_bars else 0), size + 0.5),
+                             layout="constrained" if per_map_bars else None)
     axes = np.atleast_1d(axes)
     scale = {}
     if shared_scale:
@@ -154,13 +160,14 @@ def show_maps(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "vi
         if boxes is not None and boxes[k] is not None:
             top, left, side = boxes[k]
             ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), side, side, fill=False, ec="tab:red", lw=1.5))
-        if colorbar and not shared_scale:
+        if per_map_bars:
             bar = fig.colorbar(im, ax=ax, fraction=0.046)
             if label:
                 bar.set_label(label, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if not per_map_bars:
+        fig.tight_layout()
     if shared_scale:
         bar = fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02)
         if label:

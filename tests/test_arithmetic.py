@@ -54,6 +54,15 @@ def test_params_and_macs_match_pytorch():
 def test_separable_ratio_formula():
     # 1/C_out + 1/k^2
     assert ar.separable_ratio(64, 128, 3) == pytest.approx(1 / 128 + 1 / 9)
+    # notebook 03's "about 8.4x fewer" for 128 outputs (not 8.9x), and its measured 0.1189
+    assert f"{1 / ar.separable_ratio(64, 128, 3):.1f}x" == "8.4x"
+    assert round(ar.separable_ratio(64, 128, 3), 4) == 0.1189
+    from course_utils.layers import DepthwiseSeparableConv2d
+
+    sep = DepthwiseSeparableConv2d(64, 128, norm_layer=None, act_layer=None)
+    std = nn.Conv2d(64, 128, 3, padding=1, bias=False)
+    weights = lambda m: sum(q.numel() for q in m.parameters() if q.dim() > 1)  # noqa: E731
+    assert f"{weights(std) / weights(sep):.1f}x" == "8.4x"
 
 
 def test_receptive_field_of_stack():

@@ -120,6 +120,7 @@ def test_misclassified_grid_titles_say_true_then_predicted_and_clear_the_figure_
     preds[:50] = labels[:50]                                     # 150 wrong
     classes = [f"class{i}" for i in range(10)]
     fig = plots.misclassified_grid(images, preds, labels, classes, n=n)
+    fig.canvas.draw()
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) == n
     ax = titled[0]
@@ -131,4 +132,47 @@ def test_misclassified_grid_titles_say_true_then_predicted_and_clear_the_figure_
     assert all(not top.overlaps(a.title.get_window_extent(renderer)) for a in titled)
     import matplotlib.pyplot as plt
 
+    plt.close(fig)
+
+
+def test_show_maps_keeps_each_colorbar_label_clear_of_the_next_map():
+    import matplotlib.pyplot as plt
+
+    from course_utils import diagrams
+
+    from course_utils.layers import ResizeConvUpsample, TransposedUpsample
+
+    # notebook 05's figure, whose middle colorbar label once ran into the third map
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    smooth = torch.exp(-(xx ** 2 + yy ** 2) * 2)[None, None].repeat(1, 8, 1, 1)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        maps = [smooth[0, 0].numpy(), TransposedUpsample(8, 1, 2, kernel_size=3)(smooth)[0, 0].numpy(),
+                ResizeConvUpsample(8, 1, 2)(smooth)[0, 0].numpy()]
+    fig = diagrams.show_maps(maps, ["input 16x16", "transposed k=3", "resize + conv"], cmap="gray", colorbar=True,
+                             label="output value", title="three maps, a colour scale each")
+    fig.canvas.draw()                                            # lay out the labels as a saved figure would
+    renderer = fig.canvas.get_renderer()
+    panels, bars = fig.axes[:3], fig.axes[3:]
+    assert len(bars) == 3 and all(b.get_ylabel() == "output value" for b in bars)
+    for bar, nxt in zip(bars, panels[1:]):
+        assert bar.yaxis.label.get_window_extent(renderer).x1 < nxt.get_window_extent(renderer).x0
+    plt.close(fig)
+
+
+def test_kernel_taps_draws_the_weights_and_the_span_of_each_dilation():
+    import matplotlib.pyplot as plt
+
+    from course_utils import diagrams
+
+    fig = diagrams.kernel_taps(size=9, kernel=3, dilations=(1, 2, 3))
+    assert "3x3 kernel" in fig._suptitle.get_text() and "dashed" in fig._suptitle.get_text()
+    for ax, d in zip(fig.axes, (1, 2, 3)):
+        span = 2 * d + 1
+        assert ax.get_title() == f"3x3, dilation {d}\nspans {span}x{span}, 9 weights"
+        taps = [p for p in ax.patches if p.get_fill() and p.get_width() == 1]
+        dashed = [p for p in ax.patches if not p.get_fill()]
+        assert len(taps) == 9 and [(p.get_width(), p.get_height()) for p in dashed] == [(span, span)]
+        xs = sorted({p.get_x() for p in taps})
+        assert [b - a for a, b in zip(xs, xs[1:])] == [d, d]          # the taps sit d pixels apart
     plt.close(fig)
