@@ -134,11 +134,12 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
     for v in variants:
+        parameters = count_parameters(v.build()) if known else None
         for seed in seeds:
             record = folder / f"{v.name}-s{seed}.json"
             done = known.get((v.name, seed))
             if (done is not None and done["epochs"] == config.epochs and done["train_images"] == train_images
-                    and done["parameters"] == count_parameters(v.build())):  # the same network, trained alike
+                    and done["parameters"] == parameters):  # the same network, trained alike
                 rows.append(done)
                 if log:
                     log(_row_line(done) + "  (done before, from the CSV)")
@@ -148,9 +149,7 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
                 if log:
                     log(_row_line(rows[-1]) + "  (done before)")
                 continue
-            run_config = replace(v.config(config), seed=seed)
-            run = train(v.build, data, run_config, device, checkpoint=record.with_suffix(".pt"), resume=True,
-                        progress=progress, log=None)
+            run = _train_run(v, seed, data, config, device, folder, progress)
             model, history, run_data = run.model, run.history, run.data
             if history.interrupted:
                 if log:
@@ -174,6 +173,14 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
             if log:
                 log(_row_line(row))
     return rows
+
+
+def _train_run(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
+               folder: Path, progress: bool):
+    """Train (or resume, or read back from a finished checkpoint) one (variant, seed) of the study in
+    ``folder``: the one place that names a run's checkpoint and its configuration."""
+    return train(v.build, data, replace(v.config(config), seed=seed), device,
+                 checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=None)
 
 
 _INTS = ("seed", "parameters", "macs", "receptive_field", "epochs", "train_images")
@@ -207,11 +214,9 @@ def trained_model(name: str, data: CIFAR10Data, config: TrainConfig, device: tor
     the run's checkpoint when the study has finished it, else trained now exactly as the study trains
     it (and checkpointed there, so that the study reads it back instead of training it again).
     Notebook 07 looks inside the attention variants this way."""
-    v = variant(name)
     folder = run_folder(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    run = train(v.build, data, replace(v.config(config), seed=seed), torch.device(device),
-                checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=None)
+    run = _train_run(variant(name), seed, data, config, torch.device(device), folder, progress)
     if run.history.interrupted:
         raise KeyboardInterrupt(f"training of {name} (seed {seed}) was interrupted; run again to resume it")
     return run.model.eval()

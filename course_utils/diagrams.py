@@ -37,7 +37,7 @@ def kernel_taps(size: int = 7, kernel: int = 3, dilations: Sequence[int] = (1, 2
     fig, axes = plt.subplots(1, len(dilations), figsize=(3.2 * len(dilations), 3.4))
     for ax, d in zip(np.atleast_1d(axes), dilations):
         _grid(ax, size)
-        span = d * (kernel - 1) + 1
+        span = effective_kernel(kernel, d)
         c = size // 2 - (span - 1) // 2
         ax.add_patch(plt.Rectangle((c - 0.5, c - 0.5), span, span, fill=False, ec="tab:orange", lw=1.5, ls="--"))
         for i in range(kernel):
@@ -147,8 +147,8 @@ def show_maps(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "vi
     per_map_bars = colorbar and not shared_scale
     # a colorbar per map carries its ticks and label to the right: constrained layout keeps them clear of
     # the next map (tight_layout does not count them)
-    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps) + (0.8 if shared_scale else 0) + (0.9 * len(maps) if per_map_bars else 0), size + 0.5),
-                             layout="constrained" if per_map_bars else None)
+    width = size * len(maps) + (0.8 if shared_scale else 0) + (0.9 * len(maps) if per_map_bars else 0)
+    fig, axes = plt.subplots(1, len(maps), figsize=(width, size + 0.5), layout="constrained" if per_map_bars else None)
     axes = np.atleast_1d(axes)
     scale = {}
     if shared_scale:
