@@ -137,7 +137,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from . import plots
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, RUNS_CSV, SUMMARY_CSV, VARIANTS, ablation_config,
                            plot_ablation, read_csv, recorded_rows, run_ablation, summarize, total_cpu_minutes,
-                           write_csv)
+                           typed_row, write_csv)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import figures_dir, get_device, is_smoke
 
@@ -172,6 +172,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"stopped before the end ({len(rows)} of {len(variants) * len(seeds)} runs, in {partial_csv.name}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
+    # the study's CSV grows, it is never replaced by a smaller call: runs it holds that this call did not
+    # cover are kept (a study of other epochs or another data size is not mixed in, nor overwritten)
+    earlier = [typed_row(r) for r in (read_csv(runs_csv) if runs_csv.is_file() else [])]
+    setup = (config.epochs, rows[0]["train_images"]) if rows else None
+    alien = [r for r in earlier if (r["epochs"], r["train_images"]) != setup]
+    if rows and alien:
+        print(f"error: {runs_csv} records a study of {alien[0]['epochs']} epochs on {alien[0]['train_images']:,} "
+              f"training images, this call ran {setup[0]} epochs on {setup[1]:,}: it is left as it is. This call's "
+              f"{len(rows)} runs are kept (runs/ablation/); to write their CSVs and figure elsewhere, set "
+              "COURSE_FIGURES_DIR to another folder and run the same command again (nothing is retrained).",
+              file=sys.stderr)
+        return 1
+    order = {v.name: i for i, v in enumerate(VARIANTS)}
+    kept = [r for r in earlier if (r["variant"], r["seed"]) not in planned]
+    rows = sorted(kept + rows, key=lambda r: (order.get(r["variant"], len(order)), r["seed"]))
     summary = summarize(rows)
     write_csv(rows, runs_csv)
     if others:
@@ -180,12 +195,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         partial_csv.unlink(missing_ok=True)
     summary_csv = write_csv(summary, figures_dir() / SUMMARY_CSV)
     r = summary[0]
-    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {len(seeds)} seeds, {device}"
+    counts = sorted({s["seeds"] for s in summary})
+    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {'/'.join(map(str, counts))} seeds, {device}"
              + (" (smoke mode)" if is_smoke() else ""))
     png = plots.save(plot_ablation(summary, title), "09_ablation")
     print(f"total training time of the {len(rows)} runs: {total_cpu_minutes(rows):.1f} min "
           f"({(time.perf_counter() - start) / 60:.1f} min in this call)")
-    print(f"written: {runs_csv}, {summary_csv} and {png}")
+    print(f"written: {runs_csv} ({len(rows)} runs"
+          + (f", {len(kept)} of them recorded earlier and not in this call" if kept else "")
+          + f"), {summary_csv} and {png}")
     return 0
 
 

@@ -234,6 +234,30 @@ def test_ablate_carries_finished_runs_to_another_machine_in_the_partial_csv(imag
     assert main(args) == 0 and trained == ["flip-only"]
 
 
+def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_folder, tmp_path, capsys):
+    """A call with a few variants adds its rows to figures/09_ablation_runs.csv instead of replacing the
+    study recorded there; a call of another length is refused, and the recorded study stays as it was."""
+    import csv
+
+    figs = tmp_path / "figures"
+    base = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--device", "cpu", "--seeds", "1"]
+    assert main(base + ["--epochs", "1", "--variants", "reference", "flip-only"]) == 0
+    assert main(base + ["--epochs", "1", "--variants", "se"]) == 0
+    out = capsys.readouterr().out
+    assert "(3 runs, 2 of them recorded earlier and not in this call)" in out
+    rows = list(csv.DictReader(open(figs / "09_ablation_runs.csv")))
+    assert [r["variant"] for r in rows] == ["reference", "se", "flip-only"]   # in the study's order
+    assert [r["variant"] for r in csv.DictReader(open(figs / "09_ablation_summary.csv"))] == ["reference", "se", "flip-only"]
+
+    before = (figs / "09_ablation_runs.csv").read_text()
+    assert main(base + ["--epochs", "2", "--variants", "se"]) == 1
+    err = capsys.readouterr().err
+    assert "records a study of 1 epochs on 40 training images, this call ran 2 epochs on 40" in err
+    assert "COURSE_FIGURES_DIR" in err
+    assert (figs / "09_ablation_runs.csv").read_text() == before
+    assert (tmp_path / "runs" / "ablation" / "sub4-e2" / "se-s1.json").is_file()   # the refused call's run is kept
+
+
 def test_ablate_rejects_an_unknown_variant(capsys):
     assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
