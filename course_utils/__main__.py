@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "figures/09_ablation.png. Finished runs are read back and an interrupted one "
                                         "resumed (runs/ablation/); until the study is complete its finished rows are "
                                         "kept in figures/09_ablation_runs.partial.csv, which can be committed, so the "
-                                        "study can be spread over several sittings and machines.")
+                                        "study can be spread over several sittings and machines. A call with some "
+                                        "variants adds its rows to the recorded study; one with other epochs or "
+                                        "another subset is refused while figures/ holds a study (set "
+                                        "COURSE_FIGURES_DIR to give it its own folder).")
     ablate.add_argument("--epochs", type=_positive,
                         help="epochs per run (default: the ablation recipe's, 6; 2 in smoke mode)")
     ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
@@ -139,6 +142,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                            plot_ablation, read_csv, recorded_rows, run_ablation, summarize, total_cpu_minutes,
                            typed_row, write_csv)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
+    from .experiment import split
     from .runtime import figures_dir, get_device, is_smoke
 
     known = {v.name: v for v in VARIANTS}
@@ -162,6 +166,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     # rows committed by an earlier sitting (perhaps on another machine) are not trained again
     runs_csv, partial_csv = figures_dir() / RUNS_CSV, figures_dir() / PARTIAL_CSV
     known = recorded_rows()
+    # the recorded study grows, it is never replaced by a smaller call nor mixed with a study of other
+    # epochs or another data size: such a call is refused before it trains anything
+    setup = (config.epochs, len(split(data, config).train_labels))
+    alien = [r for r in map(typed_row, known) if (r["epochs"], r["train_images"]) != setup]
+    if alien:
+        print(f"error: {figures_dir()} records an ablation of {alien[0]['epochs']} epochs on "
+              f"{alien[0]['train_images']:,} training images; this one would run {setup[0]} epochs on {setup[1]:,}, "
+              "and the two are not mixed. Set COURSE_FIGURES_DIR to another folder for this study's CSVs and "
+              "figure (e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run the same command again.",
+              file=sys.stderr)
+        return 1
     planned = {(v.name, seed) for v in variants for seed in seeds}
     others = [r for r in (read_csv(partial_csv) if partial_csv.is_file() else [])
               if (r["variant"], int(r["seed"])) not in planned]   # finished runs this call does not cover
@@ -172,18 +187,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"stopped before the end ({len(rows)} of {len(variants) * len(seeds)} runs, in {partial_csv.name}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
-    # the study's CSV grows, it is never replaced by a smaller call: runs it holds that this call did not
-    # cover are kept (a study of other epochs or another data size is not mixed in, nor overwritten)
+    # runs the study's CSV holds that this call did not cover are kept
     earlier = [typed_row(r) for r in (read_csv(runs_csv) if runs_csv.is_file() else [])]
-    setup = (config.epochs, rows[0]["train_images"]) if rows else None
-    alien = [r for r in earlier if (r["epochs"], r["train_images"]) != setup]
-    if rows and alien:
-        print(f"error: {runs_csv} records a study of {alien[0]['epochs']} epochs on {alien[0]['train_images']:,} "
-              f"training images, this call ran {setup[0]} epochs on {setup[1]:,}: it is left as it is. This call's "
-              f"{len(rows)} runs are kept (runs/ablation/); to write their CSVs and figure elsewhere, set "
-              "COURSE_FIGURES_DIR to another folder and run the same command again (nothing is retrained).",
-              file=sys.stderr)
-        return 1
     order = {v.name: i for i, v in enumerate(VARIANTS)}
     kept = [r for r in earlier if (r["variant"], r["seed"]) not in planned]
     rows = sorted(kept + rows, key=lambda r: (order.get(r["variant"], len(order)), r["seed"]))

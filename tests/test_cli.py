@@ -234,9 +234,10 @@ def test_ablate_carries_finished_runs_to_another_machine_in_the_partial_csv(imag
     assert main(args) == 0 and trained == ["flip-only"]
 
 
-def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_folder, tmp_path, capsys):
+def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_folder, tmp_path, monkeypatch, capsys):
     """A call with a few variants adds its rows to figures/09_ablation_runs.csv instead of replacing the
-    study recorded there; a call of another length is refused, and the recorded study stays as it was."""
+    study recorded there; a call of another length is refused before it trains, and the recorded study
+    stays as it was."""
     import csv
 
     figs = tmp_path / "figures"
@@ -252,10 +253,16 @@ def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_f
     before = (figs / "09_ablation_runs.csv").read_text()
     assert main(base + ["--epochs", "2", "--variants", "se"]) == 1
     err = capsys.readouterr().err
-    assert "records a study of 1 epochs on 40 training images, this call ran 2 epochs on 40" in err
+    assert "records an ablation of 1 epochs on 40 training images; this one would run 2 epochs on 40" in err
     assert "COURSE_FIGURES_DIR" in err
     assert (figs / "09_ablation_runs.csv").read_text() == before
-    assert (tmp_path / "runs" / "ablation" / "sub4-e2" / "se-s1.json").is_file()   # the refused call's run is kept
+    assert not (tmp_path / "runs" / "ablation" / "sub4-e2").exists()   # refused before training anything
+
+    # in another figures folder, as the message says, the longer study runs and leaves the first alone
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figures-e2"))
+    assert main(base + ["--epochs", "2", "--variants", "se"]) == 0
+    assert [r["epochs"] for r in csv.DictReader(open(tmp_path / "figures-e2" / "09_ablation_runs.csv"))] == ["2"]
+    assert (figs / "09_ablation_runs.csv").read_text() == before
 
 
 def test_ablate_rejects_an_unknown_variant(capsys):
