@@ -276,7 +276,9 @@ def read_csv(path: str | Path) -> list[dict]:
 
 def plot_ablation(summary: list[dict], title: str = ""):
     """Validation and test accuracy (mean ± standard deviation over seeds), parameters, MACs and
-    training images/s of each variant, side by side; the reference in orange."""
+    receptive field of each variant, side by side; the reference in orange. Not the runs' images/s:
+    runs that share the cores with other work are slowed at random, so speed is measured apart
+    (``benchmark.train_step_throughput``; notebook 09 does)."""
     import matplotlib.pyplot as plt
 
     names = [f"{r['variant']} ({r['factor']})" if r["factor"] != "reference" else r["variant"] for r in summary]
@@ -292,8 +294,8 @@ def plot_ablation(summary: list[dict], title: str = ""):
     ax.set_title("final accuracy %, mean ± std over seeds")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    for ax, key, label in zip(axes[1:], ("parameters", "macs", "images_per_s"),
-                              ("parameters", "multiply-accumulates per image", "training images / s")):
+    for ax, key, label in zip(axes[1:], ("parameters", "macs", "receptive_field"),
+                              ("parameters", "multiply-accumulates per image", "receptive field (pixels)")):
         values = [float(r[key]) for r in summary]
         ax.barh(list(ys), values, color=colors)
         ax.set_title(label)
