@@ -139,8 +139,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     from . import plots
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, RUNS_CSV, SUMMARY_CSV, VARIANTS, ablation_config,
-                           plot_ablation, read_csv, recorded_rows, run_ablation, summarize, total_cpu_minutes,
-                           typed_row, write_csv)
+                           merge_rows, plot_ablation, recorded_rows, run_ablation, summarize,
+                           total_cpu_minutes, typed_row, write_csv)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .experiment import split
     from .runtime import figures_dir, get_device, is_smoke
@@ -178,36 +178,29 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     planned = {(v.name, seed) for v in variants for seed in seeds}
-    others = [r for r in (read_csv(partial_csv) if partial_csv.is_file() else [])
-              if (r["variant"], int(r["seed"])) not in planned]   # finished runs this call does not cover
-    # after every finished run, the rows so far: to commit and carry to the next sitting
+    recorded = [typed_row(r) for r in known]
+    # after every finished run, every row recorded so far (the earlier ones too): to commit and carry on
     rows = run_ablation(data, config, device, variants, seeds, known_rows=known,
-                        on_row=lambda done: write_csv(others + done, partial_csv))
-    if len(rows) < len(variants) * len(seeds):
-        print(f"stopped before the end ({len(rows)} of {len(variants) * len(seeds)} runs, in {partial_csv.name}): "
+                        on_row=lambda done: write_csv(merge_rows(recorded, done), partial_csv))
+    if len(rows) < len(planned):
+        print(f"stopped before the end ({len(rows)} of {len(planned)} runs, in {partial_csv.name}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
-    # runs the study's CSV holds that this call did not cover are kept
-    earlier = [typed_row(r) for r in (read_csv(runs_csv) if runs_csv.is_file() else [])]
-    order = {v.name: i for i, v in enumerate(VARIANTS)}
-    kept = [r for r in earlier if (r["variant"], r["seed"]) not in planned]
-    rows = sorted(kept + rows, key=lambda r: (order.get(r["variant"], len(order)), r["seed"]))
-    summary = summarize(rows)
-    write_csv(rows, runs_csv)
-    if others:
-        write_csv(others, partial_csv)
-    else:
-        partial_csv.unlink(missing_ok=True)
+    study = merge_rows(recorded, rows)   # the study grows: recorded runs this call did not cover are kept
+    kept = len(study) - len(rows)
+    summary = summarize(study)
+    write_csv(study, runs_csv)
+    partial_csv.unlink(missing_ok=True)
     summary_csv = write_csv(summary, figures_dir() / SUMMARY_CSV)
     r = summary[0]
     counts = sorted({s["seeds"] for s in summary})
     title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {'/'.join(map(str, counts))} seeds, {device}"
              + (" (smoke mode)" if is_smoke() else ""))
     png = plots.save(plot_ablation(summary, title), "09_ablation")
-    print(f"total training time of the {len(rows)} runs: {total_cpu_minutes(rows):.1f} min "
+    print(f"total training time of the {len(study)} runs: {total_cpu_minutes(study):.1f} min "
           f"({(time.perf_counter() - start) / 60:.1f} min in this call)")
-    print(f"written: {runs_csv} ({len(rows)} runs"
-          + (f", {len(kept)} of them recorded earlier and not in this call" if kept else "")
+    print(f"written: {runs_csv} ({len(study)} runs"
+          + (f", {kept} of them recorded earlier and not in this call" if kept else "")
           + f"), {summary_csv} and {png}")
     return 0
 

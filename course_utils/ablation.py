@@ -200,6 +200,14 @@ def recorded_rows(folder: Path | None = None) -> list[dict]:
     return [row for name in (RUNS_CSV, PARTIAL_CSV) if (folder / name).is_file() for row in read_csv(folder / name)]
 
 
+def merge_rows(*groups: list[dict]) -> list[dict]:
+    """One row per (variant, seed) from ``groups`` of rows (CSV or run rows), a later group's row
+    replacing an earlier one's, in the study's order (``VARIANTS``, then seed)."""
+    order = {v.name: i for i, v in enumerate(VARIANTS)}
+    table = {(r["variant"], int(r["seed"])): r for group in groups for r in group}
+    return [table[k] for k in sorted(table, key=lambda k: (order.get(k[0], len(order)), k[1]))]
+
+
 def variant(name: str) -> Variant:
     """The ablation variant called ``name``; a clear error for any other name."""
     for v in VARIANTS:

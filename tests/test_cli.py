@@ -265,6 +265,32 @@ def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_f
     assert (figs / "09_ablation_runs.csv").read_text() == before
 
 
+def test_a_running_ablation_keeps_the_earlier_runs_in_its_partial_csv(image_folder, tmp_path, monkeypatch, capsys):
+    """While a study runs, the partial CSV holds every run recorded so far, the earlier ones of variants
+    the loop has not reached yet included: a call killed then (or a commit made then) loses none."""
+    import csv
+
+    from course_utils import ablation
+
+    base = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+            "--seeds", "1"]
+    assert main(base + ["--variants", "flip-only"]) == 0          # recorded earlier, last in the study's order
+    real_train, trained = ablation.train, []
+
+    def killed_on_the_second_run(build, *a, **k):
+        trained.append(build.__self__.name)
+        if len(trained) == 2:
+            raise SystemExit("killed")
+        return real_train(build, *a, **k)
+
+    monkeypatch.setattr(ablation, "train", killed_on_the_second_run)
+    with pytest.raises(SystemExit):
+        main(base + ["--variants", "reference", "se", "flip-only"])
+    partial = list(csv.DictReader(open(tmp_path / "figures" / "09_ablation_runs.partial.csv")))
+    assert [r["variant"] for r in partial] == ["reference", "flip-only"]
+    assert trained == ["reference", "se"]
+
+
 def test_ablate_rejects_an_unknown_variant(capsys):
     assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
