@@ -184,6 +184,23 @@ def test_ablate_trains_the_chosen_variants_and_seeds_and_writes_csvs_and_figure(
     assert capsys.readouterr().out.count("(done before") == 4
 
 
+def _kill_the_ablation_on_its_second_run(monkeypatch) -> list[str]:
+    """Make the ablation's second training call die like a killed process (not a Ctrl-C); returns the
+    list the names of the variants it starts training are appended to."""
+    from course_utils import ablation
+
+    real_train, trained = ablation.train, []
+
+    def killed_on_the_second_run(build, *a, **k):
+        trained.append(build.__self__.name)
+        if len(trained) == 2:
+            raise SystemExit("killed")
+        return real_train(build, *a, **k)
+
+    monkeypatch.setattr(ablation, "train", killed_on_the_second_run)
+    return trained
+
+
 def test_ablate_carries_finished_runs_to_another_machine_in_the_partial_csv(image_folder, tmp_path, monkeypatch, capsys):
     """A study killed outright (not Ctrl-C) after its first run leaves that run's row in
     figures/09_ablation_runs.partial.csv; on a machine without runs/ (a fresh clone with the CSV
@@ -195,15 +212,8 @@ def test_ablate_carries_finished_runs_to_another_machine_in_the_partial_csv(imag
 
     args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
             "--variants", "reference", "flip-only", "--seeds", "1"]
-    real_train, trained = ablation.train, []
-
-    def killed_on_the_second_run(build, *a, **k):
-        trained.append(build.__self__.name)
-        if len(trained) == 2:
-            raise SystemExit("killed")
-        return real_train(build, *a, **k)
-
-    monkeypatch.setattr(ablation, "train", killed_on_the_second_run)
+    real_train = ablation.train
+    trained = _kill_the_ablation_on_its_second_run(monkeypatch)
     with pytest.raises(SystemExit):
         main(args)
     figs = tmp_path / "figures"
@@ -270,20 +280,10 @@ def test_a_running_ablation_keeps_the_earlier_runs_in_its_partial_csv(image_fold
     the loop has not reached yet included: a call killed then (or a commit made then) loses none."""
     import csv
 
-    from course_utils import ablation
-
     base = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
             "--seeds", "1"]
     assert main(base + ["--variants", "flip-only"]) == 0          # recorded earlier, last in the study's order
-    real_train, trained = ablation.train, []
-
-    def killed_on_the_second_run(build, *a, **k):
-        trained.append(build.__self__.name)
-        if len(trained) == 2:
-            raise SystemExit("killed")
-        return real_train(build, *a, **k)
-
-    monkeypatch.setattr(ablation, "train", killed_on_the_second_run)
+    trained = _kill_the_ablation_on_its_second_run(monkeypatch)
     with pytest.raises(SystemExit):
         main(base + ["--variants", "reference", "se", "flip-only"])
     partial = list(csv.DictReader(open(tmp_path / "figures" / "09_ablation_runs.partial.csv")))
