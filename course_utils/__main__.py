@@ -137,13 +137,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
-    from . import plots
-    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, RUNS_CSV, SUMMARY_CSV, VARIANTS, ablation_config,
-                           merge_rows, plot_ablation, recorded_rows, run_ablation, summarize,
-                           total_cpu_minutes, typed_row, write_csv)
+    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, ablation_config, record_study, recorded_rows,
+                           run_ablation, total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
-    from .experiment import split
-    from .runtime import figures_dir, get_device, is_smoke
+    from .runtime import get_device
 
     known = {v.name: v for v in VARIANTS}
     unknown = sorted(set(args.variants or ()) - set(known))
@@ -163,42 +160,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print(f"{len(variants)} variants x {len(seeds)} seeds, {config.epochs} epochs each, {size} (validation split "
           f"held out), on {device}")
     start = time.perf_counter()
-    # rows committed by an earlier sitting (perhaps on another machine) are not trained again
-    runs_csv, partial_csv = figures_dir() / RUNS_CSV, figures_dir() / PARTIAL_CSV
-    known = recorded_rows()
-    # the recorded study grows, it is never replaced by a smaller call nor mixed with a study of other
-    # epochs or another data size: such a call is refused before it trains anything
-    setup = (config.epochs, len(split(data, config).train_labels))
-    alien = [r for r in map(typed_row, known) if (r["epochs"], r["train_images"]) != setup]
-    if alien:
-        print(f"error: {figures_dir()} records an ablation of {alien[0]['epochs']} epochs on "
-              f"{alien[0]['train_images']:,} training images; this one would run {setup[0]} epochs on {setup[1]:,}, "
-              "and the two are not mixed. Set COURSE_FIGURES_DIR to another folder for this study's CSVs and "
-              "figure (e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run the same command again.",
-              file=sys.stderr)
+    try:
+        # runs recorded by an earlier sitting (perhaps on another machine) are read back, not trained again;
+        # after every finished run, every row recorded so far goes to the partial CSV: to commit and carry on
+        rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(),
+                            on_row=lambda done: record_study(done, complete=False, device=device))
+    except ValueError as err:   # the recorded study is of another length or data size
+        print(f"error: {err}", file=sys.stderr)
         return 1
-    planned = {(v.name, seed) for v in variants for seed in seeds}
-    recorded = [typed_row(r) for r in known]
-    # after every finished run, every row recorded so far (the earlier ones too): to commit and carry on
-    rows = run_ablation(data, config, device, variants, seeds, known_rows=known,
-                        on_row=lambda done: write_csv(merge_rows(recorded, done), partial_csv))
-    if len(rows) < len(planned):
-        print(f"stopped before the end ({len(rows)} of {len(planned)} runs, in {partial_csv.name}): "
+    planned = len(variants) * len(seeds)
+    if len(rows) < planned:
+        print(f"stopped before the end ({len(rows)} of {planned} runs, in {PARTIAL_CSV}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
-    study = merge_rows(recorded, rows)   # the study grows: recorded runs this call did not cover are kept
-    kept = len(study) - len(rows)
-    summary = summarize(study)
-    write_csv(study, runs_csv)
-    partial_csv.unlink(missing_ok=True)
-    summary_csv = write_csv(summary, figures_dir() / SUMMARY_CSV)
-    r = summary[0]
-    counts = sorted({s["seeds"] for s in summary})
-    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {'/'.join(map(str, counts))} seeds, {device}"
-             + (" (smoke mode)" if is_smoke() else ""))
-    png = plots.save(plot_ablation(summary, title), "09_ablation")
+    written = record_study(rows, complete=True, device=device)
+    study, kept = written["study"], written["kept"]
     print(f"total training time of the {len(study)} runs: {total_cpu_minutes(study):.1f} min "
           f"({(time.perf_counter() - start) / 60:.1f} min in this call)")
+    runs_csv, summary_csv, png = written["files"]
     print(f"written: {runs_csv} ({len(study)} runs"
           + (f", {kept} of them recorded earlier and not in this call" if kept else "")
           + f"), {summary_csv} and {png}")

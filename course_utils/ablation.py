@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
+from . import plots
 from .config import TrainConfig
 from .data import CIFAR10Data
 from .experiment import split, train
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, count_parameters
-from .runtime import figures_dir, runs_dir
+from .runtime import figures_dir, is_smoke, runs_dir
 
 #: The recipe of every ablation run: the course recipe, shortened. Ten variants besides the reference,
 #: three seeds each, must fit the CPU time of a few sittings (see README, "Ablation"), so each run is short;
@@ -126,20 +127,29 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     after the current run's last complete epoch; running it again picks up from there. ``on_row``, if
     given, is called with the rows so far after every newly finished run (the CLI writes them to a CSV,
     so that a study killed outright still leaves its finished runs to commit).
+
+    Raises ``ValueError``, before training anything, if ``known_rows`` hold runs of other epochs or
+    another number of training images: such a study belongs in its own figures folder.
     """
-    device = torch.device(device)
-    folder = run_folder(config, folder)
-    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
+    alien = [r for r in known.values() if (r["epochs"], r["train_images"]) != (config.epochs, train_images)]
+    if alien:   # refused before anything is trained: two studies of different lengths or data are not mixed
+        raise ValueError(
+            f"the recorded study (in {figures_dir()}) is an ablation of {alien[0]['epochs']} epochs on "
+            f"{alien[0]['train_images']:,} training images; this one would run {config.epochs} epochs on "
+            f"{train_images:,}, and the two are not mixed. Set COURSE_FIGURES_DIR to another folder for this "
+            "study's CSVs and figure (e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run it again.")
+    device = torch.device(device)
+    folder = run_folder(config, folder)
+    folder.mkdir(parents=True, exist_ok=True)
     for v in variants:
         parameters = count_parameters(v.build()) if known else None
         for seed in seeds:
             record = folder / f"{v.name}-s{seed}.json"
             done = known.get((v.name, seed))
-            if (done is not None and done["epochs"] == config.epochs and done["train_images"] == train_images
-                    and done["parameters"] == parameters):  # the same network, trained alike
+            if done is not None and done["parameters"] == parameters:  # the same network (same setup: checked above)
                 rows.append(done)
                 if log:
                     log(_row_line(done) + "  (done before, from the CSV)")
@@ -206,6 +216,33 @@ def merge_rows(*groups: list[dict]) -> list[dict]:
     order = {v.name: i for i, v in enumerate(VARIANTS)}
     table = {(r["variant"], int(r["seed"])): r for group in groups for r in group}
     return [table[k] for k in sorted(table, key=lambda k: (order.get(k[0], len(order)), k[1]))]
+
+
+def record_study(rows: list[dict], complete: bool, device: torch.device | str, folder: Path | None = None) -> dict:
+    """Write the study to ``folder`` (``runtime.figures_dir()``): ``rows`` (the runs of this sitting)
+    merged with the runs already recorded there, which are kept, never dropped (``merge_rows``).
+
+    ``complete=False`` (a study stopped before its last run): ``09_ablation_runs.partial.csv`` only,
+    to commit and carry on from. ``complete=True``: ``09_ablation_runs.csv``, ``09_ablation_summary.csv``
+    and the figure ``09_ablation.png`` (titled with epochs, data size, seeds per variant and device),
+    and the partial CSV is removed. Returns the ``study`` rows, the ``summary`` (complete only), the
+    number of recorded runs ``kept`` that ``rows`` did not cover, and the ``files`` written.
+    """
+    folder = folder or figures_dir()
+    study = merge_rows([typed_row(r) for r in recorded_rows(folder)], rows)
+    kept = len(study) - len({(r["variant"], int(r["seed"])) for r in rows})
+    partial = folder / PARTIAL_CSV
+    if not complete:
+        return {"study": study, "summary": None, "kept": kept, "files": [write_csv(study, partial)]}
+    summary = summarize(study)
+    files = [write_csv(study, folder / RUNS_CSV), write_csv(summary, folder / SUMMARY_CSV)]
+    partial.unlink(missing_ok=True)
+    r, seeds = summary[0], "/".join(map(str, sorted({s["seeds"] for s in summary})))
+    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {seeds} seeds per variant, {torch.device(device)}"
+             + (" (smoke mode)" if is_smoke() else ""))
+    fig = plot_ablation(summary, title)
+    files.append(plots.save(fig, "09_ablation", folder=folder))
+    return {"study": study, "summary": summary, "kept": kept, "files": files}
 
 
 def variant(name: str) -> Variant:

@@ -4,6 +4,7 @@ return arrays and are unit-tested.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,9 +18,9 @@ def _plt():
     return plt
 
 
-def save(fig, name: str, dpi: int = 110):
-    """Save ``fig`` as ``figures/<name>.png`` and return the path."""
-    path = figures_dir() / f"{name}.png"
+def save(fig, name: str, dpi: int = 110, folder: Path | None = None):
+    """Save ``fig`` as ``figures/<name>.png`` (or in ``folder``) and return the path."""
+    path = Path(folder or figures_dir()) / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 

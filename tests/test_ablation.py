@@ -69,6 +69,53 @@ def test_summary_mean_and_std_match_the_rows():
     assert b["val_std"] == b["test_std"] == 0.0 and a["images_per_s"] == 102.0
 
 
+def _row(variant, seed, val, epochs=2, train_images=40):
+    return dict(variant=variant, factor="f", seed=seed, parameters=10, macs=20, receptive_field=5, final_val_acc=val,
+                final_test_acc=val - 1, images_per_s=100.0, train_seconds=60.0, epochs=epochs,
+                train_images=train_images, device="cpu")
+
+
+def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_files(tmp_path):
+    """The one writer of the study's files (the CLI and notebook 09 both call it): an unfinished
+    study goes to the partial CSV only, a finished one to the runs and summary CSVs and the figure, and
+    the runs recorded earlier are kept either way; a rerun of a recorded run replaces its row."""
+    ablation.write_csv([_row("flip-only", 1, 70.0), _row("reference", 1, 60.0)], tmp_path / ablation.PARTIAL_CSV)
+    out = ablation.record_study([_row("se", 1, 65.0)], complete=False, device="cpu", folder=tmp_path)
+    assert [f.name for f in out["files"]] == [ablation.PARTIAL_CSV] and out["summary"] is None
+    rows = ablation.read_csv(tmp_path / ablation.PARTIAL_CSV)
+    assert [r["variant"] for r in rows] == ["reference", "se", "flip-only"]      # the study's order
+    assert not (tmp_path / ablation.RUNS_CSV).exists()
+
+    out = ablation.record_study([_row("se", 1, 66.0), _row("se", 2, 64.0)], complete=True, device="cpu",
+                                folder=tmp_path)
+    assert [f.name for f in out["files"]] == [ablation.RUNS_CSV, ablation.SUMMARY_CSV, "09_ablation.png"]
+    assert out["kept"] == 2 and not (tmp_path / ablation.PARTIAL_CSV).exists()
+    rows = ablation.read_csv(tmp_path / ablation.RUNS_CSV)
+    assert [(r["variant"], r["seed"], r["final_val_acc"]) for r in rows] == [
+        ("reference", "1", "60.0"), ("se", "1", "66.0"), ("se", "2", "64.0"), ("flip-only", "1", "70.0")]
+    summary = {r["variant"]: r for r in ablation.read_csv(tmp_path / ablation.SUMMARY_CSV)}
+    assert summary["se"]["seeds"] == "2" and summary["se"]["val_mean"] == "65.0"
+    assert (tmp_path / "09_ablation.png").stat().st_size > 10_000
+
+
+def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_path, monkeypatch):
+    """Rows of other epochs (or another data size) are not mixed into this study: a clear error that
+    names the fix, raised before any run trains (notebook 09 gets the same protection as the CLI)."""
+    def no_training(*a, **k):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(ablation, "split", lambda data, config: type("S", (), {"train_labels": [0] * 40})())
+    monkeypatch.setattr(ablation, "train", no_training)
+    config = ablation_config(epochs=2, train_per_class=4)
+    with pytest.raises(ValueError, match=r"ablation of 3 epochs on 40 training images; this one would run 2 "
+                                         r"epochs on 40.*COURSE_FIGURES_DIR"):
+        run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
+                     known_rows=[_row("reference", 1, 60.0, epochs=3)])
+    with pytest.raises(ValueError, match="on 400 training images"):
+        run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
+                     known_rows=[_row("se", 2, 60.0, train_images=400)])
+
+
 def test_the_ablation_figure_shows_error_bars_and_architecture_not_the_runs_speed():
     """Runs that share the cores are slowed at random (the full study's SE seed 2 ran at 139 images/s,
     seed 3 at 465): the figure plots what the architecture fixes, and the accuracies with their spread."""

@@ -263,7 +263,7 @@ def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_f
     before = (figs / "09_ablation_runs.csv").read_text()
     assert main(base + ["--epochs", "2", "--variants", "se"]) == 1
     err = capsys.readouterr().err
-    assert "records an ablation of 1 epochs on 40 training images; this one would run 2 epochs on 40" in err
+    assert "is an ablation of 1 epochs on 40 training images; this one would run 2 epochs on 40" in err
     assert "COURSE_FIGURES_DIR" in err
     assert (figs / "09_ablation_runs.csv").read_text() == before
     assert not (tmp_path / "runs" / "ablation" / "sub4-e2").exists()   # refused before training anything
