@@ -160,3 +160,18 @@ def field_span(u: int, rf: int, stride: int, padding: int) -> tuple[int, int]:
     _check("u", u, 0)
     first = u * stride - padding
     return first, first + rf - 1
+
+
+def input_positions_read(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> list[int]:
+    """The input positions (0-based, along one axis) that at least one output of the convolution
+    reads: output ``i`` reads ``i·stride − padding + k·dilation`` for ``k = 0 … kernel − 1`` (positions
+    in the padding left out). A position not in the list never reaches the output.
+
+    A 3×3 stride-2 conv (padding 1) reads every position; with dilation 2 (padding 2) it reads only the
+    even ones: stride and dilation share the factor 2, so the taps of every output land on the same
+    grid and three quarters of a 2-D input are skipped (the "gridding" of Wang et al., 2018,
+    https://arxiv.org/abs/1702.08502, in a single layer).
+    """
+    out = conv_output_size(size, kernel, stride, padding, dilation)
+    return sorted({p for i in range(out) for k in range(kernel)
+                   if 0 <= (p := i * stride - padding + k * dilation) < size})

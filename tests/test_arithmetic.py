@@ -190,3 +190,30 @@ def test_closed_form_errors_name_the_bad_value():
         ar.receptive_field_closed_form([(3, 1, -1)])
     with pytest.raises(ValueError, match="u"):
         ar.field_span(-1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    (32, 3, 2, 1, 1), (32, 3, 2, 2, 2), (16, 3, 1, 2, 2), (15, 3, 2, 0, 1), (8, 1, 2, 0, 1), (12, 3, 3, 3, 3)])
+def test_input_positions_read_are_where_the_gradient_reaches(size, kernel, stride, padding, dilation):
+    """The positions listed are exactly those where the input gradient of a 1-row conv with random
+    weights is nonzero."""
+    from course_utils.arithmetic import input_positions_read
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 1, (1, kernel), stride=(1, stride), padding=(0, padding), dilation=(1, dilation),
+                           bias=False)
+    with torch.no_grad():
+        conv.weight.uniform_(0.5, 1.0)
+    x = torch.randn(1, 1, 1, size, requires_grad=True)
+    conv(x).sum().backward()
+    assert input_positions_read(size, kernel, stride, padding, dilation) == x.grad[0, 0, 0].nonzero().flatten().tolist()
+
+
+def test_a_dilated_stride_2_conv_reads_a_quarter_of_its_input():
+    from course_utils.arithmetic import input_positions_read
+
+    assert input_positions_read(32, 3, stride=2, padding=1) == list(range(32))
+    assert input_positions_read(32, 3, stride=2, padding=2, dilation=2) == list(range(0, 32, 2))
+    assert input_positions_read(8, 1, stride=2) == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="stride must be an integer >= 1"):
+        input_positions_read(8, 3, stride=0)
