@@ -299,6 +299,27 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def compare_to_reference(rows: list[dict], key: str = "final_val_acc", reference: str = "reference") -> list[dict]:
+    """Each variant's seeds against the reference's, on ``key`` (validation by default): the gap of the
+    means, both ranges (lowest and highest seed), and the verdict a reader may draw with this few
+    seeds: ``"above"`` or ``"below"`` when every seed of the variant lies beyond every seed of the
+    reference, else ``"overlap"`` (no finding)."""
+    values: dict[str, list[float]] = {}
+    for r in rows:
+        values.setdefault(r["variant"], []).append(float(r[key]))
+    if reference not in values:
+        raise ValueError(f"no {reference!r} runs among the rows: the comparison needs the reference's seeds")
+    ref = values[reference]
+    out = []
+    for name, mine in values.items():
+        if name == reference:
+            continue
+        verdict = "above" if min(mine) > max(ref) else "below" if max(mine) < min(ref) else "overlap"
+        out.append({"variant": name, "seeds": len(mine), "gap": round(statistics.fmean(mine) - statistics.fmean(ref), 2),
+                    "low": min(mine), "high": max(mine), "ref_low": min(ref), "ref_high": max(ref), "verdict": verdict})
+    return out
+
+
 def total_cpu_minutes(rows: list[dict]) -> float:
     """Training time of all the runs, in minutes (evaluation included)."""
     return sum(float(r["train_seconds"]) for r in rows) / 60

@@ -116,6 +116,21 @@ def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_pa
                      known_rows=[_row("se", 2, 60.0, train_images=400)])
 
 
+def test_compare_to_reference_calls_a_gap_only_where_the_seeds_do_not_overlap():
+    rows = [_row("reference", s, v) for s, v in ((1, 74.0), (2, 72.0), (3, 76.0))]
+    rows += [_row("a", s, v) for s, v in ((1, 77.0), (2, 78.0), (3, 76.5))]       # every seed above
+    rows += [_row("b", s, v) for s, v in ((1, 79.0), (2, 75.0), (3, 80.0))]       # higher mean, overlapping
+    rows += [_row("c", s, v) for s, v in ((1, 70.0), (2, 71.5))]                   # every seed below
+    a, b, c = ablation.compare_to_reference(rows)
+    assert (a["variant"], a["gap"], a["low"], a["high"], a["verdict"]) == ("a", 3.17, 76.5, 78.0, "above")
+    assert (a["ref_low"], a["ref_high"]) == (72.0, 76.0)
+    assert (b["gap"], b["verdict"]) == (4.0, "overlap")
+    assert (c["seeds"], c["gap"], c["verdict"]) == (2, -3.25, "below")
+    assert ablation.compare_to_reference(rows, key="final_test_acc")[0]["gap"] == 3.17   # test = val - 1 here
+    with pytest.raises(ValueError, match="no 'reference' runs"):
+        ablation.compare_to_reference(rows[3:])
+
+
 def test_the_ablation_figure_shows_error_bars_and_architecture_not_the_runs_speed():
     """Runs that share the cores are slowed at random (the full study's SE seed 2 ran at 139 images/s,
     seed 3 at 465): the figure plots what the architecture fixes, and the accuracies with their spread."""
