@@ -137,8 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
-    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, ablation_config, record_study, recorded_rows,
-                           run_ablation, total_cpu_minutes)
+    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, record_study,
+                           recorded_rows, run_ablation, total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import get_device
 
@@ -165,7 +165,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         # after every finished run, every row recorded so far goes to the partial CSV: to commit and carry on
         rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(),
                             on_row=lambda done: record_study(done, complete=False, device=device))
-    except ValueError as err:   # the recorded study is of another length or data size
+    except StudyMismatchError as err:   # the recorded study is of another length or data size
         print(f"error: {err}", file=sys.stderr)
         return 1
     planned = len(variants) * len(seeds)

@@ -47,6 +47,11 @@ FACTORS = {
     "augmentation": set(AUGMENTATION),
 }
 PARAMETER_TOLERANCE = 0.05
+
+
+class StudyMismatchError(ValueError):
+    """Runs of two different studies (other epochs or another number of training images) would be
+    mixed in one table."""
 #: Where ``python -m course_utils ablate`` writes its rows (in ``runtime.figures_dir()``): all runs of a
 #: finished study, and the finished runs of one still under way.
 RUNS_CSV, PARTIAL_CSV, SUMMARY_CSV = "09_ablation_runs.csv", "09_ablation_runs.partial.csv", "09_ablation_summary.csv"
@@ -122,25 +127,19 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     """Train every (variant, seed) with ``config`` and return one row each, in order.
 
     A run whose record is in ``folder``, or whose row is in ``known_rows`` (rows read back from a
-    committed CSV, with the same epochs, number of training images and parameters), is not trained again; a run
+    committed CSV, of the same network: same parameters), is not trained again; a run
     with only a checkpoint (interrupted) is resumed from it. An interruption (Ctrl-C) stops the study
     after the current run's last complete epoch; running it again picks up from there. ``on_row``, if
     given, is called with the rows so far after every newly finished run (the CLI writes them to a CSV,
     so that a study killed outright still leaves its finished runs to commit).
 
-    Raises ``ValueError``, before training anything, if ``known_rows`` hold runs of other epochs or
-    another number of training images: such a study belongs in its own figures folder.
+    Raises ``StudyMismatchError``, before training anything, if ``known_rows`` hold runs of other epochs
+    or another number of training images: such a study belongs in its own figures folder.
     """
     rows = []
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
-    alien = [r for r in known.values() if (r["epochs"], r["train_images"]) != (config.epochs, train_images)]
-    if alien:   # refused before anything is trained: two studies of different lengths or data are not mixed
-        raise ValueError(
-            f"the recorded study (in {figures_dir()}) is an ablation of {alien[0]['epochs']} epochs on "
-            f"{alien[0]['train_images']:,} training images; this one would run {config.epochs} epochs on "
-            f"{train_images:,}, and the two are not mixed. Set COURSE_FIGURES_DIR to another folder for this "
-            "study's CSVs and figure (e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run it again.")
+    _check_one_study(list(known.values()), (config.epochs, train_images))   # before anything is trained
     device = torch.device(device)
     folder = run_folder(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -218,6 +217,17 @@ def merge_rows(*groups: list[dict]) -> list[dict]:
     return [table[k] for k in sorted(table, key=lambda k: (order.get(k[0], len(order)), k[1]))]
 
 
+def _check_one_study(rows: list[dict], setup: tuple[int, int], this: str = "this one would run") -> None:
+    """Raise ``StudyMismatchError`` unless every row is of ``setup`` (epochs, training images)."""
+    alien = sorted({(int(r["epochs"]), int(r["train_images"])) for r in rows} - {setup})
+    if alien:
+        raise StudyMismatchError(
+            f"the recorded study is an ablation of {alien[0][0]} epochs on {alien[0][1]:,} training images; "
+            f"{this} {setup[0]} epochs on {setup[1]:,}, and the two are not "
+            "mixed. Set COURSE_FIGURES_DIR to another folder for this study's CSVs and figure "
+            "(e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run it again.")
+
+
 def record_study(rows: list[dict], complete: bool, device: torch.device | str, folder: Path | None = None) -> dict:
     """Write the study to ``folder`` (``runtime.figures_dir()``): ``rows`` (the runs of this sitting)
     merged with the runs already recorded there, which are kept, never dropped (``merge_rows``).
@@ -226,10 +236,18 @@ def record_study(rows: list[dict], complete: bool, device: torch.device | str, f
     to commit and carry on from. ``complete=True``: ``09_ablation_runs.csv``, ``09_ablation_summary.csv``
     and the figure ``09_ablation.png`` (titled with epochs, data size, seeds per variant and device),
     and the partial CSV is removed. Returns the ``study`` rows, the ``summary`` (complete only), the
-    number of recorded runs ``kept`` that ``rows`` did not cover, and the ``files`` written.
+    number of recorded runs ``kept`` that ``rows`` did not cover, and the ``files`` written (none when
+    there is no run at all). Raises ``StudyMismatchError`` if ``rows`` and the recorded runs are of
+    different epochs or data sizes.
     """
     folder = folder or figures_dir()
-    study = merge_rows([typed_row(r) for r in recorded_rows(folder)], rows)
+    recorded = [typed_row(r) for r in recorded_rows(folder)]
+    if rows:
+        setup = (int(rows[0]["epochs"]), int(rows[0]["train_images"]))
+        _check_one_study(recorded + [typed_row(r) for r in rows], setup, "these runs are of")
+    study = merge_rows(recorded, rows)
+    if not study:
+        return {"study": [], "summary": None, "kept": 0, "files": []}
     kept = len(study) - len({(r["variant"], int(r["seed"])) for r in rows})
     partial = folder / PARTIAL_CSV
     if not complete:
@@ -303,7 +321,8 @@ def compare_to_reference(rows: list[dict], key: str = "final_val_acc", reference
     """Each variant's seeds against the reference's, on ``key`` (validation by default): the gap of the
     means, both ranges (lowest and highest seed), and the verdict a reader may draw with this few
     seeds: ``"above"`` or ``"below"`` when every seed of the variant lies beyond every seed of the
-    reference, else ``"overlap"`` (no finding)."""
+    reference, ``"overlap"`` (no finding) when the ranges overlap, ``"too few seeds"`` when either
+    side has fewer than two."""
     values: dict[str, list[float]] = {}
     for r in rows:
         values.setdefault(r["variant"], []).append(float(r[key]))
@@ -314,7 +333,8 @@ def compare_to_reference(rows: list[dict], key: str = "final_val_acc", reference
     for name, mine in values.items():
         if name == reference:
             continue
-        verdict = "above" if min(mine) > max(ref) else "below" if max(mine) < min(ref) else "overlap"
+        verdict = ("too few seeds" if min(len(mine), len(ref)) < 2 else "above" if min(mine) > max(ref)
+                   else "below" if max(mine) < min(ref) else "overlap")
         out.append({"variant": name, "seeds": len(mine), "gap": round(statistics.fmean(mine) - statistics.fmean(ref), 2),
                     "low": min(mine), "high": max(mine), "ref_low": min(ref), "ref_high": max(ref), "verdict": verdict})
     return out

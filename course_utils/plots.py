@@ -19,8 +19,11 @@ def _plt():
 
 
 def save(fig, name: str, dpi: int = 110, folder: Path | None = None):
-    """Save ``fig`` as ``figures/<name>.png`` (or in ``folder``) and return the path."""
-    path = Path(folder or figures_dir()) / f"{name}.png"
+    """Save ``fig`` as ``<name>.png`` in ``folder`` (default ``runtime.figures_dir()``: ``figures/``,
+    or its ``smoke/`` subfolder in smoke mode) and return the path."""
+    folder = Path(folder or figures_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 

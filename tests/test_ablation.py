@@ -69,9 +69,9 @@ def test_summary_mean_and_std_match_the_rows():
     assert b["val_std"] == b["test_std"] == 0.0 and a["images_per_s"] == 102.0
 
 
-def _row(variant, seed, val, epochs=2, train_images=40):
+def _row(variant, seed, val, epochs=2, train_images=40, test=None):
     return dict(variant=variant, factor="f", seed=seed, parameters=10, macs=20, receptive_field=5, final_val_acc=val,
-                final_test_acc=val - 1, images_per_s=100.0, train_seconds=60.0, epochs=epochs,
+                final_test_acc=val - 1 if test is None else test, images_per_s=100.0, train_seconds=60.0, epochs=epochs,
                 train_images=train_images, device="cpu")
 
 
@@ -79,12 +79,14 @@ def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_fil
     """The one writer of the study's files (the CLI and notebook 09 both call it): an unfinished
     study goes to the partial CSV only, a finished one to the runs and summary CSVs and the figure, and
     the runs recorded earlier are kept either way; a rerun of a recorded run replaces its row."""
+    assert ablation.record_study([], complete=False, device="cpu", folder=tmp_path)["files"] == []   # nothing yet
+    ablation.write_csv([_row("flip-only", 1, 50.0)], tmp_path / ablation.RUNS_CSV)   # an older finished call
     ablation.write_csv([_row("flip-only", 1, 70.0), _row("reference", 1, 60.0)], tmp_path / ablation.PARTIAL_CSV)
     out = ablation.record_study([_row("se", 1, 65.0)], complete=False, device="cpu", folder=tmp_path)
-    assert [f.name for f in out["files"]] == [ablation.PARTIAL_CSV] and out["summary"] is None
+    assert [f.name for f in out["files"]] == [ablation.PARTIAL_CSV] and out["summary"] is None and out["kept"] == 2
     rows = ablation.read_csv(tmp_path / ablation.PARTIAL_CSV)
-    assert [r["variant"] for r in rows] == ["reference", "se", "flip-only"]      # the study's order
-    assert not (tmp_path / ablation.RUNS_CSV).exists()
+    assert [(r["variant"], r["final_val_acc"]) for r in rows] == [
+        ("reference", "60.0"), ("se", "65.0"), ("flip-only", "70.0")]   # the study's order; the partial row wins
 
     out = ablation.record_study([_row("se", 1, 66.0), _row("se", 2, 64.0)], complete=True, device="cpu",
                                 folder=tmp_path)
@@ -97,6 +99,11 @@ def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_fil
     assert summary["se"]["seeds"] == "2" and summary["se"]["val_mean"] == "65.0"
     assert (tmp_path / "09_ablation.png").stat().st_size > 10_000
 
+    before = (tmp_path / ablation.RUNS_CSV).read_text()
+    with pytest.raises(ablation.StudyMismatchError, match="these runs are of 3 epochs on 40"):
+        ablation.record_study([_row("eca", 1, 66.0, epochs=3)], complete=True, device="cpu", folder=tmp_path)
+    assert (tmp_path / ablation.RUNS_CSV).read_text() == before
+
 
 def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_path, monkeypatch):
     """Rows of other epochs (or another data size) are not mixed into this study: a clear error that
@@ -107,26 +114,30 @@ def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_pa
     monkeypatch.setattr(ablation, "split", lambda data, config: type("S", (), {"train_labels": [0] * 40})())
     monkeypatch.setattr(ablation, "train", no_training)
     config = ablation_config(epochs=2, train_per_class=4)
-    with pytest.raises(ValueError, match=r"ablation of 3 epochs on 40 training images; this one would run 2 "
+    with pytest.raises(ablation.StudyMismatchError, match=r"ablation of 3 epochs on 40 training images; this one would run 2 "
                                          r"epochs on 40.*COURSE_FIGURES_DIR"):
         run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
                      known_rows=[_row("reference", 1, 60.0, epochs=3)])
     with pytest.raises(ValueError, match="on 400 training images"):
         run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
                      known_rows=[_row("se", 2, 60.0, train_images=400)])
+    assert list(tmp_path.iterdir()) == []                                  # no run folder made either
 
 
 def test_compare_to_reference_calls_a_gap_only_where_the_seeds_do_not_overlap():
     rows = [_row("reference", s, v) for s, v in ((1, 74.0), (2, 72.0), (3, 76.0))]
     rows += [_row("a", s, v) for s, v in ((1, 77.0), (2, 78.0), (3, 76.5))]       # every seed above
     rows += [_row("b", s, v) for s, v in ((1, 79.0), (2, 75.0), (3, 80.0))]       # higher mean, overlapping
-    rows += [_row("c", s, v) for s, v in ((1, 70.0), (2, 71.5))]                   # every seed below
-    a, b, c = ablation.compare_to_reference(rows)
+    rows += [_row("c", s, v, test=80.0 + s) for s, v in ((1, 70.0), (2, 71.5))]   # every seed below (test: above)
+    rows += [_row("d", 1, 90.0)]                                                   # one seed proves nothing
+    a, b, c, d = ablation.compare_to_reference(rows)
     assert (a["variant"], a["gap"], a["low"], a["high"], a["verdict"]) == ("a", 3.17, 76.5, 78.0, "above")
     assert (a["ref_low"], a["ref_high"]) == (72.0, 76.0)
     assert (b["gap"], b["verdict"]) == (4.0, "overlap")
     assert (c["seeds"], c["gap"], c["verdict"]) == (2, -3.25, "below")
-    assert ablation.compare_to_reference(rows, key="final_test_acc")[0]["gap"] == 3.17   # test = val - 1 here
+    assert d["verdict"] == "too few seeds"
+    test_c = ablation.compare_to_reference(rows, key="final_test_acc")[2]
+    assert (test_c["variant"], test_c["gap"], test_c["verdict"]) == ("c", 8.5, "above")
     with pytest.raises(ValueError, match="no 'reference' runs"):
         ablation.compare_to_reference(rows[3:])
 
