@@ -164,7 +164,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         # runs recorded by an earlier sitting (perhaps on another machine) are read back, not trained again;
         # after every finished run, every row recorded so far goes to the partial CSV: to commit and carry on
         rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(),
-                            on_row=lambda done: record_study(done, complete=False, device=device))
+                            on_row=lambda done: record_study(done, complete=False))
     except StudyMismatchError as err:   # the recorded study is of another length or data size
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -173,7 +173,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"stopped before the end ({len(rows)} of {planned} runs, in {PARTIAL_CSV}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
-    written = record_study(rows, complete=True, device=device)
+    written = record_study(rows, complete=True)
     study, kept = written["study"], written["kept"]
     print(f"total training time of the {len(study)} runs: {total_cpu_minutes(study):.1f} min "
           f"({(time.perf_counter() - start) / 60:.1f} min in this call)")

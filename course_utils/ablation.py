@@ -228,14 +228,17 @@ def _check_one_study(rows: list[dict], setup: tuple[int, int], this: str = "this
             "(e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run it again.")
 
 
-def record_study(rows: list[dict], complete: bool, device: torch.device | str, folder: Path | None = None) -> dict:
+def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -> dict:
     """Write the study to ``folder`` (``runtime.figures_dir()``): ``rows`` (the runs of this sitting)
     merged with the runs already recorded there, which are kept, never dropped (``merge_rows``).
 
     ``complete=False`` (a study stopped before its last run): ``09_ablation_runs.partial.csv`` only,
     to commit and carry on from. ``complete=True``: ``09_ablation_runs.csv``, ``09_ablation_summary.csv``
-    and the figure ``09_ablation.png`` (titled with epochs, data size, seeds per variant and device),
-    and the partial CSV is removed. Returns the ``study`` rows, the ``summary`` (complete only), the
+    and the figure ``09_ablation.png`` (titled with epochs, data size, seeds per variant and the devices
+    the runs were trained on, read from the rows: a later sitting elsewhere that only reads them back
+    does not relabel them),
+    and the partial CSV is removed. Returns the ``study`` rows, the ``summary`` and figure ``title``
+    (complete only), the
     number of recorded runs ``kept`` that ``rows`` did not cover, and the ``files`` written (none when
     there is no run at all). Raises ``StudyMismatchError`` if ``rows`` and the recorded runs are of
     different epochs or data sizes.
@@ -256,11 +259,12 @@ def record_study(rows: list[dict], complete: bool, device: torch.device | str, f
     files = [write_csv(study, folder / RUNS_CSV), write_csv(summary, folder / SUMMARY_CSV)]
     partial.unlink(missing_ok=True)
     r, seeds = summary[0], "/".join(map(str, sorted({s["seeds"] for s in summary})))
-    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {seeds} seeds per variant, {torch.device(device)}"
+    devices = "/".join(sorted({str(row["device"]) for row in study}))
+    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
              + (" (smoke mode)" if is_smoke() else ""))
     fig = plot_ablation(summary, title)
     files.append(plots.save(fig, "09_ablation", folder=folder))
-    return {"study": study, "summary": summary, "kept": kept, "files": files}
+    return {"study": study, "summary": summary, "kept": kept, "files": files, "title": title}
 
 
 def variant(name: str) -> Variant:

@@ -79,17 +79,18 @@ def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_fil
     """The one writer of the study's files (the CLI and notebook 09 both call it): an unfinished
     study goes to the partial CSV only, a finished one to the runs and summary CSVs and the figure, and
     the runs recorded earlier are kept either way; a rerun of a recorded run replaces its row."""
-    assert ablation.record_study([], complete=False, device="cpu", folder=tmp_path)["files"] == []   # nothing yet
+    assert ablation.record_study([], complete=False, folder=tmp_path)["files"] == []   # nothing yet
     ablation.write_csv([_row("flip-only", 1, 50.0)], tmp_path / ablation.RUNS_CSV)   # an older finished call
     ablation.write_csv([_row("flip-only", 1, 70.0), _row("reference", 1, 60.0)], tmp_path / ablation.PARTIAL_CSV)
-    out = ablation.record_study([_row("se", 1, 65.0)], complete=False, device="cpu", folder=tmp_path)
+    out = ablation.record_study([_row("se", 1, 65.0)], complete=False, folder=tmp_path)
     assert [f.name for f in out["files"]] == [ablation.PARTIAL_CSV] and out["summary"] is None and out["kept"] == 2
     rows = ablation.read_csv(tmp_path / ablation.PARTIAL_CSV)
     assert [(r["variant"], r["final_val_acc"]) for r in rows] == [
         ("reference", "60.0"), ("se", "65.0"), ("flip-only", "70.0")]   # the study's order; the partial row wins
 
-    out = ablation.record_study([_row("se", 1, 66.0), _row("se", 2, 64.0)], complete=True, device="cpu",
+    out = ablation.record_study([_row("se", 1, 66.0), dict(_row("se", 2, 64.0), device="cuda")], complete=True,
                                 folder=tmp_path)
+    assert out["title"] == "2 epochs on 40 images, 1/2 seeds per variant, cpu/cuda"   # the rows' devices
     assert [f.name for f in out["files"]] == [ablation.RUNS_CSV, ablation.SUMMARY_CSV, "09_ablation.png"]
     assert out["kept"] == 2 and not (tmp_path / ablation.PARTIAL_CSV).exists()
     rows = ablation.read_csv(tmp_path / ablation.RUNS_CSV)
@@ -101,7 +102,7 @@ def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_fil
 
     before = (tmp_path / ablation.RUNS_CSV).read_text()
     with pytest.raises(ablation.StudyMismatchError, match="these runs are of 3 epochs on 40"):
-        ablation.record_study([_row("eca", 1, 66.0, epochs=3)], complete=True, device="cpu", folder=tmp_path)
+        ablation.record_study([_row("eca", 1, 66.0, epochs=3)], complete=True, folder=tmp_path)
     assert (tmp_path / ablation.RUNS_CSV).read_text() == before
 
 
@@ -221,3 +222,25 @@ def test_trained_model_is_the_studys_run_read_back_or_trained_once(image_folder,
     assert len(trained) == 3 and all(r is not None for r in trained[1:])   # resumed from the finished checkpoint
     with pytest.raises(ValueError, match="unknown ablation variant 'resnet'; choose from reference"):
         ablation.variant("resnet")
+
+
+def test_the_committed_study_is_complete_consistent_and_matched():
+    """The recorded study that notebook 09 and the README read: every variant with every seed, of one
+    setup (epochs, training images), its summary recomputed from its runs, and every variant within
+    the parameter budget of the reference (checked on the rows, not only on the definitions)."""
+    from course_utils.runtime import REPO_ROOT
+
+    figures = REPO_ROOT / "figures"
+    runs = [ablation.typed_row(r) for r in ablation.read_csv(figures / ablation.RUNS_CSV)]
+    assert sorted((r["variant"], r["seed"]) for r in runs) == sorted(
+        (v.name, s) for v in VARIANTS for s in ablation.ABLATION_SEEDS)
+    assert {(r["epochs"], r["train_images"]) for r in runs} == {(ablation.ABLATION_EPOCHS, 45_000)}
+    recorded = ablation.read_csv(figures / ablation.SUMMARY_CSV)
+    recomputed = summarize(runs)
+    assert [r["variant"] for r in recorded] == [r["variant"] for r in recomputed]
+    for old, new in zip(recorded, recomputed):
+        assert {k: float(old[k]) for k in ("val_mean", "val_std", "test_mean", "test_std")} == \
+               {k: float(new[k]) for k in ("val_mean", "val_std", "test_mean", "test_std")}
+    reference = next(r["parameters"] for r in runs if r["variant"] == REFERENCE.name)
+    assert all(abs(r["parameters"] - reference) <= PARAMETER_TOLERANCE * reference for r in runs)
+    assert not (figures / ablation.PARTIAL_CSV).exists()
