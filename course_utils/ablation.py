@@ -47,14 +47,14 @@ FACTORS = {
     "augmentation": set(AUGMENTATION),
 }
 PARAMETER_TOLERANCE = 0.05
+#: Where ``python -m course_utils ablate`` writes its rows (in ``runtime.figures_dir()``): all runs of a
+#: finished study, and the finished runs of one still under way.
+RUNS_CSV, PARTIAL_CSV, SUMMARY_CSV = "09_ablation_runs.csv", "09_ablation_runs.partial.csv", "09_ablation_summary.csv"
 
 
 class StudyMismatchError(ValueError):
     """Runs of two different studies (other epochs or another number of training images) would be
     mixed in one table."""
-#: Where ``python -m course_utils ablate`` writes its rows (in ``runtime.figures_dir()``): all runs of a
-#: finished study, and the finished runs of one still under way.
-RUNS_CSV, PARTIAL_CSV, SUMMARY_CSV = "09_ablation_runs.csv", "09_ablation_runs.partial.csv", "09_ablation_summary.csv"
 
 
 @dataclass(frozen=True)
@@ -234,13 +234,13 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
 
     ``complete=False`` (a study stopped before its last run): ``09_ablation_runs.partial.csv`` only,
     to commit and carry on from. ``complete=True``: ``09_ablation_runs.csv``, ``09_ablation_summary.csv``
-    and the figure ``09_ablation.png`` (titled with epochs, data size, seeds per variant and the devices
-    the runs were trained on, read from the rows: a later sitting elsewhere that only reads them back
-    does not relabel them),
-    and the partial CSV is removed. Returns the ``study`` rows, the ``summary`` and figure ``title``
-    (complete only), the
-    number of recorded runs ``kept`` that ``rows`` did not cover, and the ``files`` written (none when
-    there is no run at all). Raises ``StudyMismatchError`` if ``rows`` and the recorded runs are of
+    and the figure ``09_ablation.png``, and the partial CSV is removed. The figure's title names the
+    epochs, data size, seeds per variant and the devices the runs were trained on, read from the rows
+    (a later sitting elsewhere that only reads them back does not relabel them).
+
+    Returns the ``study`` rows, the number of recorded runs ``kept`` that ``rows`` did not cover, the
+    ``files`` written (none when there is no run at all) and, when complete, the ``summary`` and the
+    figure's ``title``. Raises ``StudyMismatchError`` if ``rows`` and the recorded runs are of
     different epochs or data sizes.
     """
     folder = folder or figures_dir()
