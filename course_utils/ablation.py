@@ -368,7 +368,7 @@ def plot_ablation(summary: list[dict], title: str = ""):
     """Validation and test accuracy (mean ± standard deviation over seeds), parameters, MACs and
     receptive field of each variant, side by side; the reference in orange. Not the runs' images/s:
     runs that share the cores with other work are slowed at random, so speed is measured apart
-    (``benchmark.train_step_throughput``; notebook 09 does)."""
+    (``benchmark.relative_throughput``, in notebook 09)."""
     import matplotlib.pyplot as plt
 
     names = [f"{r['variant']} ({r['factor']})" if r["factor"] != "reference" else r["variant"] for r in summary]

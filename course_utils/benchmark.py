@@ -4,7 +4,9 @@ Every result names the device and the settings it was measured with.
 """
 from __future__ import annotations
 
+import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -80,6 +82,64 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
         step()
     synchronize(device)
     return batch_size * steps / (time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class RelativeSpeed:
+    """One model's training speed against a reference's, from ``relative_throughput``.
+
+    ``ratios`` holds one ratio per pass (this model's images/s over the reference's, timed moments
+    apart); ``ratio`` is their median, ``low``/``high`` their range. A range that includes 1 is not a
+    reading: the model is not shown to be faster or slower than the reference."""
+
+    name: str
+    images_per_s: float          # median over the passes
+    ratios: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def low(self) -> float:
+        return min(self.ratios)
+
+    @property
+    def high(self) -> float:
+        return max(self.ratios)
+
+    @property
+    def is_reading(self) -> bool:
+        """True when every pass puts the model on the same side of the reference."""
+        return self.high < 1.0 or self.low > 1.0
+
+
+def relative_throughput(builds: "dict[str, Callable[[], object]]", device, reference: str | None = None,
+                        passes: int = 5, batch_size: int = 128, steps: int = 10, channels_last: bool = True,
+                        measure: Callable | None = None) -> list[RelativeSpeed]:
+    """Training speed of each model against ``reference`` (default: the first of ``builds``), robust to
+    a machine whose speed drifts (a shared or throttled CPU can differ by 10-20% from one minute to the
+    next): ``passes`` interleaved passes each time every model once, close together, and each model's
+    ratio is taken to the reference timed in the same pass. Returns one ``RelativeSpeed`` per model, in
+    the order of ``builds`` (the reference's ratios are all 1).
+
+    ``builds`` maps a name to a function that builds a fresh model; ``measure`` is
+    ``train_step_throughput`` unless given (same signature), so the arithmetic can be tested alone."""
+    if not builds:
+        raise ValueError("relative_throughput: no models to time (builds is empty)")
+    if passes < 1:
+        raise ValueError(f"relative_throughput: passes must be at least 1, got {passes}")
+    reference = next(iter(builds)) if reference is None else reference
+    if reference not in builds:
+        raise ValueError(f"relative_throughput: the reference {reference!r} is not among the models "
+                         f"({', '.join(builds)}); name one of them")
+    measure = measure or train_step_throughput
+    speed: dict[str, list[float]] = {name: [] for name in builds}
+    for _ in range(passes):
+        for name, build in builds.items():
+            speed[name].append(measure(build(), device, batch_size, channels_last=channels_last, steps=steps))
+    ref = speed[reference]
+    return [RelativeSpeed(name, statistics.median(s), tuple(a / b for a, b in zip(s, ref))) for name, s in speed.items()]
 
 
 #: The models whose training steps ``bench`` times: the starting network, the seed's CifarNet10

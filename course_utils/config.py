@@ -25,8 +25,8 @@ SMOKE_EPOCHS = 2
 #: linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD", arXiv:1706.02677;
 #: OneCycle's warm-up plays the part of their gradual warm-up) and torch.compile. A large batch keeps a
 #: GPU busy with a net this small; on a CPU it gains nothing per image, so "auto" picks it only on CUDA.
-#: ``long`` is for the best accuracy under the same rules: four times the epochs at the course's
-#: original batch 128, with the full augmentation (every transform at p = 0.5).
+#: ``long`` is for the best accuracy under the same rules: one and a half times the course's epochs
+#: (60) at the course's original batch 128, with the full augmentation (every transform at p = 0.5).
 FAST_RECIPE = dict(batch_size=512, lr=0.4, compile=True)
 LONG_RECIPE = dict(epochs=60, batch_size=128, lr=0.1, dropout_p=0.5)
 RECIPES = ("course", "fast", "long")

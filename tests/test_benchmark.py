@@ -1,0 +1,93 @@
+"""course_utils.benchmark: the arithmetic of relative speed, with the timer stubbed (no timing in tests)."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils.benchmark import RelativeSpeed, relative_throughput, train_step_throughput
+
+
+class Named(nn.Module):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def stub_measure(timings):
+    """A stand-in for train_step_throughput: images/s read in turn from ``timings[name]``, and a log
+    of the calls (model name, order, settings passed on)."""
+    feeds = {name: iter(values) for name, values in timings.items()}
+    calls = []
+
+    def measure(model, device, batch_size, channels_last, steps):
+        calls.append((model.name, device, batch_size, channels_last, steps))
+        return next(feeds[model.name])
+
+    return measure, calls
+
+
+def builds(*names):
+    return {name: (lambda name=name: Named(name)) for name in names}
+
+
+def test_relative_throughput_pairs_each_pass_with_the_reference_of_that_pass():
+    # The machine slows down by half in pass 2: raw medians would blur it, per-pass ratios do not.
+    measure, calls = stub_measure({"ref": [1000, 500, 1000], "fast": [1200, 600, 1200], "slow": [800, 400, 900]})
+    rows = relative_throughput(builds("ref", "fast", "slow"), "cpu", passes=3, batch_size=64, steps=4,
+                               channels_last=False, measure=measure)
+    assert [r.name for r in rows] == ["ref", "fast", "slow"]
+    ref, fast, slow = rows
+    assert ref.ratios == (1.0, 1.0, 1.0) and not ref.is_reading
+    assert fast.ratios == pytest.approx((1.2, 1.2, 1.2)) and fast.ratio == pytest.approx(1.2)
+    assert fast.is_reading and fast.images_per_s == 1200
+    assert slow.ratios == pytest.approx((0.8, 0.8, 0.9))
+    assert (slow.ratio, slow.low, slow.high) == pytest.approx((0.8, 0.8, 0.9))
+    assert slow.is_reading and slow.images_per_s == 800
+    # interleaved: every pass times every model once, in order, with the settings passed on
+    assert [c[0] for c in calls] == ["ref", "fast", "slow"] * 3
+    assert {c[1:] for c in calls} == {("cpu", 64, False, 4)}
+
+
+def test_a_range_that_includes_one_is_not_a_reading():
+    measure, _ = stub_measure({"ref": [1000, 1000, 1000], "noisy": [1100, 950, 1300]})
+    ref, noisy = relative_throughput(builds("ref", "noisy"), "cpu", passes=3, measure=measure)
+    assert (noisy.low, noisy.ratio, noisy.high) == pytest.approx((0.95, 1.1, 1.3))
+    assert not noisy.is_reading
+    assert RelativeSpeed("x", 1.0, (0.7, 0.99)).is_reading
+    assert not RelativeSpeed("x", 1.0, (0.7, 1.0)).is_reading
+
+
+def test_relative_throughput_takes_a_named_reference_and_builds_a_fresh_model_each_time():
+    built = itertools.count()
+
+    def build():
+        next(built)
+        return Named("b")
+
+    measure, _ = stub_measure({"a": [300, 300], "b": [600, 900]})
+    rows = relative_throughput({"a": lambda: Named("a"), "b": build}, "cpu", reference="b", passes=2, measure=measure)
+    assert rows[0].ratios == pytest.approx((0.5, 1 / 3)) and rows[1].ratios == (1.0, 1.0)
+    assert next(built) == 2  # one fresh model per pass
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(builds={}), "no models"),
+    (dict(passes=0), "passes must be at least 1"),
+    (dict(reference="nope"), "reference 'nope' is not among the models"),
+])
+def test_relative_throughput_rejects_bad_input_with_a_clear_message(kwargs, message):
+    args = dict(builds=builds("a"), device="cpu", measure=lambda *a, **k: 1.0) | kwargs
+    with pytest.raises(ValueError, match=message):
+        relative_throughput(**args)
+
+
+def test_relative_throughput_times_real_training_steps_by_default():
+    rows = relative_throughput(builds("a", "b"), torch.device("cpu"), passes=1, batch_size=4, steps=1)
+    assert [r.name for r in rows] == ["a", "b"] and all(r.images_per_s > 0 for r in rows)
+    assert rows[0].ratios == (1.0,)
+    assert train_step_throughput(Named("c"), "cpu", 4, steps=1, warmup=1) > 0
