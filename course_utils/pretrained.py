@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, load_checkpoint
+from .runtime import REPO_ROOT
 
 #: Where shipped weights live: inside the package, so an installed kit has them too.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -85,6 +86,17 @@ def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = N
     return model.eval()
 
 
+def _require_finished_full_run(record: dict, what: str) -> None:
+    """A clear error unless ``record`` describes a finished, full-size run (what ``what`` needs)."""
+    if record.get("interrupted") or record.get("epochs") != record.get("epochs_planned"):
+        raise ValueError(f"this run did not finish; {what} a run whose every planned epoch completed")
+    if record.get("smoke"):
+        raise ValueError(f"this is a smoke-mode run (a tiny subset, a few epochs); {what} a full run")
+    config = record.get("config", {})
+    if config.get("train_per_class") is not None or config.get("test_per_class") is not None:
+        raise ValueError(f"this run trained on a subset (--subset); {what} a full-size run")
+
+
 def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
                       folder: str | os.PathLike | None = None, recipe: str | None = None) -> tuple[Path, Path]:
     """Write the weights of a finished run (its JSON run record, or the record's dict) and their card.
@@ -101,13 +113,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         record = {**json.loads(path.read_text()), "record_path": str(path)}
         if path.with_suffix(".pt").is_file():  # the checkpoint beside the record, wherever runs/ was copied to
             record["checkpoint"] = str(path.with_suffix(".pt"))
-    if record.get("interrupted") or record.get("epochs") != record.get("epochs_planned"):
-        raise ValueError("this run did not finish; export a run whose every planned epoch completed")
-    if record.get("smoke"):
-        raise ValueError("this is a smoke-mode run (a tiny subset, a few epochs); export a full run")
-    config = record.get("config", {})
-    if config.get("train_per_class") is not None or config.get("test_per_class") is not None:
-        raise ValueError("this run trained on a subset (--subset); export a full-size run")
+    _require_finished_full_run(record, "export")
     name = name or record["model"]
     model = get_model(record["model"])
     state = load_checkpoint(record["checkpoint"], model)
@@ -128,3 +134,26 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
                 file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))
     card_path.write_text(json.dumps(info, indent=2) + "\n")
     return weights, card_path
+
+
+def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """Copy a finished full-size run's JSON record into the repository (default ``figures/runs/``), so
+    that the README's results table cites a file every clone has (``runs/`` is local and git-ignored).
+
+    The copy is the record itself, with the paths of this machine reduced to ``runs/<file>``: a
+    published record names no absolute path. Refuses an unfinished, smoke-mode or subset run."""
+    path = Path(record)
+    if not path.is_file():
+        raise ValueError(f"no run record at {path}; train first (python -m course_utils train), then pass its .json")
+    data = json.loads(path.read_text())
+    _require_finished_full_run(data, "publish")
+    for key in ("checkpoint", "record_path"):
+        if data.get(key):
+            data[key] = f"runs/{Path(data[key]).name}"
+    out = Path(folder) if folder is not None else REPO_ROOT / "figures" / "runs"
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / path.name
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, target)
+    return target

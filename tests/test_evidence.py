@@ -1,7 +1,9 @@
 """Evidence rules in code: a validation split for decisions, the test set read once (after the last
 epoch), the final epoch reported, plain cross-entropy logged, and shipped weights that prove the
 kit's accuracy claim on the real test set."""
+import itertools
 import json
+import re
 import shutil
 
 import numpy as np
@@ -12,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils.config import TrainConfig
 from course_utils.data import VAL_PER_CLASS, load_cifar10, make_loaders, val_loader
-from course_utils.pretrained import PretrainedError, card, export_pretrained, load_pretrained, sha256
+from course_utils.pretrained import PretrainedError, card, export_pretrained, load_pretrained, publish_record, sha256
 from course_utils.runtime import REPO_ROOT
 from course_utils.training import History, evaluate, fit, train_one_epoch
 
@@ -182,6 +184,59 @@ def test_export_refuses_unfinished_and_smoke_runs(tmp_path):
     with pytest.raises(ValueError, match="subset"):
         export_pretrained({**record, "epochs": 5, "interrupted": False, "config": {"train_per_class": 50}},
                           folder=tmp_path)
+
+
+def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_path):
+    record = {"model": "cifarnet", "epochs": 5, "epochs_planned": 5, "interrupted": False, "smoke": False,
+              "final_val_acc": 80.5, "final_test_acc": 81.25, "config": {"train_per_class": None},
+              "checkpoint": str(tmp_path / "deep" / "runs" / "cifarnet-full-e5-s1.pt"),
+              "record_path": str(tmp_path / "deep" / "runs" / "cifarnet-full-e5-s1.json")}
+    src = tmp_path / "cifarnet-full-e5-s1.json"
+    src.write_text(json.dumps(record))
+    out = publish_record(src, folder=tmp_path / "published")
+    assert out == tmp_path / "published" / "cifarnet-full-e5-s1.json"
+    text = out.read_text()
+    assert str(tmp_path) not in text
+    copy = json.loads(text)
+    assert copy["checkpoint"] == "runs/cifarnet-full-e5-s1.pt" and copy["record_path"] == "runs/cifarnet-full-e5-s1.json"
+    assert {k: v for k, v in copy.items() if k not in ("checkpoint", "record_path")} == \
+        {k: v for k, v in record.items() if k not in ("checkpoint", "record_path")}
+    assert [p.name for p in out.parent.iterdir()] == [out.name]          # no temporary file left behind
+    for bad, message in (({"interrupted": True}, "did not finish; publish"), ({"smoke": True}, "smoke-mode"),
+                         ({"config": {"train_per_class": 50}}, "subset")):
+        src.write_text(json.dumps({**record, **bad}))
+        with pytest.raises(ValueError, match=message):
+            publish_record(src, folder=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(ValueError, match="no run record at"):
+        publish_record(tmp_path / "missing.json")
+
+
+def _results_rows():
+    """The README results table's rows, as lists of cells."""
+    text = (REPO_ROOT / "README.md").read_text()
+    lines = text.split("\n## Results\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:])  # after header and rule
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+
+
+def test_readme_results_rows_quote_their_published_records():
+    """Every results row that cites a published run record (figures/runs/*.json) quotes that record's
+    final validation and test accuracy, epochs and parameters; the record is a finished full-size run
+    and names no absolute path."""
+    rows = [(row, re.search(r"figures/runs/[\w.-]+\.json", " ".join(row))) for row in _results_rows()]
+    cited = [(row, m.group(0)) for row, m in rows if m]
+    assert len(cited) >= 2, "the results table cites no published records"
+    for row, name in cited:
+        record = json.loads((REPO_ROOT / name).read_text())
+        model, params, _macs, _device, recipe, _time, _ips, val, test, _source = row
+        assert params == f"{record['parameters']:,}", (name, params)
+        assert recipe.endswith(f", {record['epochs']}"), (name, recipe)
+        assert val.startswith(f"{record['final_val_acc']:.2f}%"), (name, val)
+        assert re.sub(r"[*]", "", test).startswith(f"{record['final_test_acc']:.2f}%"), (name, test)
+        assert not record["interrupted"] and not record["smoke"] and record["epochs"] == record["epochs_planned"]
+        assert "/work/" not in json.dumps(record) and not record["checkpoint"].startswith("/")
 
 
 def _real_test_set():
