@@ -25,10 +25,12 @@ SMOKE_EPOCHS = 2
 #: linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD", arXiv:1706.02677;
 #: OneCycle's warm-up plays the part of their gradual warm-up) and torch.compile. A large batch keeps a
 #: GPU busy with a net this small; on a CPU it gains nothing per image, so "auto" picks it only on CUDA.
-#: ``long`` is for the best accuracy under the same rules: one and a half times the course's epochs
-#: (60) at the course's original batch 128, with the full augmentation (every transform at p = 0.5).
+#: ``long`` is for the best accuracy under the same rules: the course recipe, one and a half times as
+#: long (60 epochs), and nothing else changed. The 40-epoch run ended with its training accuracy (on
+#: augmented images) barely above its validation accuracy (86.34% against 85.08%): the network is
+#: limited by fitting, not by overfitting, so the long recipe adds epochs, not regularisation.
 FAST_RECIPE = dict(batch_size=512, lr=0.4, compile=True)
-LONG_RECIPE = dict(epochs=60, batch_size=128, lr=0.1, dropout_p=0.5)
+LONG_RECIPE = dict(epochs=60)
 RECIPES = ("course", "fast", "long")
 _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 

@@ -167,3 +167,38 @@ def test_notebooks_run_in_jupyterlab(lab, browser, tmp_path):
         assert r["images"] >= 1, f"{nb}: no image output rendered: {r}"
         assert r["missingWidgets"] == 0, f"{nb}: a widget failed to render: {r}"
     assert results[NOTEBOOKS[0]]["progress"] >= 1, f"the tqdm progress widget did not render: {results}"
+
+
+def _explorer_text(page) -> str:
+    return page.locator(".widget-interact").first.inner_text()
+
+
+def test_conv_explorer_sliders_redraw_in_jupyterlab(lab, browser):
+    """Notebook 02's convolution explorer in a real browser: the sliders render, and setting one (the
+    stride, typed into its readout as a learner can) reruns the cell's function: the printed output
+    size and the picture change to match the arithmetic (5x5 input, 3x3 kernel, padding 1)."""
+    url, token = lab
+    page = browser.new_page()
+    try:
+        r = _run_notebook(page, url, token, "notebooks/02_convolution_arithmetic.ipynb")
+        assert r["errors"] == [] and r["tracebacks"] == 0 and r["missingWidgets"] == 0, r
+        explorer = page.locator(".widget-interact").first
+        explorer.scroll_into_view_if_needed()
+        labels = [t.strip() for t in explorer.locator(".widget-slider .widget-label").all_inner_texts()]
+        assert labels == ["input", "kernel", "stride", "padding", "dilation"], labels
+        page.wait_for_function("() => document.querySelector('.widget-interact').innerText.includes('output 3x3')",
+                               timeout=60_000)
+        before = explorer.locator("img").first.get_attribute("src")
+        stride = explorer.locator(".widget-slider").nth(2).locator(".widget-readout")
+        stride.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("1")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('.widget-interact').innerText.includes('output 5x5')",
+                               timeout=60_000)
+        text = _explorer_text(page)
+        assert "neighbouring outputs are 1 pixel(s) apart" in text and "output 3x3" not in text, text
+        page.wait_for_function("(old) => { const i = document.querySelector('.widget-interact img');"
+                               " return i && i.getAttribute('src') !== old; }", arg=before, timeout=60_000)
+    finally:
+        page.close()
