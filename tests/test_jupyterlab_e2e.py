@@ -184,10 +184,13 @@ def test_conv_explorer_sliders_redraw_in_jupyterlab(lab, browser):
         assert r["errors"] == [] and r["tracebacks"] == 0 and r["missingWidgets"] == 0, r
         explorer = page.locator(".widget-interact").first
         explorer.scroll_into_view_if_needed()
-        labels = [t.strip() for t in explorer.locator(".widget-slider .widget-label").all_inner_texts()]
-        assert labels == ["input", "kernel", "stride", "padding", "dilation"], labels
+        # the widget renders in steps (sliders, then their labels, then the function's output): wait for each
         page.wait_for_function("() => document.querySelector('.widget-interact').innerText.includes('output 3x3')",
                                timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.widget-interact .widget-slider .widget-label')]"
+                               ".filter(l => l.textContent.trim()).length === 5", timeout=60_000)
+        labels = [t.strip() for t in explorer.locator(".widget-slider .widget-label").all_text_contents()]
+        assert labels == ["input", "kernel", "stride", "padding", "dilation"], labels
         before = explorer.locator("img").first.get_attribute("src")
         stride = explorer.locator(".widget-slider").nth(2).locator(".widget-readout")
         stride.click()
