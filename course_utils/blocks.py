@@ -105,12 +105,14 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
     return train_on_batches(model, opt, next_batch, F.cross_entropy, steps, device, log=log, log_every=log_every)
 
 
-def smooth(values: list[float], window: int = 20) -> np.ndarray:
-    """Running mean over ``window`` steps (for plotting noisy per-step losses)."""
+def smooth(values: list[float], window: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Running mean over ``window`` steps, for plotting noisy per-step losses: ``(steps, means)``, each
+    mean placed at the step (counted from 1) its window ends at, so a plotted curve starts at step
+    ``window``, not at 0. Fewer values than ``window``: the values themselves, at steps 1, 2, ..."""
     v = np.asarray(values, dtype=float)
     if len(v) < window:
-        return v
-    return np.convolve(v, np.ones(window) / window, mode="valid")
+        return np.arange(1, len(v) + 1), v
+    return np.arange(window, len(v) + 1), np.convolve(v, np.ones(window) / window, mode="valid")
 
 
 def shift_images(x: torch.Tensor, pixels: int) -> torch.Tensor:

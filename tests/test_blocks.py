@@ -69,7 +69,10 @@ def test_shift_smooth_and_normalise():
     assert blocks.shift_images(x, 1).flatten().tolist() == [0.0, 0.0, 1.0, 2.0]
     assert blocks.shift_images(x, -2).flatten().tolist() == [2.0, 3.0, 0.0, 0.0]
     assert torch.equal(blocks.shift_images(x, 0), x)
-    assert blocks.smooth([1, 2, 3, 4], window=2).tolist() == [1.5, 2.5, 3.5]
+    steps, means = blocks.smooth([1, 2, 3, 4], window=2)
+    assert means.tolist() == [1.5, 2.5, 3.5] and steps.tolist() == [2, 3, 4]   # each mean at its window's last step
+    steps, means = blocks.smooth([5.0, 7.0], window=20)
+    assert steps.tolist() == [1, 2] and means.tolist() == [5.0, 7.0]
     images = np.zeros((2, 2, 2, 3), np.uint8)
     images[..., 0] = 255
     t = blocks.normalized_tensor(images, (0.5, 0.0, 0.0), (0.5, 1.0, 1.0))
