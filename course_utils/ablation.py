@@ -26,6 +26,7 @@ import torch
 
 from . import plots
 from .config import TrainConfig
+from .checkpoint import atomic_write_text
 from .data import CIFAR10Data
 from .experiment import split, train
 from .inspection import count_macs, receptive_field
@@ -173,9 +174,7 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
                 "train_seconds": round(sum(history.seconds), 1),
                 "epochs": len(history), "train_images": int(len(run_data.train_labels)), "device": str(device),
             }
-            tmp = record.with_suffix(".tmp")
-            tmp.write_text(json.dumps(row, indent=1))
-            tmp.replace(record)
+            atomic_write_text(json.dumps(row, indent=1), record)
             rows.append(row)
             if on_row:
                 on_row(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,6 +22,17 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (temp file, fsync, rename)."""
+    return _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as ``atomic_save`` does: a reader never sees half
+    a file, and an interrupted write leaves the old file (or none) in place."""
+    return _atomic_write(path, "w", lambda f: f.write(text))
+
+
+def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[Any], Any]) -> Path:
+    """``write`` the open temporary file, fsync it, rename it over ``path``, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,8 +40,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

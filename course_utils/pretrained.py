@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import atomic_save, load_checkpoint
+from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .runtime import REPO_ROOT
 
 #: Where shipped weights live: inside the package, so an installed kit has them too.
@@ -152,8 +152,4 @@ def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None =
             data[key] = f"runs/{Path(data[key]).name}"
     out = Path(folder) if folder is not None else REPO_ROOT / "figures" / "runs"
     out.mkdir(parents=True, exist_ok=True)
-    target = out / path.name
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(json.dumps(data, indent=2) + "\n", out / path.name)

@@ -169,10 +169,6 @@ def test_notebooks_run_in_jupyterlab(lab, browser, tmp_path):
     assert results[NOTEBOOKS[0]]["progress"] >= 1, f"the tqdm progress widget did not render: {results}"
 
 
-def _explorer_text(page) -> str:
-    return page.locator(".widget-interact").first.inner_text()
-
-
 def test_conv_explorer_sliders_redraw_in_jupyterlab(lab, browser):
     """Notebook 02's convolution explorer in a real browser: the sliders render, and setting one (the
     stride, typed into its readout as a learner can) reruns the cell's function: the printed output
@@ -199,7 +195,7 @@ def test_conv_explorer_sliders_redraw_in_jupyterlab(lab, browser):
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('.widget-interact').innerText.includes('output 5x5')",
                                timeout=60_000)
-        text = _explorer_text(page)
+        text = explorer.inner_text()
         assert "neighbouring outputs are 1 pixel(s) apart" in text and "output 3x3" not in text, text
         page.wait_for_function("(old) => { const i = document.querySelector('.widget-interact img');"
                                " return i && i.getAttribute('src') !== old; }", arg=before, timeout=60_000)
