@@ -4,7 +4,8 @@ from torch import nn
 
 from course_utils import conv_output_size
 from course_utils.arithmetic import conv_params
-from course_utils.layers import (ConvBNAct, DepthwiseSeparableConv2d, PixelShuffleUpsample, ResizeConvUpsample,
+from course_utils.layers import (ConvBNAct, DepthwiseSeparableConv2d, PixelShuffleUpsample, PointwiseConv2d,
+                                 ResizeConvUpsample,
                                  TransposedUpsample, icnr_, transposed_conv_as_conv, zero_insert)
 from course_utils.models import count_parameters
 
@@ -35,6 +36,45 @@ def test_separable_equals_a_standard_conv_with_a_factored_kernel():
     weight = pw.weight[:, :, 0, 0, None, None] * dw.weight[:, 0][None]
     bias = pw.bias + pw.weight[:, :, 0, 0] @ dw.bias
     assert torch.allclose(layer(x), nn.functional.conv2d(x, weight, bias, padding=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_matches_a_1x1_convolution_values_and_gradients(channels_last, bias):
+    torch.manual_seed(0)
+    layer = PointwiseConv2d(7, 5, bias=bias)
+    x = torch.randn(3, 7, 6, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = layer(x)
+    expected = nn.functional.conv2d(x, layer.weight, layer.bias)
+    assert out.shape == (3, 5, 6, 4)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # the matmul path (channels-last) hands the next layer a channels-last batch, as the convolution does
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, layer.weight] + ([layer.bias] if bias else []), grad)
+    want = torch.autograd.grad(expected, [x, layer.weight] + ([layer.bias] if bias else []), grad)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and torch.allclose(g, w, atol=1e-4)
+
+
+def test_pointwise_conv_is_a_drop_in_conv2d():
+    """Same parameters and state_dict keys as nn.Conv2d(.., 1): a checkpoint loads into either."""
+    conv, pw = nn.Conv2d(8, 4, 1), PointwiseConv2d(8, 4)
+    assert isinstance(pw, nn.Conv2d) and pw.kernel_size == (1, 1)
+    assert {k: v.shape for k, v in pw.state_dict().items()} == {k: v.shape for k, v in conv.state_dict().items()}
+    pw.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(pw(x), conv(x), atol=1e-5)
+
+
+def test_conv_bn_act_uses_the_pointwise_layer_only_for_plain_1x1_convs():
+    assert type(ConvBNAct(8, 16, 1)[0]) is PointwiseConv2d
+    assert type(ConvBNAct(8, 16, 1, stride=2)[0]) is nn.Conv2d   # strided: the convolution kernel
+    assert type(ConvBNAct(8, 16, 3)[0]) is nn.Conv2d
+    assert type(DepthwiseSeparableConv2d(8, 16).pw[0]) is PointwiseConv2d
 
 
 @pytest.mark.parametrize("scale,kernel", [(2, None), (2, 3), (2, 2), (3, None), (3, 4), (4, None)])

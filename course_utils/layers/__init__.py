@@ -1,6 +1,7 @@
 """Layers of the course, one concept per module; each module's docstring cites its paper."""
 from .attention import CBAM, ECA, SqueezeExcitation, attention_cost, eca_kernel_size
 from .conv_bn_act import ConvBNAct
+from .pointwise import PointwiseConv2d
 from .residual import Residual
 from .separable import DepthwiseSeparableConv2d
 from .upsample import (PixelShuffleUpsample, ResizeConvUpsample, TransposedUpsample, icnr_,
@@ -15,6 +16,7 @@ __all__ = [
     "ConvBNAct",
     "DepthwiseSeparableConv2d",
     "PixelShuffleUpsample",
+    "PointwiseConv2d",
     "Residual",
     "ResizeConvUpsample",
     "TransposedUpsample",
