@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import atomic_write_text
 from .config import LEARNING_SETTINGS, RECIPES, TrainConfig, choose_recipe
 from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
 from .models import count_parameters, get_model
@@ -174,5 +175,5 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     }
     record_path = ckpt.with_suffix(".json")
     record["record_path"] = str(record_path)
-    record_path.write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False))
+    atomic_write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False), record_path)
     return RunResult(model, history, data, config, dev, record, record_path, ckpt, test_loader)

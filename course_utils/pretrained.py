@@ -123,7 +123,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
                          f"final test accuracy {saved_test}); was it overwritten by a later run of the same name?")
     weights, card_path = _paths(name, folder)
     atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
-    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "epochs", "train_seconds",
+    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "epochs", "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
     info = {k: record.get(k) for k in keep}
     info["recipe"] = info.get("recipe") or recipe
@@ -132,7 +132,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),
                 run_record=Path(record["record_path"]).name if record.get("record_path") else None,
                 file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))
-    card_path.write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(json.dumps(info, indent=2) + "\n", card_path)
     return weights, card_path
 
 

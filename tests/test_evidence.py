@@ -171,8 +171,12 @@ def test_shipped_weights_are_small_and_their_card_is_complete():
     path = REPO_ROOT / "course_utils" / "weights" / info["file"]
     assert path.stat().st_size == info["bytes"] < 1_000_000
     assert sha256(path) == info["sha256"]
-    for key in ("recipe", "config", "device", "epochs", "train_minutes", "final_val_acc", "final_test_acc", "torch"):
+    for key in ("recipe", "config", "device", "precision", "epochs", "train_minutes", "final_val_acc",
+                "final_test_acc", "torch"):
         assert info[key] is not None, key
+    # the precision the run actually trained in (its config's amp switch is ignored on a CPU)
+    record = json.loads((REPO_ROOT / "figures" / "runs" / info["run_record"]).read_text())
+    assert info["precision"] == record["precision"] == ("fp32" if info["device"] == "cpu" else info["precision"])
 
 
 def test_export_refuses_unfinished_and_smoke_runs(tmp_path):

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 from dataclasses import replace
@@ -423,6 +424,31 @@ def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny
         experiment.run_training("cifarnet", small_config(compile=True, validation=False), data=tiny_data,
                                 progress=False, log=None)
     assert seen["drop_last"] is False
+
+
+def test_a_failed_record_write_keeps_the_previous_record(tiny_data, tmp_path, monkeypatch):
+    """The run record is written like the checkpoint: to a temporary file, then renamed over the old
+    one. A failure at the rename (a full disk, a killed process) leaves the previous record whole."""
+    from course_utils import experiment
+
+    config, runs = small_config(epochs=1, validation=False), tmp_path / "runs"
+    first = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=runs)
+    before = first.record_path.read_text()
+    assert json.loads(before)["epochs"] == 1
+    rename = os.replace
+
+    def fails_for_records(src, dst, *args, **kwargs):
+        if str(dst).endswith(".json"):
+            raise OSError("disk full")
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", fails_for_records)
+    with pytest.raises(OSError, match="disk full"):
+        experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                checkpoint_dir=runs)
+    assert first.record_path.read_text() == before
+    assert sorted(p.name for p in runs.iterdir()) == sorted([first.record_path.name, first.checkpoint.name])
 
 
 @pytest.mark.parametrize("settings, message", [
