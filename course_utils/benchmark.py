@@ -176,6 +176,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .data import load_cifar10
     from .experiment import run_training
     from .inspection import count_macs
+    from .layers import pointwise_as_matmul
     from .models import count_parameters, get_model
     from .runtime import mixed_precision, precision_name, runs_dir
 
@@ -202,16 +203,21 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
     if device.type == "cuda":  # bf16 only where the card has it natively (runtime.mixed_precision)
         settings += ([("bf16", True)] if mixed_precision(device) == torch.bfloat16 else []) + [("fp16", True)]
-    for name in BENCH_MODELS:
+    rows = [(name, amp, cl, True) for name in BENCH_MODELS for amp, cl in settings]
+    if device.type == "cpu":  # CifarNet once more with its 1x1 convs on the convolution kernel (layers.pointwise)
+        rows.insert(rows.index(("cifarnet", None, True, True)) + 1, ("cifarnet", None, True, False))
+    for name, amp, cl, matmul in rows:
         params, macs = count_parameters(get_model(name)), count_macs(get_model(name))
         for batch in ((128,) if quick else (128, 512)):
-            for amp, cl in settings:
-                ips = train_step_throughput(get_model(name), device, batch, amp, cl, steps=3 if quick else 30)
-                record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
-                                             "amp": amp or "fp32", "channels_last": cl, "images_per_s": round(ips, 1)})
-                if log:
-                    log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
-                        f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
+            model = pointwise_as_matmul(get_model(name), matmul)
+            ips = train_step_throughput(model, device, batch, amp, cl, steps=3 if quick else 30)
+            record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
+                                         "amp": amp or "fp32", "channels_last": cl, "pointwise_matmul": matmul,
+                                         "images_per_s": round(ips, 1)})
+            if log:
+                log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
+                    f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s"
+                    + ("" if matmul else "  (its 1x1 convs on the convolution kernel)"))
     if device.type == "cuda" and not quick:
         # a benchmark, not a decision: it reads the test set every epoch, and keeps its checkpoint
         # under runs/bench/, away from the learner's own runs

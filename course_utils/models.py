@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .arithmetic import conv_output_size
-from .layers import CBAM, ECA, ConvBNAct, DepthwiseSeparableConv2d, PointwiseConv2d, Residual, SqueezeExcitation
+from .layers import CBAM, ECA, ConvBNAct, DepthwiseSeparableConv2d, Residual, SqueezeExcitation
 
 
 class BaselineNet(nn.Module):
@@ -104,10 +104,10 @@ class CifarNet10(nn.Module):
             return nn.Sequential(*convs, nn.ReLU(inplace=True), nn.BatchNorm2d(channels))
 
         def dw_pw(cin: int, cout: int) -> tuple[nn.Module, nn.Module]:
-            return nn.Conv2d(cin, cin, 3, padding=1, groups=cin), PointwiseConv2d(cin, cout)
+            return nn.Conv2d(cin, cin, 3, padding=1, groups=cin), nn.Conv2d(cin, cout, 1)
 
         def pool(ch: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(ch, ch, 3, stride=2, padding=1), PointwiseConv2d(ch, ch))
+            return nn.Sequential(nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.Conv2d(ch, ch, 1))
 
         self.c1 = nn.Sequential(block(nn.Conv2d(in_channels, 16, 3, padding=1), channels=16),
                                 block(nn.Conv2d(16, 16, 3, padding=1), channels=16), pool(16))

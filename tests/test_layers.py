@@ -5,7 +5,7 @@ from torch import nn
 from course_utils import conv_output_size
 from course_utils.arithmetic import conv_params
 from course_utils.layers import (ConvBNAct, DepthwiseSeparableConv2d, PixelShuffleUpsample, PointwiseConv2d,
-                                 ResizeConvUpsample,
+                                 ResizeConvUpsample, pointwise_as_matmul,
                                  TransposedUpsample, icnr_, transposed_conv_as_conv, zero_insert)
 from course_utils.models import count_parameters
 
@@ -68,6 +68,30 @@ def test_pointwise_conv_is_a_drop_in_conv2d():
     pw.load_state_dict(conv.state_dict())
     x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
     assert torch.allclose(pw(x), conv(x), atol=1e-5)
+
+
+def test_pointwise_as_matmul_switches_the_kernel_not_the_result(monkeypatch):
+    from course_utils.layers import pointwise as module
+    from course_utils.models import CifarNet
+
+    torch.manual_seed(0)
+    model = CifarNet().eval()
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = model(x)
+    calls = []
+    linear = module.F.linear
+    # F.linear on a 4-d (N, H, W, C) tensor is the pointwise layer's; the head's input is 2-d
+    monkeypatch.setattr(module.F, "linear", lambda x, *a: calls.extend([1] * (x.dim() == 4)) or linear(x, *a))
+    assert pointwise_as_matmul(model, False) is model
+    with torch.no_grad():
+        plain = model(x)
+    assert calls == []                                  # every 1x1 ran as a convolution
+    assert torch.allclose(plain, fast, atol=1e-4)
+    with torch.no_grad():
+        pointwise_as_matmul(model)(x)
+    # one call per pointwise conv: three separable convs in C3, three in C4
+    assert len(calls) == sum(isinstance(m, PointwiseConv2d) for m in model.modules()) == 6
 
 
 def test_conv_bn_act_uses_the_pointwise_layer_only_for_plain_1x1_convs():

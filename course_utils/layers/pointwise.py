@@ -7,11 +7,14 @@ Lin, Chen & Yan, "Network In Network", 2013 (https://arxiv.org/abs/1312.4400), i
 conv as exactly this per-pixel linear layer.
 
 Why compute it that way: on a CPU, PyTorch's (oneDNN's) backward pass of a channels-last 1×1
-convolution is several times slower than the backward pass of the same matrix product (measured on
-2 cores for CifarNet's 224-channel layer at 4×4: 29 ms forward and backward as a convolution, 11 ms
-as a matrix product; ``python -m course_utils bench`` times the whole network). The layer keeps
-``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias, ``state_dict`` and results, so a checkpoint
-loads into either, and it takes the ordinary convolution path on GPUs, where cuDNN's is fast.
+convolution can be several times slower than that of the same matrix product. It is for CifarNet's
+widest 1×1s (224 channels at 4×4), about even for its 112-channel ones at 8×8, and slower for narrow
+1×1s on large maps, so the seed's CifarNet10 layout keeps plain ``nn.Conv2d``. Over CifarNet's whole
+training step the matrix product is about a tenth faster on 2 CPU cores: notebook 03 (section 4)
+times the network both ways, and ``python -m course_utils bench`` records a row for each. The layer
+keeps ``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias, ``state_dict`` and results, so a
+checkpoint loads into either, and it takes the ordinary convolution path on GPUs, where cuDNN's is
+fast (and wherever ``pointwise_as_matmul(model, False)`` turned the matrix product off).
 """
 from __future__ import annotations
 
@@ -26,10 +29,22 @@ class PointwiseConv2d(nn.Conv2d):
 
     def __init__(self, in_ch: int, out_ch: int, bias: bool = True) -> None:
         super().__init__(in_ch, out_ch, kernel_size=1, bias=bias)
+        self.matmul = True  # False: always the convolution kernel (see pointwise_as_matmul)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+        if (self.matmul and x.dim() == 4 and x.device.type == "cpu"
+                and x.is_contiguous(memory_format=torch.channels_last)):
             # (N, C, H, W) viewed as (N, H, W, C): channels are the last, contiguous dimension
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)  # back to (N, C_out, H, W), still channels-last in memory
         return super().forward(x)
+
+
+def pointwise_as_matmul(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every ``PointwiseConv2d`` in ``model`` to the matrix product (``enabled=True``, the
+    default) or to the convolution kernel, and return ``model``: the same network and weights, timed
+    both ways."""
+    for module in model.modules():
+        if isinstance(module, PointwiseConv2d):
+            module.matmul = enabled
+    return model
