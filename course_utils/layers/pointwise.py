@@ -10,8 +10,9 @@ Why compute it that way: on a CPU, PyTorch's (oneDNN's) backward pass of a chann
 convolution can be several times slower than that of the same matrix product. It is for CifarNet's
 widest 1×1s (224 channels at 4×4), about even for its 112-channel ones at 8×8, and slower for narrow
 1×1s on large maps, so the seed's CifarNet10 layout keeps plain ``nn.Conv2d``. Over CifarNet's whole
-training step the matrix product is about a tenth faster on 2 CPU cores: notebook 03 (section 4)
-times the network both ways, and ``python -m course_utils bench`` records a row for each. The layer
+training step the gain is small, up to about 10% on 2 CPU cores in interleaved timings (most of
+the step is elsewhere): notebook 03 (section 4) times the network both ways, and ``python -m course_utils bench``
+records a row for each. The layer
 keeps ``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias, ``state_dict`` and results, so a
 checkpoint loads into either, and it takes the ordinary convolution path on GPUs, where cuDNN's is
 fast (and wherever ``pointwise_as_matmul(model, False)`` turned the matrix product off).
