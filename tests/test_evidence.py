@@ -216,10 +216,10 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
         publish_record(tmp_path / "missing.json")
 
 
-def _results_rows():
-    """The README results table's rows, as lists of cells."""
+def _results_rows(section: str = "Results"):
+    """The rows of the first table in the README section ``section``, as lists of cells."""
     text = (REPO_ROOT / "README.md").read_text()
-    lines = text.split("\n## Results\n", 1)[1].splitlines()
+    lines = text.split(f"\n## {section}\n", 1)[1].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:])  # after header and rule
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
@@ -241,6 +241,32 @@ def test_readme_results_rows_quote_their_published_records():
         assert re.sub(r"[*]", "", test).startswith(f"{record['final_test_acc']:.2f}%"), (name, test)
         assert not record["interrupted"] and not record["smoke"] and record["epochs"] == record["epochs_planned"]
         assert "/work/" not in json.dumps(record) and not record["checkpoint"].startswith("/")
+
+
+def test_readme_benchmark_table_quotes_its_record():
+    """The Benchmark section's table is the cited bench record, number for number (images/s rounded);
+    the record is committed (figures/runs/bench/) and names no path of the machine it ran on."""
+    text = (REPO_ROOT / "README.md").read_text().split("\n## Benchmark\n", 1)[1]
+    name = re.search(r"figures/runs/bench/[\w.-]+\.json", text).group(0)
+    record = json.loads((REPO_ROOT / name).read_text())
+    assert record["quick"] is False and "/work/" not in json.dumps(record)
+    steps = {(r["model"], r["batch_size"], r["channels_last"], r.get("pointwise_matmul", True)): r
+             for r in record["train_step"] if r["amp"] == "fp32"}
+    models = {"BaselineNet": "baseline", "CifarNet10 (the seed's layout)": "cifarnet10", "CifarNet v1": "cifarnet_v1",
+              "**CifarNet**": "cifarnet", "CifarNet v1 + SE": "cifarnet_se"}
+    rows = _results_rows("Benchmark")
+    assert len(rows) == 6
+    for label, params, macs, nchw, cl128, cl512 in rows:
+        matmul = "convolution kernel" not in label
+        model = models["**CifarNet**" if not matmul else label]
+        columns = [(nchw, 128, False), (cl128, 128, True), (cl512, 512, True)]
+        for cell, batch, cl in columns:
+            if not cell:  # the 1x1-on-the-convolution-kernel row is timed channels-last only
+                assert not matmul and not cl
+                continue
+            row = steps[(model, batch, cl, matmul)]
+            assert cell.strip("*") == f"{round(row['images_per_s']):,}", (label, batch, cl)
+        assert params == f"{row['parameters']:,}" and macs == f"{row['macs'] / 1e6:.2f} M", label
 
 
 def _real_test_set():
