@@ -142,6 +142,45 @@ def relative_throughput(builds: "dict[str, Callable[[], object]]", device, refer
     return [RelativeSpeed(name, statistics.median(s), tuple(a / b for a, b in zip(s, ref))) for name, s in speed.items()]
 
 
+def pointwise_timings(shapes: "list[tuple[int, int, int]]", device="cpu", batch_size: int = 256,
+                      repeats: int = 10) -> list[dict]:
+    """Forward and backward time of 1×1 convolutions on a channels-last batch, computed by the
+    convolution kernel and as a matrix product (``layers.PointwiseConv2d``), per layer shape.
+
+    ``shapes`` lists ``(in_channels, out_channels, size)``; each is timed ``repeats`` times each way,
+    the two ways alternating (and which goes first, too) so that a machine whose speed drifts
+    affects both alike. Returns one dict per shape: the shape, ``conv_ms`` and ``matmul_ms`` (medians,
+    milliseconds per batch) and ``speedup`` (``conv_ms / matmul_ms``)."""
+    import torch
+
+    from .layers import PointwiseConv2d
+    from .runtime import synchronize
+
+    if repeats < 1:
+        raise ValueError(f"pointwise_timings: repeats must be at least 1, got {repeats}")
+    device = torch.device(device)
+    rows = []
+    for cin, cout, size in shapes:
+        layer = PointwiseConv2d(cin, cout, bias=False).to(device)
+        x = torch.randn(batch_size, cin, size, size, device=device).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(repeats + 1):  # the first round warms up and is not kept
+            for matmul in ((True, False) if r % 2 else (False, True)):
+                layer.matmul = matmul
+                synchronize(device)
+                start = time.perf_counter()
+                layer(x).sum().backward()
+                synchronize(device)
+                if r:
+                    times[matmul].append((time.perf_counter() - start) * 1000)
+                x.grad = layer.weight.grad = None
+        conv, mm = statistics.median(times[False]), statistics.median(times[True])
+        rows.append({"in_channels": cin, "out_channels": cout, "size": size, "conv_ms": conv, "matmul_ms": mm,
+                     "speedup": conv / mm})
+    return rows
+
+
 #: The models whose training steps ``bench`` times: the starting network, the seed's CifarNet10
 #: layout (a reference), the kit's first CifarNet, the current one and its SE variant.
 BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_se")
@@ -176,7 +215,6 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .data import load_cifar10
     from .experiment import run_training
     from .inspection import count_macs
-    from .layers import pointwise_as_matmul
     from .models import count_parameters, get_model
     from .runtime import mixed_precision, precision_name, runs_dir
 
@@ -203,21 +241,16 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
     if device.type == "cuda":  # bf16 only where the card has it natively (runtime.mixed_precision)
         settings += ([("bf16", True)] if mixed_precision(device) == torch.bfloat16 else []) + [("fp16", True)]
-    rows = [(name, amp, cl, True) for name in BENCH_MODELS for amp, cl in settings]
-    if device.type == "cpu":  # CifarNet once more with its 1x1 convs on the convolution kernel (layers.pointwise)
-        rows.insert(rows.index(("cifarnet", None, True, True)) + 1, ("cifarnet", None, True, False))
-    for name, amp, cl, matmul in rows:
+    for name in BENCH_MODELS:
         params, macs = count_parameters(get_model(name)), count_macs(get_model(name))
         for batch in ((128,) if quick else (128, 512)):
-            model = pointwise_as_matmul(get_model(name), matmul)
-            ips = train_step_throughput(model, device, batch, amp, cl, steps=3 if quick else 30)
-            record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
-                                         "amp": amp or "fp32", "channels_last": cl, "pointwise_matmul": matmul,
-                                         "images_per_s": round(ips, 1)})
-            if log:
-                log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
-                    f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s"
-                    + ("" if matmul else "  (its 1x1 convs on the convolution kernel)"))
+            for amp, cl in settings:
+                ips = train_step_throughput(get_model(name), device, batch, amp, cl, steps=3 if quick else 30)
+                record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
+                                             "amp": amp or "fp32", "channels_last": cl, "images_per_s": round(ips, 1)})
+                if log:
+                    log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
+                        f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
     if device.type == "cuda" and not quick:
         # a benchmark, not a decision: it reads the test set every epoch, and keeps its checkpoint
         # under runs/bench/, away from the learner's own runs

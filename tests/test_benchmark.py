@@ -91,3 +91,15 @@ def test_relative_throughput_times_real_training_steps_by_default():
     assert [r.name for r in rows] == ["a", "b"] and all(r.images_per_s > 0 for r in rows)
     assert rows[0].ratios == (1.0,)
     assert train_step_throughput(Named("c"), "cpu", 4, steps=1, warmup=1) > 0
+
+
+def test_pointwise_timings_time_each_shape_both_ways():
+    from course_utils.benchmark import pointwise_timings
+
+    rows = pointwise_timings([(8, 16, 4), (16, 8, 2)], "cpu", batch_size=4, repeats=2)
+    assert [(r["in_channels"], r["out_channels"], r["size"]) for r in rows] == [(8, 16, 4), (16, 8, 2)]
+    for r in rows:
+        assert r["conv_ms"] > 0 and r["matmul_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["conv_ms"] / r["matmul_ms"])
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        pointwise_timings([(8, 16, 4)], repeats=0)

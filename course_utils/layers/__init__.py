@@ -1,7 +1,7 @@
 """Layers of the course, one concept per module; each module's docstring cites its paper."""
 from .attention import CBAM, ECA, SqueezeExcitation, attention_cost, eca_kernel_size
 from .conv_bn_act import ConvBNAct
-from .pointwise import PointwiseConv2d, pointwise_as_matmul
+from .pointwise import PointwiseConv2d, use_pointwise
 from .residual import Residual
 from .separable import DepthwiseSeparableConv2d
 from .upsample import (PixelShuffleUpsample, ResizeConvUpsample, TransposedUpsample, icnr_,
@@ -21,7 +21,7 @@ __all__ = [
     "ResizeConvUpsample",
     "TransposedUpsample",
     "icnr_",
-    "pointwise_as_matmul",
     "transposed_conv_as_conv",
+    "use_pointwise",
     "zero_insert",
 ]

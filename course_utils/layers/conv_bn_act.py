@@ -11,12 +11,10 @@ import torch
 from torch import nn
 
 from .checks import check_conv, check_fits, check_input
-from .pointwise import PointwiseConv2d
 
 
 class ConvBNAct(nn.Sequential):
-    """``Conv2d(bias=False) → norm_layer → act_layer``, "same" padding by default. A 1×1 conv at
-    stride 1 is a ``PointwiseConv2d`` (the same layer, computed as a matrix multiply on the CPU).
+    """``Conv2d(bias=False) → norm_layer → act_layer``, "same" padding by default.
 
     Args:
         in_ch, out_ch: channels in and out.
@@ -41,11 +39,9 @@ class ConvBNAct(nn.Sequential):
         if padding is None:
             padding = dilation * (kernel_size - 1) // 2
         check_conv(type(self).__name__, in_ch, out_ch, kernel_size, stride, padding, dilation, groups)
-        if (kernel_size, stride, padding, groups) == (1, 1, 0, 1):  # a 1x1 conv is a matmul over channels
-            conv: nn.Conv2d = PointwiseConv2d(in_ch, out_ch, bias=norm_layer is None)
-        else:
-            conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation, groups, bias=norm_layer is None)
-        layers: list[nn.Module] = [conv]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation, groups, bias=norm_layer is None)
+        ]
         if norm_layer is not None:
             layers.append(norm_layer(out_ch))
         if act_layer is not None:
