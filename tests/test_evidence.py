@@ -250,22 +250,15 @@ def test_readme_benchmark_table_quotes_its_record():
     name = re.search(r"figures/runs/bench/[\w.-]+\.json", text).group(0)
     record = json.loads((REPO_ROOT / name).read_text())
     assert record["quick"] is False and "/work/" not in json.dumps(record)
-    steps = {(r["model"], r["batch_size"], r["channels_last"], r.get("pointwise_matmul", True)): r
-             for r in record["train_step"] if r["amp"] == "fp32"}
+    steps = {(r["model"], r["batch_size"], r["channels_last"]): r for r in record["train_step"] if r["amp"] == "fp32"}
     models = {"BaselineNet": "baseline", "CifarNet10 (the seed's layout)": "cifarnet10", "CifarNet v1": "cifarnet_v1",
               "**CifarNet**": "cifarnet", "CifarNet v1 + SE": "cifarnet_se"}
     rows = _results_rows("Benchmark")
-    assert len(rows) == 6
-    for label, params, macs, nchw, cl128, cl512 in rows:
-        matmul = "convolution kernel" not in label
-        model = models["**CifarNet**" if not matmul else label]
-        columns = [(nchw, 128, False), (cl128, 128, True), (cl512, 512, True)]
-        for cell, batch, cl in columns:
-            if not cell:  # the 1x1-on-the-convolution-kernel row is timed channels-last only
-                assert not matmul and not cl
-                continue
-            row = steps[(model, batch, cl, matmul)]
-            assert cell.strip("*") == f"{round(row['images_per_s']):,}", (label, batch, cl)
+    assert [row[0] for row in rows] == list(models)
+    for label, params, macs, *cells in rows:
+        for cell, (batch, cl) in zip(cells, [(128, False), (128, True), (512, False), (512, True)], strict=True):
+            row = steps[(models[label], batch, cl)]
+            assert cell.strip("*") == f"{int(row['images_per_s'] + 0.5):,}", (label, batch, cl)  # half up
         assert params == f"{row['parameters']:,}" and macs == f"{row['macs'] / 1e6:.2f} M", label
 
 
