@@ -151,5 +151,4 @@ def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None =
         if data.get(key):
             data[key] = f"runs/{Path(data[key]).name}"
     out = Path(folder) if folder is not None else REPO_ROOT / "figures" / "runs"
-    out.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(json.dumps(data, indent=2) + "\n", out / path.name)

@@ -41,12 +41,13 @@ def test_the_kits_cifarnet_passes_every_rule():
 
 
 def test_a_model_trained_channels_last_is_checked_like_a_fresh_one():
-    """Training leaves the weights channels-last, so every activation is too, and CifarNet's pointwise
-    convs (PointwiseConv2d) would compute a matrix product instead of a convolution when a backward
-    pass follows. The checks run without gradients and see the same convolutions and receptive field."""
+    """Training leaves the weights channels-last, so every activation is too, and PointwiseConv2d
+    layers (``use_pointwise``) compute a matrix product instead of a convolution when a backward pass
+    follows. The checks run without gradients and see the same convolutions and receptive field."""
     from course_utils import receptive_field
+    from course_utils.layers import use_pointwise
 
-    trained = CifarNet().to(memory_format=torch.channels_last)
+    trained = use_pointwise(CifarNet()).to(memory_format=torch.channels_last)
     report, fresh = check(trained), check(CifarNet())
     assert report.passed
     assert [(r.rule, r.measured) for r in report] == [(r.rule, r.measured) for r in fresh]

@@ -5,8 +5,7 @@ from torch import nn
 from course_utils import conv_output_size
 from course_utils.arithmetic import conv_params
 from course_utils.layers import (ConvBNAct, DepthwiseSeparableConv2d, PixelShuffleUpsample, PointwiseConv2d,
-                                 ResizeConvUpsample,
-                                 TransposedUpsample, icnr_, transposed_conv_as_conv, zero_insert)
+                                 ResizeConvUpsample, TransposedUpsample, icnr_, transposed_conv_as_conv, zero_insert)
 from course_utils.models import count_parameters
 
 

@@ -11,10 +11,11 @@ PyTorch's (oneDNN's) backward pass of a channels-last 1×1 convolution is faster
 the matrix product depending on the layer's shape. Notebook 03 (section 4) times CifarNet's 1×1
 shapes both ways with ``benchmark.pointwise_timings``. Measured on the 2 CPU cores this kit was built
 on, neither way won for every shape, and CifarNet's whole training step gained a few percent with
-all six of its 1×1s as matrix products, so the course's layers keep ``nn.Conv2d``: this layer is there to time, not a default. It keeps
-``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias, ``state_dict`` and results (up to float
-rounding), so a checkpoint loads into either; it takes the convolution path on GPUs, without
-gradients (evaluation, the kit's inspection tools) and when ``matmul`` is False.
+all six of its 1×1s as matrix products, so the course's layers keep ``nn.Conv2d``: this layer is
+there to time, not a default. It keeps ``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias,
+``state_dict`` and results (up to float rounding), so a checkpoint loads into either; it takes the
+convolution path on GPUs, without gradients (evaluation, the kit's inspection tools) and when
+``matmul`` is False.
 """
 from __future__ import annotations
 
