@@ -216,11 +216,11 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .experiment import run_training
     from .inspection import count_macs
     from .models import count_parameters, get_model
-    from .runtime import mixed_precision, precision_name, runs_dir
+    from .runtime import device_name, mixed_precision, precision_name, runs_dir
 
     record = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},

@@ -38,7 +38,7 @@ _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 #: resumes only under the same ones (``training.fit``), and a run whose values are not a named recipe's
 #: gets a fingerprint of them in its checkpoint's name (``experiment.checkpoint_path``).
 LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
-                     "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p")
+                     "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction")
 
 
 def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
@@ -52,6 +52,11 @@ def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of auto, {', '.join(RECIPES)}")
     return recipe
+
+
+#: What a saved config that lacks a setting did: runs recorded before progressive resizing existed
+#: trained on whole images throughout.
+_ABSENT_MEANS = {"crop_size": None, "crop_fraction": 0.0}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class TrainConfig:
     flip_p: float = 0.5              # augmentation (albumentations): probability of a horizontal flip,
     affine_p: float = 0.5            # of a shift-scale-rotate (Affine: ±10%, 0.9-1.1, ±15°),
     dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (less in a short run: it underfits)
+    crop_size: int | None = None     # progressive resizing: train on random crop_size² crops (after the
+    crop_fraction: float = 0.0       # augmentation) for this fraction of the epochs, then on whole images
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -97,6 +104,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number from {low:g} to {high:g}, got {value}")
         if self.seed < 0:
             raise ValueError(f"seed must be 0 or more, got {self.seed}")
+        if not (math.isfinite(self.crop_fraction) and 0.0 <= self.crop_fraction <= 1.0):
+            raise ValueError(f"crop_fraction must be a finite number from 0 to 1, got {self.crop_fraction}")
+        if self.crop_size is not None and not (isinstance(self.crop_size, int) and self.crop_size >= 1):
+            raise ValueError(f"crop_size must be a whole number of pixels (1 or more) or None, got {self.crop_size!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
 
@@ -122,6 +133,14 @@ class TrainConfig:
                              test_per_class=SMOKE_TEST_PER_CLASS)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
+    @property
+    def crop_epochs(self) -> int:
+        """How many of the first epochs train on random ``crop_size`` crops (0 when ``crop_size`` is None):
+        ``crop_fraction`` of them, rounded down, so a 2-epoch smoke run still ends on whole images."""
+        if self.crop_size is None:
+            return 0
+        return math.floor(self.crop_fraction * self.epochs + 1e-9)  # 0.29 * 100 is 28.999...96 in floats
+
     def describe(self, device: "str | None" = None) -> str:
         """The recipe in a few lines, naming only what applies on ``device`` (mixed precision and
         torch.compile only on CUDA)."""
@@ -139,6 +158,10 @@ class TrainConfig:
             f"training images: {size}" + (held if self.validation else "")
             + f"; seed {self.seed}; on {dev}" + (", channels_last" if self.channels_last else ""),
         ]
+        if self.crop_epochs:
+            rest = self.epochs - self.crop_epochs
+            lines.append(f"progressive resizing: random {self.crop_size}x{self.crop_size} crops for epochs 1-{self.crop_epochs}"
+                         + (f", whole images for the last {rest}" if rest else " (all of them)"))
         if dev.type == "cuda":
             from .runtime import mixed_precision, precision_name
 
@@ -151,5 +174,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config a checkpoint or run record saved. Settings added to the kit after it was written
+        take the value that reproduces what the run did (``_ABSENT_MEANS``), not today's default."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        known = {**{k: v for k, v in _ABSENT_MEANS.items() if k not in values}, **values}
+        return cls(**{k: v for k, v in known.items() if k in names})

@@ -506,12 +506,14 @@ class AugmentConfig:
     affine_p: float = 0.5
     hole: int = 16              # one 16x16 hole (Cutout, DeVries & Taylor 2017)
     dropout_p: float = 0.25     # the course recipe's; the long recipe uses 0.5
+    crop: int | None = None     # then a random crop x crop window (progressive resizing); None: whole images
 
 
 def train_transforms(mean: Sequence[float], std: Sequence[float], config: AugmentConfig = AugmentConfig(),
                      to_tensor: bool = True, normalize: bool = True):
     """The course's train pipeline: HorizontalFlip, shift-scale-rotate (``Affine``), CoarseDropout with one
-    16×16 hole filled with the dataset mean, Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
+    16×16 hole filled with the dataset mean, a random ``config.crop``-sided crop when one is set
+    (progressive resizing), Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
 
     ``mean`` and ``std`` are per channel on the 0–1 scale (``CIFAR10Data.mean``/``.std``). The hole is
     filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale (rounded to whole grey
@@ -534,6 +536,8 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(config.hole, config.hole),
                         hole_width_range=(config.hole, config.hole), fill=fill, p=config.dropout_p),
     ]
+    if config.crop is not None:  # last, so the hole and the affine border are drawn on the whole image
+        steps.append(A.RandomCrop(height=config.crop, width=config.crop))
     if normalize:
         steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0))
     if to_tensor and normalize:
@@ -640,6 +644,20 @@ def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0,
     """Train and test loaders. The train loader shuffles with its own seeded generator and augments
     each image with albumentations; both normalise whole batches (``BatchNormalize``).
     ``val_loader(data)`` gives the validation split's loader."""
+    train = make_train_loader(data, batch_size, num_workers, augment, seed, device, augment_config, drop_last)
+    test = eval_loader(data.test_images, data.test_labels, data.mean, data.std, test_batch_size, num_workers, device)
+    return train, test
+
+
+def make_train_loader(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0, augment: bool = True,
+                      seed: int = 0, device: torch.device | str = "cpu", augment_config: AugmentConfig = AugmentConfig(),
+                      drop_last: bool = False) -> DataLoader:
+    """The training loader of ``make_loaders``: shuffled by its own seeded generator, each image augmented
+    (``augment_config``), whole batches normalised at once."""
+    side = data.train_images.shape[1]
+    if augment and augment_config.crop is not None and not 1 <= augment_config.crop <= side:
+        raise ValueError(f"a crop of {augment_config.crop}x{augment_config.crop} does not fit these "
+                         f"{side}x{side} images: choose a crop size from 1 to {side}")
     train_tf = train_transforms(data.mean, data.std, augment_config, to_tensor=False, normalize=False) if augment else None
     if train_tf is not None:
         train_tf.set_random_seed(seed)
@@ -648,12 +666,49 @@ def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0,
 
     how = loader_settings(device, num_workers)
     generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator,
-                       worker_init_fn=_seed_worker if num_workers > 0 else None, num_workers=num_workers,
-                       pin_memory=how["pin_memory"], persistent_workers=how["persistent_train"],
-                       collate_fn=BatchNormalize(data.mean, data.std))
-    test = eval_loader(data.test_images, data.test_labels, data.mean, data.std, test_batch_size, num_workers, device)
-    return train, test
+    return DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator,
+                      worker_init_fn=_seed_worker if num_workers > 0 else None, num_workers=num_workers,
+                      pin_memory=how["pin_memory"], persistent_workers=how["persistent_train"],
+                      collate_fn=BatchNormalize(data.mean, data.std))
+
+
+class ProgressiveLoader:
+    """Progressive resizing: the training loader of the first ``crop_epochs`` epochs gives random crops
+    (smaller images, so cheaper steps), the one after gives whole images, so the network ends on the
+    resolution it is tested at (Touvron et al. 2019, "Fixing the train-test resolution discrepancy",
+    arXiv:1906.06423; Tan & Le 2021, EfficientNetV2's progressive learning, arXiv:2104.00298).
+
+    ``set_epoch(epoch)`` (0-based; ``training.fit`` calls it before each epoch, as for a
+    ``DistributedSampler``) picks the phase; iterating, ``len``, ``dataset`` and ``generator`` then
+    refer to that phase's loader. Both phases have the same images and batch size, so the same number
+    of steps per epoch (OneCycle counts on it).
+    """
+
+    def __init__(self, crop_loader: DataLoader, full_loader: DataLoader, crop_epochs: int) -> None:
+        if len(crop_loader) != len(full_loader):
+            raise ValueError(f"the two phases need the same number of batches per epoch, got {len(crop_loader)} "
+                             f"(crops) and {len(full_loader)} (whole images)")
+        if crop_epochs < 0:
+            raise ValueError(f"crop_epochs must be 0 or more, got {crop_epochs}")
+        self.crop_loader, self.full_loader, self.crop_epochs = crop_loader, full_loader, crop_epochs
+        self.current = crop_loader if crop_epochs > 0 else full_loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.current = self.crop_loader if epoch < self.crop_epochs else self.full_loader
+
+    def __iter__(self):
+        return iter(self.current)
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    @property
+    def dataset(self):
+        return self.current.dataset
+
+    @property
+    def generator(self):
+        return self.current.generator
 
 
 def val_loader(data: CIFAR10Data, batch_size: int = 1000, num_workers: int = 0,

@@ -36,7 +36,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
     import torch
 
     from .config import TrainConfig, choose_recipe
-    from .runtime import get_device, loader_workers, mixed_precision, precision_name
+    from .runtime import cpu_name, get_device, loader_workers, mixed_precision, precision_name
 
     try:
         device = get_device(device_name)
@@ -49,8 +49,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
     elif device.type == "mps":
         what = "mps (Apple GPU)"
     else:
-        what = (f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                f"{torch.backends.cpu.get_cpu_capability()})")
+        what = f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
     recipe = choose_recipe("auto", str(device))
     config = TrainConfig.recipe(recipe)
     dtype = mixed_precision(device, config.amp)

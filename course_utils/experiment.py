@@ -6,17 +6,18 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .checkpoint import atomic_write_text
 from .config import LEARNING_SETTINGS, RECIPES, TrainConfig, choose_recipe
-from .data import AugmentConfig, CIFAR10Data, load_cifar10, make_loaders, val_loader
+from .data import (AugmentConfig, CIFAR10Data, ProgressiveLoader, load_cifar10, make_loaders, make_train_loader,
+                   val_loader)
 from .models import count_parameters, get_model
-from .runtime import (get_device, is_smoke, loader_settings, loader_workers, mixed_precision, precision_name,
-                      runs_dir, seed_everything)
+from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
+                      precision_name, runs_dir, seed_everything)
 from .training import History, evaluate, fit
 
 
@@ -95,6 +96,10 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
     # images, a different one each epoch) rather than compiled a second time
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=device,
                                              augment_config=augment, drop_last=compiling)
+    if config.crop_epochs:  # progressive resizing: random crops first, whole images for the rest
+        crops = make_train_loader(data, config.batch_size, workers, seed=config.seed, device=device,
+                                  augment_config=replace(augment, crop=config.crop_size), drop_last=compiling)
+        train_loader = ProgressiveLoader(crops, train_loader, config.crop_epochs)
     valid = val_loader(data, num_workers=workers, device=device) if config.validation else None
     return data, train_loader, test_loader, valid
 
@@ -153,7 +158,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "recipe": choose_recipe(recipe, str(dev)) if recipe else None,
         "parameters": count_parameters(model),
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
         "precision": precision_name(mixed_precision(dev, config.amp)),
         "loader": loader_settings(dev, workers),

@@ -62,6 +62,32 @@ def get_device(name: str | None = None) -> torch.device:
 BF16_MIN_CAPABILITY = (8, 0)
 
 
+def cpu_name(cpuinfo: "str | os.PathLike" = "/proc/cpuinfo") -> str:
+    """The processor's model name and the vector instructions PyTorch's kernels use on it, such as
+    ``"AMD EPYC (AVX512)"``: run records name it, because CPU minutes only compare on the same kind of
+    processor. Falls back to ``platform.processor()`` or the architecture where ``cpuinfo`` is missing."""
+    import platform
+
+    name = ""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def device_name(device: torch.device | str) -> str:
+    """What ``device`` is, for a run record: the CUDA card's name, ``cpu_name()``, or the device type."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name() if device.type == "cpu" else device.type
+
+
 def mixed_precision(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
     """The autocast dtype training uses on ``device``, or None for fp32. One function decides, for
     ``fit``, ``evaluate``, ``predict`` and the benchmark:

@@ -404,6 +404,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     train_model = compiled(model, device, log) if config.compile else model
     try:
         for epoch in range(start_epoch, config.epochs):
+            if hasattr(train_loader, "set_epoch"):  # data.ProgressiveLoader: crops first, whole images after
+                train_loader.set_epoch(epoch)
             _reseed_epoch(train_loader, config.seed * 1000 + epoch)
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]

@@ -176,3 +176,18 @@ def test_kernel_taps_draws_the_weights_and_the_span_of_each_dilation():
         xs = sorted({p.get_x() for p in taps})
         assert [b - a for a, b in zip(xs, xs[1:])] == [d, d]          # the taps sit d pixels apart
     plt.close(fig)
+
+
+def test_cpu_name_reads_the_model_name_and_the_kernels_vector_instructions(tmp_path, monkeypatch):
+    from course_utils.runtime import cpu_name, device_name
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\nflags\t\t: fpu avx2\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 9B45\n")
+    assert cpu_name(info) == "AMD EPYC 9B45 (AVX512)"
+    monkeypatch.setattr("platform.processor", lambda: "")
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert cpu_name(tmp_path / "missing") == "aarch64 (AVX512)"        # no /proc/cpuinfo (macOS, Windows)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA T4")
+    assert device_name("cuda:0") == "NVIDIA T4" and device_name("mps") == "mps"
