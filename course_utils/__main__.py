@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
     train.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
                        help=f"auto (default): fast on a CUDA GPU, course elsewhere; course (for a CPU): batch "
-                            f"{course.batch_size}, lr {course.lr:g}, {course.epochs} epochs; fast: batch {fast.batch_size}, "
+                            f"{course.batch_size}, lr {course.lr:g}, {course.epochs} epochs, the first {course.crop_epochs} on random "
+                            f"{course.crop_size}x{course.crop_size} crops; fast: batch {fast.batch_size}, "
                             f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy): batch "
                             f"{long.batch_size}, lr {long.lr:g}, {long.epochs} epochs")
     train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's; 2 in smoke mode)")
@@ -221,7 +222,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = choose_recipe(args.recipe, args.device)
         config = TrainConfig.for_environment(recipe, **overrides)
         print(f"recipe {recipe}{' (auto)' if args.recipe == 'auto' else ''}: batch {config.batch_size}, "
-              f"peak lr {config.lr:g}, {config.epochs} epochs")
+              f"peak lr {config.lr:g}, {config.epochs} epochs"
+              + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
+                 if config.crop_epochs else ""))
         result = run_training(args.model, config, device=args.device, data_dir=args.data_dir,
                               resume=args.resume, progress=not args.no_progress, recipe=recipe)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:

@@ -113,7 +113,9 @@ def _weights_finding() -> Finding:
     if not path.is_file() or sha256(path) != info["sha256"]:
         return Finding("weights", f"{path.name} is missing or altered: git checkout -- course_utils/weights", ok=True)
     return Finding("weights", f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
-                              f"{info['train_minutes']} min on {info['device']} (load_pretrained('cifarnet'))")
+                              f"{info['train_minutes']} min on {info['device']}"
+                              + (f" ({info['device_name']})" if info.get("device_name") not in (None, "", info["device"]) else "")
+                              + " (load_pretrained('cifarnet'))")
 
 
 def diagnose(device: str | None = None, data_dir: str | None = None) -> list[Finding]:

@@ -199,7 +199,8 @@ def test_ablation_skips_finished_runs_and_resumes_an_interrupted_one(image_folde
 
 def test_the_ablation_recipe_is_the_course_recipe_shortened(monkeypatch):
     config = ablation_config()
-    assert config == replace(TrainConfig(), epochs=ablation.ABLATION_EPOCHS)
+    assert config == replace(TrainConfig(), epochs=ablation.ABLATION_EPOCHS, crop_size=None, crop_fraction=0.0)
+    assert config.crop_epochs == 0                       # the recorded study trained on whole images
     monkeypatch.setenv("COURSE_SMOKE", "1")
     smoke = ablation_config()
     assert smoke.train_per_class is not None and smoke.epochs < ablation.ABLATION_EPOCHS

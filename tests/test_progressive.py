@@ -157,9 +157,25 @@ def test_crop_settings_tell_checkpoints_apart_and_are_described():
     from course_utils.experiment import checkpoint_path
 
     names = {checkpoint_path("cifarnet", TrainConfig(**s)).name
-             for s in (dict(), dict(crop_size=24, crop_fraction=0.75), dict(crop_size=20, crop_fraction=0.75),
+             for s in (dict(crop_size=None), dict(crop_size=24, crop_fraction=0.75), dict(crop_size=20, crop_fraction=0.75),
                        dict(crop_size=24, crop_fraction=0.5))}
     assert len(names) == 4
     text = TrainConfig(epochs=40, crop_size=24, crop_fraction=0.75).describe("cpu")
     assert "random 24x24 crops for epochs 1-30, whole images for the last 10" in text
-    assert "progressive" not in TrainConfig().describe("cpu")
+    assert "progressive" not in TrainConfig.recipe("long").describe("cpu")
+
+
+def test_the_course_recipe_crops_three_quarters_and_always_ends_on_whole_images(monkeypatch):
+    course = TrainConfig()
+    assert (course.crop_size, course.crop_epochs, course.epochs) == (24, 30, 40)
+    assert [TrainConfig(epochs=e).crop_epochs for e in (1, 2, 5, 15)] == [0, 1, 3, 11]
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    smoke = TrainConfig.for_environment()
+    assert smoke.epochs == 2 and smoke.crop_epochs == 1     # smoke mode runs both phases
+
+
+def test_a_saved_config_from_before_progressive_resizing_reads_as_whole_images():
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if not k.startswith("crop_")}
+    old = TrainConfig.from_dict(saved)
+    assert old.crop_size is None and old.crop_epochs == 0
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()

@@ -214,6 +214,7 @@ def test_smoke_mode_shrinks_the_recipe(monkeypatch):
 def test_fast_recipe_scales_the_learning_rate_with_the_batch(monkeypatch):
     course, fast = TrainConfig(), TrainConfig.fast()
     assert fast.batch_size > course.batch_size and fast.epochs == course.epochs and fast.compile
+    assert fast.crop_epochs == 0                       # one input shape on the GPU: one compiled graph
     assert fast.lr / fast.batch_size == pytest.approx(course.lr / course.batch_size)  # linear scaling rule
     assert TrainConfig.for_environment("fast", epochs=20) == TrainConfig.fast(epochs=20)
     monkeypatch.setenv("COURSE_SMOKE", "1")
@@ -353,7 +354,8 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
     fast, long = TrainConfig.recipe("fast"), TrainConfig.recipe("long")
     assert checkpoint_path("cifarnet", fast, tmp_path).name == f"cifarnet-full-e{fast.epochs}-b{fast.batch_size}-s1.pt"
     assert checkpoint_path("cifarnet", long, tmp_path).name == f"cifarnet-full-e{long.epochs}-s1.pt"  # course, longer
-    assert long.epochs > course.epochs and replace(long, epochs=course.epochs) == course
+    assert long.epochs > course.epochs and long.crop_epochs == 0 and course.crop_epochs > 0
+    assert replace(long, epochs=course.epochs, crop_size=course.crop_size, crop_fraction=course.crop_fraction) == course
     variants = [name(lr=0.05), name(lr=0.1), name(optimizer="adam", lr=3e-3), name(dropout_p=0.0),
                 name(label_smoothing=0.0), name(weight_decay=5e-5), name(validation=False)]
     assert len(set(variants + [name()])) == len(variants) + 1                # all different, none the course's
