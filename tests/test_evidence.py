@@ -286,3 +286,46 @@ def test_shipped_weights_reach_their_recorded_accuracy_on_the_full_test_set():
     _, test = make_loaders(train_split, 256)
     _, acc = evaluate(model, test, CPU, channels_last=True)
     assert acc == pytest.approx(info["final_test_acc"], abs=0.1)
+
+
+def _tables(section: str):
+    """Every table in the README section ``section``, each as a list of rows of cells (header and rule
+    dropped)."""
+    text = (REPO_ROOT / "README.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    tables, rows = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            tables.append(rows[2:])
+            rows = []
+    return tables
+
+
+def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
+    """The Recipes section's comparison (how to spend the same minutes: crops or fewer epochs) quotes each
+    seed's published record, and its summary is the mean and standard deviation of those rows."""
+    import statistics
+
+    runs, summary = [t for t in _tables("Recipes") if t][:2]
+    groups: dict[str, list[dict]] = {}
+    for schedule, seed, val, test, minutes, source in runs:
+        name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
+        record = json.loads((REPO_ROOT / name).read_text())
+        config = TrainConfig.from_dict(record["config"])
+        assert int(seed) == config.seed, name
+        assert val == f"{record['final_val_acc']:.2f}%" and test == f"{record['final_test_acc']:.2f}%", name
+        assert minutes.startswith(f"{record['train_seconds'] / 60:.1f}"), name
+        crops = f"the first {config.crop_epochs} on {config.crop_size}×{config.crop_size} crops"
+        expected = f"{config.epochs} epochs, " + (crops if config.crop_epochs else "whole images")
+        assert schedule == expected, (name, schedule)
+        assert not record["interrupted"] and not record["smoke"] and record["data"]["train"] == 45_000
+        groups.setdefault(schedule, []).append(record)
+    assert len(groups) == 2 and all(len(g) >= 3 for g in groups.values())   # two variants, 3 seeds or more each
+    assert [row[0] for row in summary] == list(groups)
+    for schedule, seeds, val, test in summary:
+        records = groups[schedule]
+        assert seeds == str(len(records))
+        for cell, key in ((val, "final_val_acc"), (test, "final_test_acc")):
+            values = [r[key] for r in records]
+            assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%", (schedule, key)
