@@ -505,7 +505,7 @@ class AugmentConfig:
     rotate: float = 15.0        # degrees
     affine_p: float = 0.5
     hole: int = 16              # one 16x16 hole (Cutout, DeVries & Taylor 2017)
-    dropout_p: float = 0.25     # the course recipe's; the long recipe uses 0.5
+    dropout_p: float = 0.25     # the course recipe's (and the long and fast ones')
     crop: int | None = None     # then a random crop x crop window (progressive resizing); None: whole images
 
 
