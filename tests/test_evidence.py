@@ -1,7 +1,6 @@
 """Evidence rules in code: a validation split for decisions, the test set read once (after the last
 epoch), the final epoch reported, plain cross-entropy logged, and shipped weights that prove the
 kit's accuracy claim on the real test set."""
-import itertools
 import json
 import re
 import shutil
@@ -216,13 +215,23 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
         publish_record(tmp_path / "missing.json")
 
 
+def _tables(section: str):
+    """Every table in the README section ``section``, each as a list of rows of cells (header and rule
+    dropped)."""
+    text = (REPO_ROOT / "README.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    tables, rows = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            tables.append(rows[2:])
+            rows = []
+    return tables
+
+
 def _results_rows(section: str = "Results"):
     """The rows of the first table in the README section ``section``, as lists of cells."""
-    text = (REPO_ROOT / "README.md").read_text()
-    lines = text.split(f"\n## {section}\n", 1)[1].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:])  # after header and rule
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+    return _tables(section)[0]
 
 
 def test_readme_results_rows_quote_their_published_records():
@@ -286,20 +295,6 @@ def test_shipped_weights_reach_their_recorded_accuracy_on_the_full_test_set():
     _, test = make_loaders(train_split, 256)
     _, acc = evaluate(model, test, CPU, channels_last=True)
     assert acc == pytest.approx(info["final_test_acc"], abs=0.1)
-
-
-def _tables(section: str):
-    """Every table in the README section ``section``, each as a list of rows of cells (header and rule
-    dropped)."""
-    text = (REPO_ROOT / "README.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    tables, rows = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif rows:
-            tables.append(rows[2:])
-            rows = []
-    return tables
 
 
 def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
