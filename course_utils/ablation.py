@@ -115,17 +115,24 @@ def ablation_config(epochs: int | None = None, **overrides) -> TrainConfig:
     return replace(config, **{k: v for k, v in dict(epochs=epochs, **overrides).items() if v is not None})
 
 
+def crop_setup(config: TrainConfig) -> tuple[int, int]:
+    """(crop size, crop epochs) of a study's recipe: (0, 0) for whole images throughout."""
+    return (config.crop_size or 0, config.crop_epochs) if config.crop_epochs else (0, 0)
+
+
 def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
-    """Where the runs of one ablation live: one folder per data size and number of epochs, so a smoke
-    study never mixes with a full one."""
+    """Where the runs of one ablation live: one folder per data size, number of epochs and crop phase,
+    so a smoke study never mixes with a full one, nor a study on crops with one on whole images."""
     size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
-    return (folder or runs_dir() / "ablation") / f"{size}-e{config.epochs}"
+    crop_size, crop_epochs = crop_setup(config)
+    crops = f"-crop{crop_size}x{crop_epochs}" if crop_epochs else ""
+    return (folder or runs_dir() / "ablation") / f"{size}-e{config.epochs}{crops}"
 
 
 def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
                  variants: tuple[Variant, ...] = VARIANTS, seeds: tuple[int, ...] = ABLATION_SEEDS,
                  folder: Path | None = None, progress: bool = False, log=print,
-                 known_rows: list[dict] = (), on_row=None) -> list[dict]:
+                 known_rows: list[dict] = (), on_row=None, jobs: int = 1) -> list[dict]:
     """Train every (variant, seed) with ``config`` and return one row each, in order.
 
     A run whose record is in ``folder``, or whose row is in ``known_rows`` (rows read back from a
@@ -135,53 +142,125 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     given, is called with the rows so far after every newly finished run (the CLI writes them to a CSV,
     so that a study killed outright still leaves its finished runs to commit).
 
+    ``jobs`` > 1 trains that many runs at a time, each in its own process with an equal share of
+    PyTorch's CPU threads (``torch.get_num_threads() // jobs``, at least 1). On a CPU with few cores
+    that gets more epochs per minute out of them than one run using every thread (a single small
+    network does not keep them all busy); each run's ``train_seconds`` then counts its own wall-clock
+    time, shared cores included, so the runs' sum exceeds the study's wall-clock time.
+
     Raises ``StudyMismatchError``, before training anything, if ``known_rows`` hold runs of other epochs
     or another number of training images: such a study belongs in its own figures folder.
     """
-    rows = []
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs must be a whole number of runs at a time (1 or more), got {jobs!r}")
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
-    _check_one_study(list(known.values()), (config.epochs, train_images))   # before anything is trained
+    _check_one_study(list(known.values()), (config.epochs, train_images, *crop_setup(config)))  # before training
     device = torch.device(device)
     folder = run_folder(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
+    done, todo = {}, []   # rows of finished runs by (variant, seed); runs to train, in the study's order
     for v in variants:
         parameters = count_parameters(v.build()) if known else None
         for seed in seeds:
             record = folder / f"{v.name}-s{seed}.json"
-            done = known.get((v.name, seed))
-            if done is not None and done["parameters"] == parameters:  # the same network (same setup: checked above)
-                rows.append(done)
-                if log:
-                    log(_row_line(done) + "  (done before, from the CSV)")
+            row = known.get((v.name, seed))
+            if row is not None and row["parameters"] == parameters:  # the same network (same setup: checked above)
+                done[v.name, seed], how = row, "  (done before, from the CSV)"
+            elif record.is_file():
+                done[v.name, seed], how = json.loads(record.read_text()), "  (done before)"
+            else:
+                todo.append((v, seed))
                 continue
-            if record.is_file():
-                rows.append(json.loads(record.read_text()))
-                if log:
-                    log(_row_line(rows[-1]) + "  (done before)")
-                continue
-            run = _train_run(v, seed, data, config, device, folder, progress)
-            model, history, run_data = run.model, run.history, run.data
-            if history.interrupted:
-                if log:
-                    log(f"{v.name} seed {seed}: interrupted after {len(history)} epoch(s); run again to resume")
-                return rows
-            row = {
-                "variant": v.name, "factor": v.factor, "seed": seed,
-                "parameters": count_parameters(model), "macs": count_macs(model),
-                "receptive_field": receptive_field(model).final,
-                "final_val_acc": round(history.final_val_acc, 2), "final_test_acc": round(history.final_test_acc, 2),
-                "images_per_s": round(history.images_per_second(len(run_data.train_labels)), 1),
-                "train_seconds": round(sum(history.seconds), 1),
-                "epochs": len(history), "train_images": int(len(run_data.train_labels)), "device": str(device),
-            }
-            atomic_write_text(json.dumps(row, indent=1), record)
-            rows.append(row)
-            if on_row:
-                on_row(rows)
             if log:
-                log(_row_line(row))
-    return rows
+                log(_row_line(done[v.name, seed]) + how)
+    order = [(v.name, seed) for v in variants for seed in seeds]
+
+    def finished(row: dict) -> None:
+        done[row["variant"], row["seed"]] = row
+        if on_row:
+            on_row([done[k] for k in order if k in done])
+        if log:
+            log(_row_line(row))
+
+    if jobs == 1 or len(todo) <= 1:
+        for v, seed in todo:
+            row = _run_and_record(v, seed, data, config, device, folder, progress, log)
+            if row is None:
+                break
+            finished(row)
+    else:
+        _run_in_processes(todo, jobs, data, config, device, folder, log, finished)
+    return [done[k] for k in order if k in done]
+
+
+def _run_and_record(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
+                    folder: Path, progress: bool = False, log=None) -> dict | None:
+    """Train (or resume) one run of the study and write its record; its row, or None if interrupted."""
+    run = _train_run(v, seed, data, config, device, folder, progress)
+    model, history, run_data = run.model, run.history, run.data
+    if history.interrupted:
+        if log:
+            log(f"{v.name} seed {seed}: interrupted after {len(history)} epoch(s); run again to resume")
+        return None
+    crop_size, crop_epochs = crop_setup(config)
+    row = {
+        "variant": v.name, "factor": v.factor, "seed": seed,
+        "parameters": count_parameters(model), "macs": count_macs(model),
+        "receptive_field": receptive_field(model).final,
+        "final_val_acc": round(history.final_val_acc, 2), "final_test_acc": round(history.final_test_acc, 2),
+        "images_per_s": round(history.images_per_second(len(run_data.train_labels)), 1),
+        "train_seconds": round(sum(history.seconds), 1),
+        "epochs": len(history), "train_images": int(len(run_data.train_labels)), "device": str(device),
+        "crop_size": crop_size, "crop_epochs": crop_epochs,
+    }
+    atomic_write_text(json.dumps(row, indent=1), folder / f"{v.name}-s{seed}.json")
+    return row
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(threads: int, data: CIFAR10Data) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["data"] = data
+
+
+def _worker_run(name: str, seed: int, config: TrainConfig, device: str, folder: str) -> dict | None:
+    try:
+        return _run_and_record(variant(name), seed, _WORKER["data"], config, torch.device(device), Path(folder))
+    except KeyboardInterrupt:   # Ctrl-C reaches every process of the terminal; fit has saved its epochs
+        return None
+
+
+def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
+                      folder: Path, log, finished) -> None:
+    """``run_ablation``'s ``jobs`` > 1: the runs of ``todo`` in a pool of ``jobs`` processes (started
+    fresh, so no thread pool is inherited), ``finished`` called in this process as each one ends."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    if log:
+        log(f"{len(todo)} runs to train, {jobs} at a time, {threads} thread(s) each")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(threads, data))
+    try:
+        pending = {pool.submit(_worker_run, v.name, seed, config, str(device), str(folder)) for v, seed in todo}
+        while pending:
+            ended, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in ended:
+                row = future.result()
+                if row is None:   # a run was interrupted: let the others stop too, start no more
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    return
+                finished(row)
+    except KeyboardInterrupt:
+        if log:
+            log("interrupted: the running runs keep their last complete epoch; run again to resume")
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_run(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
@@ -192,12 +271,14 @@ def _train_run(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, de
                  checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=None)
 
 
-_INTS = ("seed", "parameters", "macs", "receptive_field", "epochs", "train_images")
+_INTS = ("seed", "parameters", "macs", "receptive_field", "epochs", "train_images", "crop_size", "crop_epochs")
 _FLOATS = ("final_val_acc", "final_test_acc", "images_per_s", "train_seconds")
 
 
 def typed_row(row: dict) -> dict:
-    """A run row read from a CSV (all strings) with its numbers as numbers again."""
+    """A run row read from a CSV (all strings) with its numbers as numbers again. Rows recorded before
+    the ablation could train on crops have no crop columns: they were whole-image runs (crop 0, 0)."""
+    row = {"crop_size": 0, "crop_epochs": 0, **row}
     return {k: int(v) if k in _INTS else float(v) if k in _FLOATS else v for k, v in row.items()}
 
 
@@ -217,14 +298,25 @@ def merge_rows(*groups: list[dict]) -> list[dict]:
     return [table[k] for k in sorted(table, key=lambda k: (order.get(k[0], len(order)), k[1]))]
 
 
-def _check_one_study(rows: list[dict], setup: tuple[int, int], this: str = "this one would run") -> None:
-    """Raise ``StudyMismatchError`` unless every row is of ``setup`` (epochs, training images)."""
-    alien = sorted({(int(r["epochs"]), int(r["train_images"])) for r in rows} - {setup})
+def _study_setup(row: dict) -> tuple[int, int, int, int]:
+    row = typed_row(row)
+    return row["epochs"], row["train_images"], row["crop_size"], row["crop_epochs"]
+
+
+def _setup_words(setup: tuple[int, ...]) -> str:
+    epochs, images, crop_size, crop_epochs = setup
+    crops = f" ({crop_epochs} of them on {crop_size}x{crop_size} crops)" if crop_epochs else " (whole images)"
+    return f"{epochs} epochs{crops} on {images:,} training images" if images is not None else f"{epochs} epochs{crops}"
+
+
+def _check_one_study(rows: list[dict], setup: tuple, this: str = "this one would run") -> None:
+    """Raise ``StudyMismatchError`` unless every row is of ``setup`` (epochs, training images, crop size,
+    crop epochs); ``setup``'s training images may be None when no row is given."""
+    alien = sorted({_study_setup(r) for r in rows} - {setup})
     if alien:
         raise StudyMismatchError(
-            f"the recorded study is an ablation of {alien[0][0]} epochs on {alien[0][1]:,} training images; "
-            f"{this} {setup[0]} epochs on {setup[1]:,}, and the two are not "
-            "mixed. Set COURSE_FIGURES_DIR to another folder for this study's CSVs and figure "
+            f"the recorded study is an ablation of {_setup_words(alien[0])}; {this} {_setup_words(setup)}, and "
+            "the two are not mixed. Set COURSE_FIGURES_DIR to another folder for this study's CSVs and figure "
             "(e.g. COURSE_FIGURES_DIR=figures/my-ablation), then run it again.")
 
 
@@ -245,9 +337,9 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
     """
     folder = folder or figures_dir()
     recorded = [typed_row(r) for r in recorded_rows(folder)]
+    rows = [typed_row(r) for r in rows]
     if rows:
-        setup = (int(rows[0]["epochs"]), int(rows[0]["train_images"]))
-        _check_one_study(recorded + [typed_row(r) for r in rows], setup, "these runs are of")
+        _check_one_study(recorded + rows, _study_setup(rows[0]), "these runs are of")
     study = merge_rows(recorded, rows)
     if not study:
         return {"study": [], "summary": None, "kept": 0, "files": []}
@@ -260,7 +352,8 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
     partial.unlink(missing_ok=True)
     r, seeds = summary[0], "/".join(map(str, sorted({s["seeds"] for s in summary})))
     devices = "/".join(sorted({str(row["device"]) for row in study}))
-    title = (f"{r['epochs']} epochs on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
+    crops = f" ({r['crop_epochs']} on {r['crop_size']}x{r['crop_size']} crops)" if r["crop_epochs"] else ""
+    title = (f"{r['epochs']} epochs{crops} on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
              + (" (smoke mode)" if is_smoke() else ""))
     fig = plot_ablation(summary, title)
     files.append(plots.save(fig, "09_ablation", folder=folder))
@@ -308,7 +401,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["variant"] == name]
         val_mean, val_std = _mean_std([float(r["final_val_acc"]) for r in mine])
         test_mean, test_std = _mean_std([float(r["final_test_acc"]) for r in mine])
-        first = mine[0]
+        first = typed_row(mine[0])
         out.append({
             "variant": name, "factor": first["factor"], "seeds": len(mine),
             "val_mean": round(val_mean, 2), "val_std": round(val_std, 2),
@@ -317,6 +410,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "receptive_field": int(first["receptive_field"]),
             "images_per_s": round(statistics.fmean(float(r["images_per_s"]) for r in mine), 1),
             "epochs": int(first["epochs"]), "train_images": int(first["train_images"]), "device": first["device"],
+            "crop_size": first["crop_size"], "crop_epochs": first["crop_epochs"],
         })
     return out
 

@@ -101,7 +101,7 @@ def test_record_study_keeps_the_recorded_runs_and_writes_partial_or_finished_fil
     assert (tmp_path / "09_ablation.png").stat().st_size > 10_000
 
     before = (tmp_path / ablation.RUNS_CSV).read_text()
-    with pytest.raises(ablation.StudyMismatchError, match="these runs are of 3 epochs on 40"):
+    with pytest.raises(ablation.StudyMismatchError, match=r"these runs are of 3 epochs \(whole images\) on 40"):
         ablation.record_study([_row("eca", 1, 66.0, epochs=3)], complete=True, folder=tmp_path)
     assert (tmp_path / ablation.RUNS_CSV).read_text() == before
 
@@ -115,8 +115,8 @@ def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_pa
     monkeypatch.setattr(ablation, "split", lambda data, config: type("S", (), {"train_labels": [0] * 40})())
     monkeypatch.setattr(ablation, "train", no_training)
     config = ablation_config(epochs=2, train_per_class=4)
-    with pytest.raises(ablation.StudyMismatchError, match=r"ablation of 3 epochs on 40 training images; this one would run 2 "
-                                         r"epochs on 40.*COURSE_FIGURES_DIR"):
+    with pytest.raises(ablation.StudyMismatchError, match=r"ablation of 3 epochs \(whole images\) on 40 training images; this one would run 2 "
+                                         r"epochs \(whole images\) on 40.*COURSE_FIGURES_DIR"):
         run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
                      known_rows=[_row("reference", 1, 60.0, epochs=3)])
     with pytest.raises(ValueError, match="on 400 training images"):
@@ -195,6 +195,52 @@ def test_ablation_skips_finished_runs_and_resumes_an_interrupted_one(image_folde
     assert calls == [("reference-s1.pt", False), (f"{VARIANTS[-1].name}-s1.pt", False),
                      (f"{VARIANTS[-1].name}-s1.pt", True)]       # the finished run was not trained again
     assert _accuracies(second) == _accuracies(whole)
+
+
+def test_runs_in_several_processes_give_the_rows_of_one_process(image_folder, tmp_path):
+    """``jobs=2`` trains two runs at a time, each in its own process with half the threads: the same rows,
+    in the study's order, as the runs one after another with that many threads; the rows are recorded
+    as each run ends; a third call reads every run back."""
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
+    variants, seeds = (REFERENCE, VARIANTS[-1]), (1, 2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = []
+        parallel = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "two", log=None,
+                                on_row=lambda rows: seen.append(len(rows)), jobs=2)
+        torch.set_num_threads(1)
+        one = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "one", log=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r["variant"], r["seed"]) for r in parallel] == [(v.name, s) for v in variants for s in seeds]
+    assert _accuracies(parallel) == _accuracies(one)
+    assert seen == [1, 2, 3, 4]
+    lines = []
+    again = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "two", log=lines.append, jobs=2)
+    assert _accuracies(again) == _accuracies(parallel) and all(line.endswith("(done before)") for line in lines)
+    with pytest.raises(ValueError, match="jobs must be a whole number of runs at a time"):
+        run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "two", log=None, jobs=0)
+
+
+def test_a_study_on_crops_names_its_crops_and_never_mixes_with_one_on_whole_images(image_folder, tmp_path):
+    data = load_cifar10(image_folder, download=False)
+    crops = ablation_config(epochs=4, batch_size=16, train_per_class=4, crop_size=24, crop_fraction=0.75)
+    assert ablation.crop_setup(crops) == (24, 3) and ablation.crop_setup(ablation_config(epochs=4)) == (0, 0)
+    assert ablation.run_folder(crops, tmp_path).name == "sub4-e4-crop24x3"
+    assert ablation.run_folder(ablation_config(epochs=4, train_per_class=4), tmp_path).name == "sub4-e4"
+    [row] = run_ablation(data, replace(crops, epochs=2), "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None)
+    assert (row["crop_size"], row["crop_epochs"], row["epochs"]) == (24, 1, 2)
+    whole = _row("reference", 2, 60.0)             # a row of the earlier CSVs, without crop columns
+    assert (ablation.typed_row(whole)["crop_size"], ablation.typed_row(whole)["crop_epochs"]) == (0, 0)
+    with pytest.raises(ablation.StudyMismatchError, match=r"2 epochs \(whole images\) on 40 training images; these "
+                                                          r"runs are of 2 epochs \(1 of them on 24x24 crops\)"):
+        ablation.record_study([row, whole], complete=True, folder=tmp_path / "figures")
+    out = ablation.record_study([row, dict(row, seed=2)], complete=True, folder=tmp_path / "figures")
+    assert "2 epochs (1 on 24x24 crops) on 40 images" in out["title"]
+    assert [(r["crop_size"], r["crop_epochs"]) for r in ablation.read_csv(tmp_path / "figures" / ablation.SUMMARY_CSV)] \
+        == [("24", "1")]
 
 
 def test_the_ablation_recipe_is_the_course_recipe_shortened(monkeypatch):

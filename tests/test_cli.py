@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,24 @@ def test_ablate_trains_the_chosen_variants_and_seeds_and_writes_csvs_and_figure(
     assert capsys.readouterr().out.count("(done before") == 4
 
 
+def test_ablate_jobs_trains_runs_side_by_side_and_records_them_in_order(image_folder, tmp_path, capsys):
+    import csv
+
+    args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "2", "--device", "cpu",
+            "--variants", "reference", "--seeds", "2", "1", "--jobs", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 variants x 2 seeds, 2 epochs each (1 on 24x24 crops), 4 per class (validation split held out), " \
+           "on cpu, 2 runs at a time" in out
+    assert re.search(r"2 runs to train, 2 at a time, \d+ thread\(s\) each", out)
+    rows = list(csv.DictReader(open(tmp_path / "figures" / "09_ablation_runs.csv")))
+    assert [(r["variant"], r["seed"], r["crop_size"], r["crop_epochs"]) for r in rows] == [
+        ("reference", "1", "24", "1"), ("reference", "2", "24", "1")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["ablate", "--jobs", "0"])
+    assert exit_.value.code == 2 and "--jobs: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def _kill_the_ablation_on_its_second_run(monkeypatch) -> list[str]:
     """Make the ablation's second training call die like a killed process (not a Ctrl-C); returns the
     list the names of the variants it starts training are appended to."""
@@ -263,7 +282,7 @@ def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_f
     before = (figs / "09_ablation_runs.csv").read_text()
     assert main(base + ["--epochs", "2", "--variants", "se"]) == 1
     err = capsys.readouterr().err
-    assert "is an ablation of 1 epochs on 40 training images; this one would run 2 epochs on 40" in err
+    assert "is an ablation of 1 epochs (whole images) on 40 training images; this one would run 2 epochs (whole images) on 40" in err
     assert "COURSE_FIGURES_DIR" in err
     assert (figs / "09_ablation_runs.csv").read_text() == before
     assert not (tmp_path / "runs" / "ablation" / "sub4-e2").exists()   # refused before training anything
