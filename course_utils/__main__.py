@@ -141,10 +141,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
+    import torch
+
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, record_study,
-                           recorded_rows, run_ablation, total_cpu_minutes)
+                           record_time, recorded_rows, run_ablation, total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
-    from .runtime import get_device
+    from .runtime import get_device, shown_path
 
     known = {v.name: v for v in VARIANTS}
     unknown = sorted(set(args.variants or ()) - set(known))
@@ -166,10 +168,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
           f"split held out), on {device}" + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     start = time.perf_counter()
     try:
-        # runs recorded by an earlier sitting (perhaps on another machine) are read back, not trained again;
+        # runs recorded by an earlier sitting (perhaps on another machine) are read back, not trained again
+        # (a study of other epochs, data size or crop phase is refused);
         # after every finished run, every row recorded so far goes to the partial CSV: to commit and carry on
-        rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(),
-                            on_row=lambda done: record_study(done, complete=False), jobs=args.jobs)
+        trained = [0]   # runs this call trains (the others are read back)
+
+        def on_row(done):
+            trained[0] += 1
+            record_study(done, complete=False)
+        rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(), on_row=on_row,
+                            jobs=args.jobs)
     except StudyMismatchError as err:   # the recorded study is of another length or data size
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -178,14 +186,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"stopped before the end ({len(rows)} of {planned} runs, in {PARTIAL_CSV}): "
               "run the same command again to go on", file=sys.stderr)
         return 130
+    wall = time.perf_counter() - start
     written = record_study(rows, complete=True)
     study, kept = written["study"], written["kept"]
+    jobs = args.jobs if trained[0] > 1 else 1   # a single run to train trains in this process, every thread
+    timing = record_time(study, wall, jobs, max(1, torch.get_num_threads() // jobs), device, trained[0]) \
+        if trained[0] else None                  # a call that only read the runs back keeps the study's record
     print(f"total training time of the {len(study)} runs: {total_cpu_minutes(study):.1f} min, each run's own "
-          f"clock summed ({(time.perf_counter() - start) / 60:.1f} min of wall-clock time in this call)")
+          f"clock summed ({wall / 60:.1f} min of wall-clock time in this call, {trained[0]} runs trained in it)")
     runs_csv, summary_csv, png = written["files"]
-    print(f"written: {runs_csv} ({len(study)} runs"
+    print(f"written: {shown_path(runs_csv)} ({len(study)} runs"
           + (f", {kept} of them recorded earlier and not in this call" if kept else "")
-          + f"), {summary_csv} and {png}")
+          + f"), {shown_path(summary_csv)} and {shown_path(png)}" + (f"; its time: {shown_path(timing)}" if timing else ""))
     return 0
 
 

@@ -17,26 +17,29 @@ is read back, an interrupted one resumed, so the study can be spread over severa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from . import plots
-from .config import WHOLE_IMAGES, TrainConfig
+from .config import TrainConfig
 from .checkpoint import atomic_write_text
 from .data import CIFAR10Data
 from .experiment import split, train
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, count_parameters
-from .runtime import figures_dir, is_smoke, runs_dir
+from .runtime import device_name, figures_dir, is_smoke, runs_dir
 
-#: The recipe of every ablation run: the course recipe, shortened. Ten variants besides the reference,
-#: three seeds each, must fit the CPU time of a few sittings (see README, "Ablation"), so each run is short;
-#: the comparison is between variants trained identically, not a claim about their final accuracy.
-ABLATION_EPOCHS = 6
+#: The recipe of every ablation run: the course recipe (progressive resizing included), shortened. Ten
+#: variants besides the reference, three seeds each, must fit one working session of a 2-core CPU in
+#: the background (see README, "Ablation"), so each run is short; the comparison is between variants
+#: trained identically, not a claim about their final accuracy.
+ABLATION_EPOCHS = 4
 ABLATION_SEEDS = (1, 2, 3)
 
 AUGMENTATION = ("flip_p", "affine_p", "dropout_p")   # the recipe's augmentation probabilities
@@ -51,11 +54,12 @@ PARAMETER_TOLERANCE = 0.05
 #: Where ``python -m course_utils ablate`` writes its rows (in ``runtime.figures_dir()``): all runs of a
 #: finished study, and the finished runs of one still under way.
 RUNS_CSV, PARTIAL_CSV, SUMMARY_CSV = "09_ablation_runs.csv", "09_ablation_runs.partial.csv", "09_ablation_summary.csv"
+TIME_JSON = "09_ablation_time.json"   # the wall-clock time of the call that finished the study (record_time)
 
 
 class StudyMismatchError(ValueError):
-    """Runs of two different studies (other epochs or another number of training images) would be
-    mixed in one table."""
+    """Runs of two different studies (other epochs, another number of training images or another crop
+    phase) would be mixed in one table."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,10 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 def ablation_config(epochs: int | None = None, **overrides) -> TrainConfig:
-    """The ablation recipe: the course recipe at ``ABLATION_EPOCHS`` epochs, on whole images (the recorded
-    study was trained before the course recipe took up progressive resizing, and six epochs leave little
-    to save), smoke-sized when ``COURSE_SMOKE=1``; then ``overrides``."""
-    config = replace(TrainConfig.for_environment("course"), **WHOLE_IMAGES)
+    """The ablation recipe: the course recipe at ``ABLATION_EPOCHS`` epochs (its first
+    ``crop_fraction`` of them on random crops, as in the course recipe), smoke-sized when
+    ``COURSE_SMOKE=1``; then ``overrides``."""
+    config = TrainConfig.for_environment("course")
     if config.train_per_class is None:  # not smoke mode
         config = replace(config, epochs=ABLATION_EPOCHS)
     return replace(config, **{k: v for k, v in dict(epochs=epochs, **overrides).items() if v is not None})
@@ -138,7 +142,7 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     A run whose record is in ``folder``, or whose row is in ``known_rows`` (rows read back from a
     committed CSV, of the same network: same parameters), is not trained again; a run
     with only a checkpoint (interrupted) is resumed from it. An interruption (Ctrl-C) stops the study
-    after the current run's last complete epoch; running it again picks up from there. ``on_row``, if
+    after the current run's (or runs') last complete epoch; running it again picks up from there. ``on_row``, if
     given, is called with the rows so far after every newly finished run (the CLI writes them to a CSV,
     so that a study killed outright still leaves its finished runs to commit).
 
@@ -148,11 +152,13 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     network does not keep them all busy); each run's ``train_seconds`` then counts its own wall-clock
     time, shared cores included, so the runs' sum exceeds the study's wall-clock time.
 
-    Raises ``StudyMismatchError``, before training anything, if ``known_rows`` hold runs of other epochs
-    or another number of training images: such a study belongs in its own figures folder.
+    Raises ``StudyMismatchError``, before training anything, if ``known_rows`` hold runs of other epochs,
+    another number of training images or another crop phase: such a study belongs in its own figures
+    folder. A variant or seed named twice is run once.
     """
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number of runs at a time (1 or more), got {jobs!r}")
+    variants, seeds = tuple({v.name: v for v in variants}.values()), tuple(dict.fromkeys(seeds))
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
     _check_one_study(list(known.values()), (config.epochs, train_images, *crop_setup(config)))  # before training
@@ -222,45 +228,92 @@ _WORKER: dict = {}
 
 
 def _start_worker(threads: int, data: CIFAR10Data) -> None:
+    import signal
+
     torch.set_num_threads(threads)
     _WORKER["data"] = data
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # an idle worker ignores Ctrl-C; a training one stops
 
 
-def _worker_run(name: str, seed: int, config: TrainConfig, device: str, folder: str) -> dict | None:
+def _interrupt_once(signum, frame):
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # one interruption is enough: let fit save its epoch
+    raise KeyboardInterrupt
+
+
+def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder: str) -> dict | None:
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupt_once)
     try:
-        return _run_and_record(variant(name), seed, _WORKER["data"], config, torch.device(device), Path(folder))
-    except KeyboardInterrupt:   # Ctrl-C reaches every process of the terminal; fit has saved its epochs
+        return _run_and_record(v, seed, _WORKER["data"], config, torch.device(device), Path(folder))
+    except KeyboardInterrupt:   # Ctrl-C outside fit's epochs (fit itself saves its last epoch and returns)
         return None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt(pool) -> None:
+    """Stop the pool's running runs as Ctrl-C would (each keeps its last complete epoch), or end them."""
+    import os
+    import signal
+
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except (OSError, ValueError):   # a platform without SIGINT for other processes
+                process.terminate()
 
 
 def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
                       folder: Path, log, finished) -> None:
     """``run_ablation``'s ``jobs`` > 1: the runs of ``todo`` in a pool of ``jobs`` processes (started
-    fresh, so no thread pool is inherited), ``finished`` called in this process as each one ends."""
+    fresh, so no thread pool is inherited), ``finished`` called in this process as each one ends. Only
+    ``jobs`` runs are handed out at a time, so an interruption or an error stops the study at once:
+    the runs still training are interrupted (they keep their last complete epoch), none is started."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, torch.get_num_threads() // jobs)
     if log:
         log(f"{len(todo)} runs to train, {jobs} at a time, {threads} thread(s) each")
+    queue = list(todo)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, data))
+
+    def submit():
+        v, seed = queue.pop(0)
+        return pool.submit(_worker_run, v, seed, config, str(device), str(folder))
+
+    stopped = False
     try:
-        pending = {pool.submit(_worker_run, v.name, seed, config, str(device), str(folder)) for v, seed in todo}
-        while pending:
-            ended, pending = wait(pending, return_when=FIRST_COMPLETED)
+        running = {submit() for _ in range(min(jobs, len(queue)))}
+        while running:
+            ended, running = wait(running, return_when=FIRST_COMPLETED)
             for future in ended:
-                row = future.result()
-                if row is None:   # a run was interrupted: let the others stop too, start no more
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    return
+                row = future.result()            # a run's error is raised here (the others are stopped first)
+                if row is None:                  # interrupted: start no more, let the others stop too
+                    stopped = True
+                    continue
                 finished(row)
-    except KeyboardInterrupt:
+                if queue and not stopped:
+                    running.add(submit())
+            if stopped and running:
+                _interrupt(pool)
+    except KeyboardInterrupt:   # in a notebook the workers do not see the kernel's interrupt: pass it on
+        stopped = True
         if log:
             log("interrupted: the running runs keep their last complete epoch; run again to resume")
-        pool.shutdown(wait=True, cancel_futures=True)
+        _interrupt(pool)
+    except BaseException:
+        _interrupt(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if stopped and log:
+        log("stopped before the end; run again to resume")
 
 
 def _train_run(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
@@ -278,7 +331,7 @@ _FLOATS = ("final_val_acc", "final_test_acc", "images_per_s", "train_seconds")
 def typed_row(row: dict) -> dict:
     """A run row read from a CSV (all strings) with its numbers as numbers again. Rows recorded before
     the ablation could train on crops have no crop columns: they were whole-image runs (crop 0, 0)."""
-    row = {"crop_size": 0, "crop_epochs": 0, **row}
+    row = {**row, "crop_size": row.get("crop_size", 0), "crop_epochs": row.get("crop_epochs", 0)}
     return {k: int(v) if k in _INTS else float(v) if k in _FLOATS else v for k, v in row.items()}
 
 
@@ -333,7 +386,7 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
     Returns the ``study`` rows, the number of recorded runs ``kept`` that ``rows`` did not cover, the
     ``files`` written (none when there is no run at all) and, when complete, the ``summary`` and the
     figure's ``title``. Raises ``StudyMismatchError`` if ``rows`` and the recorded runs are of
-    different epochs or data sizes.
+    different epochs, data sizes or crop phases.
     """
     folder = folder or figures_dir()
     recorded = [typed_row(r) for r in recorded_rows(folder)]
@@ -439,18 +492,34 @@ def compare_to_reference(rows: list[dict], key: str = "final_val_acc", reference
 
 
 def total_cpu_minutes(rows: list[dict]) -> float:
-    """Training time of all the runs, in minutes (evaluation included)."""
+    """Training time of all the runs, in minutes (evaluation included): each run's own clock, summed.
+    Runs trained side by side (``jobs`` > 1) overlap, so this is more than the study's wall-clock time
+    (``record_time``)."""
     return sum(float(r["train_seconds"]) for r in rows) / 60
 
 
+def record_time(rows: list[dict], wall_seconds: float, jobs: int, threads: int, device: torch.device | str,
+                trained: int, folder: Path | None = None) -> Path:
+    """Write ``09_ablation_time.json`` beside the study's CSVs: how long the call that finished the
+    study took on the clock (``wall_seconds``), how many of its runs it trained (``trained``; the rest
+    were read back), ``jobs`` at a time with ``threads`` threads each, on which device, and the runs'
+    summed training time. The README's cost of the study quotes this record."""
+    record = {
+        "runs": len(rows), "runs_trained_in_this_call": trained, "jobs": jobs, "threads_per_run": threads,
+        "device": str(device), "device_name": device_name(device),
+        "wall_minutes": round(wall_seconds / 60, 1), "summed_run_minutes": round(total_cpu_minutes(rows), 1),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "torch": torch.__version__,
+    }
+    return atomic_write_text(json.dumps(record, indent=1) + "\n", (folder or figures_dir()) / TIME_JSON)
+
+
 def write_csv(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    """``rows`` as a CSV file, written atomically (a study killed while writing keeps its last CSV)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(text.getvalue(), path)
 
 
 def read_csv(path: str | Path) -> list[dict]:

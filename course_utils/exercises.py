@@ -299,10 +299,11 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("08.2", "`A.Compose([A.PadIfNeeded(40, 40), A.RandomCrop(32, 32), ...])`; compare the previews", "a few seconds"),
     Exercise("08.3", "`benchmark.pipeline_throughput(transform, images)` for each pipeline", "about a minute"),
     Exercise("09.1", "`Variant(\"no-dilation\", \"dilation\", ..., model={\"c2_dilation\": 1})`; the ablation's tests "
-             "read `FACTORS`", "about 20 minutes on a CPU (3 seeds)"),
+             "read `FACTORS`", "about 15 minutes on two cores (3 seeds, `--jobs 2`)"),
     Exercise("09.2", "`ablation.read_csv`, then pair the rows by seed", "instant"),
-    Exercise("09.3", "`ablation.compare_to_reference` on each study's runs CSV: do the seed ranges separate at 6 "
-             "and at 20 epochs, and in which direction?", "about 3 hours on a CPU (9 runs of about 20 minutes)"),
+    Exercise("09.3", "`ablation.compare_to_reference` on each study's runs CSV: do the seed ranges separate at 4 "
+             "and at 20 epochs, and in which direction?", "about 3 hours on two cores (9 runs of about half an "
+             "hour each, two at a time)"),
     Exercise("10.1", "`sum(p.numel() for p in bn.parameters())`, and the same over `bn.buffers()`", "instant",
              "a pair (learnable parameters, buffer values)", _check_10_1),
     Exercise("10.2", "flatten C3's output (channels × 8 × 8) into one linear layer to 10 classes, with biases",

@@ -116,7 +116,7 @@ def test_run_ablation_refuses_known_rows_of_another_study_before_training(tmp_pa
     monkeypatch.setattr(ablation, "train", no_training)
     config = ablation_config(epochs=2, train_per_class=4)
     with pytest.raises(ablation.StudyMismatchError, match=r"ablation of 3 epochs \(whole images\) on 40 training images; this one would run 2 "
-                                         r"epochs \(whole images\) on 40.*COURSE_FIGURES_DIR"):
+                                         r"epochs \(1 of them on 24x24 crops\) on 40.*COURSE_FIGURES_DIR"):
         run_ablation(None, config, "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None,
                      known_rows=[_row("reference", 1, 60.0, epochs=3)])
     with pytest.raises(ValueError, match="on 400 training images"):
@@ -224,12 +224,55 @@ def test_runs_in_several_processes_give_the_rows_of_one_process(image_folder, tm
         run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "two", log=None, jobs=0)
 
 
+def test_an_interrupted_study_in_processes_stops_its_runs_and_resumes_them(image_folder, tmp_path):
+    """Ctrl-C while two runs train side by side (sent to the workers, as a terminal does): the study
+    returns the runs finished so far, the others keep their last complete epoch, and the next call
+    resumes them to the rows of an uninterrupted study."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=3, batch_size=16, train_per_class=4)
+    variants, seeds = (REFERENCE, VARIANTS[-1]), (1,)
+    whole = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "whole", log=None, jobs=2)
+    folder = ablation.run_folder(config, tmp_path / "split")
+
+    def press_ctrl_c_after_a_first_epoch():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(folder.glob("*.pt")):
+            time.sleep(0.02)
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c_after_a_first_epoch)
+    presser.start()
+    lines = []
+    first = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=lines.append, jobs=2)
+    presser.join()
+    assert len(first) < 2 and "stopped before the end; run again to resume" in lines
+    assert list(folder.glob("*.pt"))                       # the interrupted runs kept their epochs
+    second = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "split", log=None, jobs=2)
+    assert _accuracies(second) == _accuracies(whole)
+
+
+def test_an_error_in_one_run_stops_the_others_and_is_raised(image_folder, tmp_path):
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
+    broken = Variant("broken", "convolution", "a setting CifarNetConfig does not have", model={"no_such_width": 3})
+    with pytest.raises(TypeError, match="no_such_width"):
+        run_ablation(data, config, "cpu", (broken, REFERENCE), (1,), folder=tmp_path, log=None, jobs=2)
+    assert not (ablation.run_folder(config, tmp_path) / "broken-s1.json").exists()
+
+
 def test_a_study_on_crops_names_its_crops_and_never_mixes_with_one_on_whole_images(image_folder, tmp_path):
     data = load_cifar10(image_folder, download=False)
     crops = ablation_config(epochs=4, batch_size=16, train_per_class=4, crop_size=24, crop_fraction=0.75)
-    assert ablation.crop_setup(crops) == (24, 3) and ablation.crop_setup(ablation_config(epochs=4)) == (0, 0)
+    assert ablation.crop_setup(crops) == (24, 3) and ablation.crop_setup(ablation_config(epochs=4, crop_fraction=0.0)) == (0, 0)
     assert ablation.run_folder(crops, tmp_path).name == "sub4-e4-crop24x3"
-    assert ablation.run_folder(ablation_config(epochs=4, train_per_class=4), tmp_path).name == "sub4-e4"
+    assert ablation.run_folder(ablation_config(epochs=4, train_per_class=4, crop_fraction=0.0), tmp_path).name == "sub4-e4"
     [row] = run_ablation(data, replace(crops, epochs=2), "cpu", (REFERENCE,), (1,), folder=tmp_path, log=None)
     assert (row["crop_size"], row["crop_epochs"], row["epochs"]) == (24, 1, 2)
     whole = _row("reference", 2, 60.0)             # a row of the earlier CSVs, without crop columns
@@ -245,8 +288,9 @@ def test_a_study_on_crops_names_its_crops_and_never_mixes_with_one_on_whole_imag
 
 def test_the_ablation_recipe_is_the_course_recipe_shortened(monkeypatch):
     config = ablation_config()
-    assert config == replace(TrainConfig(), epochs=ablation.ABLATION_EPOCHS, crop_size=None, crop_fraction=0.0)
-    assert config.crop_epochs == 0                       # the recorded study trained on whole images
+    assert config == replace(TrainConfig(), epochs=ablation.ABLATION_EPOCHS)   # crops included
+    assert (config.crop_size, config.crop_epochs) == (24, 3)      # 3 of 4 epochs on crops, the last on whole images
+    assert ablation.run_folder(config).name == "full-e4-crop24x3"
     monkeypatch.setenv("COURSE_SMOKE", "1")
     smoke = ablation_config()
     assert smoke.train_per_class is not None and smoke.epochs < ablation.ABLATION_EPOCHS
@@ -273,7 +317,7 @@ def test_trained_model_is_the_studys_run_read_back_or_trained_once(image_folder,
 
 def test_the_committed_study_is_complete_consistent_and_matched():
     """The recorded study that notebook 09 and the README read: every variant with every seed, of one
-    setup (epochs, training images), its summary recomputed from its runs, and every variant within
+    setup (epochs, training images, crop phase), its summary recomputed from its runs, and every variant within
     the parameter budget of the reference (checked on the rows, not only on the definitions)."""
     from course_utils.runtime import REPO_ROOT
 
@@ -281,7 +325,8 @@ def test_the_committed_study_is_complete_consistent_and_matched():
     runs = [ablation.typed_row(r) for r in ablation.read_csv(figures / ablation.RUNS_CSV)]
     assert sorted((r["variant"], r["seed"]) for r in runs) == sorted(
         (v.name, s) for v in VARIANTS for s in ablation.ABLATION_SEEDS)
-    assert {(r["epochs"], r["train_images"]) for r in runs} == {(ablation.ABLATION_EPOCHS, 45_000)}
+    assert {(r["epochs"], r["train_images"], r["crop_size"], r["crop_epochs"]) for r in runs} == {
+        (ablation.ABLATION_EPOCHS, 45_000, *ablation.crop_setup(ablation_config()))}
     recorded = ablation.read_csv(figures / ablation.SUMMARY_CSV)
     recomputed = summarize(runs)
     assert [r["variant"] for r in recorded] == [r["variant"] for r in recomputed]
@@ -291,3 +336,14 @@ def test_the_committed_study_is_complete_consistent_and_matched():
     reference = next(r["parameters"] for r in runs if r["variant"] == REFERENCE.name)
     assert all(abs(r["parameters"] - reference) <= PARAMETER_TOLERANCE * reference for r in runs)
     assert not (figures / ablation.PARTIAL_CSV).exists()
+
+
+def test_write_csv_round_trips_and_a_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "runs.csv"
+    rows = [_row("reference", 1, 60.0), _row("se", 1, 61.5)]
+    ablation.write_csv(rows, path)
+    assert [ablation.typed_row(r) for r in ablation.read_csv(path)] == [ablation.typed_row(r) for r in rows]
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="extra"):   # a row with a column the header lacks
+        ablation.write_csv([rows[0], dict(rows[1], extra=1)], path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["runs.csv"]

@@ -198,6 +198,13 @@ def test_ablate_jobs_trains_runs_side_by_side_and_records_them_in_order(image_fo
     rows = list(csv.DictReader(open(tmp_path / "figures" / "09_ablation_runs.csv")))
     assert [(r["variant"], r["seed"], r["crop_size"], r["crop_epochs"]) for r in rows] == [
         ("reference", "1", "24", "1"), ("reference", "2", "24", "1")]
+    timing = json.loads((tmp_path / "figures" / "09_ablation_time.json").read_text())
+    assert (timing["runs"], timing["runs_trained_in_this_call"], timing["jobs"]) == (2, 2, 2)
+    assert timing["summed_run_minutes"] == round(sum(float(r["train_seconds"]) for r in rows) / 60, 1)
+    assert timing["wall_minutes"] > 0 and timing["device"] == "cpu"
+    before = (tmp_path / "figures" / "09_ablation_time.json").read_text()
+    assert main(args) == 0 and "0 runs trained in it" in capsys.readouterr().out   # all read back
+    assert (tmp_path / "figures" / "09_ablation_time.json").read_text() == before   # the study's record is kept
     with pytest.raises(SystemExit) as exit_:
         main(["ablate", "--jobs", "0"])
     assert exit_.value.code == 2 and "--jobs: must be at least 1, got 0" in capsys.readouterr().err
@@ -282,10 +289,10 @@ def test_ablate_adds_to_the_recorded_study_and_never_shrinks_or_mixes_it(image_f
     before = (figs / "09_ablation_runs.csv").read_text()
     assert main(base + ["--epochs", "2", "--variants", "se"]) == 1
     err = capsys.readouterr().err
-    assert "is an ablation of 1 epochs (whole images) on 40 training images; this one would run 2 epochs (whole images) on 40" in err
+    assert "is an ablation of 1 epochs (whole images) on 40 training images; this one would run 2 epochs (1 of them on 24x24 crops) on 40" in err
     assert "COURSE_FIGURES_DIR" in err
     assert (figs / "09_ablation_runs.csv").read_text() == before
-    assert not (tmp_path / "runs" / "ablation" / "sub4-e2").exists()   # refused before training anything
+    assert not list((tmp_path / "runs" / "ablation").glob("sub4-e2*"))   # refused before training anything
 
     # in another figures folder, as the message says, the longer study runs and leaves the first alone
     monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figures-e2"))

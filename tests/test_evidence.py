@@ -324,3 +324,26 @@ def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
         for cell, key in ((val, "final_val_acc"), (test, "final_test_acc")):
             values = [r[key] for r in records]
             assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%", (schedule, key)
+
+
+def test_readme_ablation_table_quotes_the_committed_study():
+    """The README's ablation table has one row per variant of the committed study, each quoting its
+    summary's validation and test mean ± std and the seed-range verdict of ``compare_to_reference``
+    (validation), so the table cannot drift from the CSVs notebook 09 reads."""
+    from course_utils import ablation
+
+    figures = REPO_ROOT / "figures"
+    summary = {r["variant"]: r for r in ablation.read_csv(figures / ablation.SUMMARY_CSV)}
+    verdicts = {c["variant"]: c["verdict"] for c in ablation.compare_to_reference(ablation.read_csv(figures / ablation.RUNS_CSV))}
+    words = {"above": "every seed above", "below": "every seed below", "overlap": "ranges overlap: no finding"}
+    [table] = [t for t in _tables("Results") if t and t[0][0].startswith("`reference`")]
+    quoted = []
+    for row in table:
+        name = re.match(r"`([\w-]+)`", row[0]).group(1)
+        s = summary[name]
+        val, test, seeds = (cell.replace("*", "") for cell in row[2:5])
+        assert val == f"{float(s['val_mean']):.2f} ± {float(s['val_std']):.2f}", name
+        assert test == f"{float(s['test_mean']):.2f} ± {float(s['test_std']):.2f}", name
+        assert seeds == ("—" if name == "reference" else words[verdicts[name]]), name
+        quoted.append(name)
+    assert quoted == [v.name for v in ablation.VARIANTS]
