@@ -153,8 +153,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
-    variants = tuple(known[n] for n in args.variants) if args.variants else VARIANTS
-    seeds = tuple(args.seeds) if args.seeds else ABLATION_SEEDS
+    variants = tuple(known[n] for n in dict.fromkeys(args.variants)) if args.variants else VARIANTS
+    seeds = tuple(dict.fromkeys(args.seeds)) if args.seeds else ABLATION_SEEDS   # a name given twice runs once
     try:
         device = get_device(args.device)
         config = ablation_config(args.epochs, train_per_class=args.subset)

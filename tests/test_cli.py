@@ -189,7 +189,7 @@ def test_ablate_jobs_trains_runs_side_by_side_and_records_them_in_order(image_fo
     import csv
 
     args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "2", "--device", "cpu",
-            "--variants", "reference", "--seeds", "2", "1", "--jobs", "2"]
+            "--variants", "reference", "reference", "--seeds", "2", "1", "2", "--jobs", "2"]   # repeats run once
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 variants x 2 seeds, 2 epochs each (1 on 24x24 crops), 4 per class (validation split held out), " \
