@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"auto (default): fast on a CUDA GPU, course elsewhere; course (for a CPU): batch "
                             f"{course.batch_size}, lr {course.lr:g}, {course.epochs} epochs, the first {course.crop_epochs} on random "
                             f"{course.crop_size}x{course.crop_size} crops; fast: batch {fast.batch_size}, "
-                            f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy): batch "
-                            f"{long.batch_size}, lr {long.lr:g}, {long.epochs} epochs")
+                            f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy, with "
+                            f"--model cifarnet_wide): the course recipe for {long.epochs} epochs, the first "
+                            f"{long.crop_epochs} on crops")
     train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's; 2 in smoke mode)")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")
@@ -143,8 +144,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, record_study,
-                           record_time, recorded_rows, run_ablation, total_cpu_minutes)
+    from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, crop_setup,
+                           crop_words, record_study, record_time, recorded_rows, run_ablation, total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import get_device, shown_path
 
@@ -163,7 +164,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     size = "all training images" if config.train_per_class is None else f"{config.train_per_class} per class"
-    crops = f" ({config.crop_epochs} on {config.crop_size}x{config.crop_size} crops)" if config.crop_epochs else ""
+    crops = crop_words(*crop_setup(config))
     print(f"{len(variants)} variants x {len(seeds)} seeds, {config.epochs} epochs each{crops}, {size} (validation "
           f"split held out), on {device}" + (f", {args.jobs} runs at a time" if args.jobs > 1 else ""))
     start = time.perf_counter()

@@ -124,6 +124,12 @@ def crop_setup(config: TrainConfig) -> tuple[int, int]:
     return (config.crop_size or 0, config.crop_epochs) if config.crop_epochs else (0, 0)
 
 
+def crop_words(crop_size: int, crop_epochs: int, whole: str = "") -> str:
+    """How a study's crop phase reads in its titles and messages: `` (3 of them on 24x24 crops)``,
+    or ``whole`` for a study on whole images throughout."""
+    return f" ({crop_epochs} of them on {crop_size}x{crop_size} crops)" if crop_epochs else whole
+
+
 def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
     """Where the runs of one ablation live: one folder per data size, number of epochs and crop phase,
     so a smoke study never mixes with a full one, nor a study on crops with one on whole images."""
@@ -358,7 +364,7 @@ def _study_setup(row: dict) -> tuple[int, int, int, int]:
 
 def _setup_words(setup: tuple[int, ...]) -> str:
     epochs, images, crop_size, crop_epochs = setup
-    crops = f" ({crop_epochs} of them on {crop_size}x{crop_size} crops)" if crop_epochs else " (whole images)"
+    crops = crop_words(crop_size, crop_epochs, whole=" (whole images)")
     return f"{epochs} epochs{crops} on {images:,} training images" if images is not None else f"{epochs} epochs{crops}"
 
 
@@ -405,8 +411,7 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
     partial.unlink(missing_ok=True)
     r, seeds = summary[0], "/".join(map(str, sorted({s["seeds"] for s in summary})))
     devices = "/".join(sorted({str(row["device"]) for row in study}))
-    crops = f" ({r['crop_epochs']} on {r['crop_size']}x{r['crop_size']} crops)" if r["crop_epochs"] else ""
-    title = (f"{r['epochs']} epochs{crops} on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
+    title = (f"{r['epochs']} epochs{crop_words(r['crop_size'], r['crop_epochs'])} on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
              + (" (smoke mode)" if is_smoke() else ""))
     fig = plot_ablation(summary, title)
     files.append(plots.save(fig, "09_ablation", folder=folder))

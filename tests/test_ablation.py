@@ -281,7 +281,7 @@ def test_a_study_on_crops_names_its_crops_and_never_mixes_with_one_on_whole_imag
                                                           r"runs are of 2 epochs \(1 of them on 24x24 crops\)"):
         ablation.record_study([row, whole], complete=True, folder=tmp_path / "figures")
     out = ablation.record_study([row, dict(row, seed=2)], complete=True, folder=tmp_path / "figures")
-    assert "2 epochs (1 on 24x24 crops) on 40 images" in out["title"]
+    assert "2 epochs (1 of them on 24x24 crops) on 40 images" in out["title"]
     assert [(r["crop_size"], r["crop_epochs"]) for r in ablation.read_csv(tmp_path / "figures" / ablation.SUMMARY_CSV)] \
         == [("24", "1")]
 

@@ -192,7 +192,7 @@ def test_ablate_jobs_trains_runs_side_by_side_and_records_them_in_order(image_fo
             "--variants", "reference", "reference", "--seeds", "2", "1", "2", "--jobs", "2"]   # repeats run once
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "1 variants x 2 seeds, 2 epochs each (1 on 24x24 crops), 4 per class (validation split held out), " \
+    assert "1 variants x 2 seeds, 2 epochs each (1 of them on 24x24 crops), 4 per class (validation split held out), " \
            "on cpu, 2 runs at a time" in out
     assert re.search(r"2 runs to train, 2 at a time, \d+ thread\(s\) each", out)
     rows = list(csv.DictReader(open(tmp_path / "figures" / "09_ablation_runs.csv")))

@@ -8,11 +8,14 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import CifarNet, CifarNetConfig, CifarNetV1, count_parameters
+from course_utils.models import WIDE, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
+#: Every rule holds for the course network and for the long recipe's wider one (``cifarnet_wide``).
+NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE)}
+each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
 def expected_parameters(c=CFG):
@@ -40,57 +43,63 @@ def expected_receptive_field(c=CFG):
     return int(receptive_field_of_stack(layers)[-1][0])
 
 
-def test_rule_fewer_than_200k_parameters():
-    model = CifarNet()
-    assert count_parameters(model) == expected_parameters()
+@each_net
+def test_rule_fewer_than_200k_parameters(name):
+    model = get_model(name)
+    assert count_parameters(model) == expected_parameters(NETS[name])
     assert count_parameters(model) < 200_000
 
 
-def test_rule_no_max_pooling():
-    assert not any(isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) for m in CifarNet().modules())
+@each_net
+def test_rule_no_max_pooling(name):
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) for m in get_model(name).modules())
     # and the rule's test can fail: the max-pool variant is caught
-    assert any(isinstance(m, nn.MaxPool2d) for m in CifarNet(CifarNetConfig(downsample="maxpool")).modules())
+    assert any(isinstance(m, nn.MaxPool2d) for m in get_model(name, downsample="maxpool").modules())
 
 
-def test_rule_a_depthwise_separable_convolution():
-    model = CifarNet()
+@each_net
+def test_rule_a_depthwise_separable_convolution(name):
+    model = get_model(name)
     blocks = [m for m in model.modules() if isinstance(m, DepthwiseSeparableConv2d)]
     assert blocks
     dw = blocks[0].dw[0]
     assert dw.groups == dw.in_channels == dw.out_channels > 1 and blocks[0].pw[0].kernel_size == (1, 1)
-    assert not any(isinstance(m, DepthwiseSeparableConv2d) for m in CifarNet(CifarNetConfig(separable=False)).modules())
+    assert not any(isinstance(m, DepthwiseSeparableConv2d) for m in get_model(name, separable=False).modules())
 
 
-def test_rule_a_dilated_convolution():
-    dilations = [m.dilation[0] for m in CifarNet().modules() if isinstance(m, nn.Conv2d)]
-    assert max(dilations) == CFG.c2_dilation == 2
-    assert max(m.dilation[0] for m in CifarNet(CifarNetConfig(c2_dilation=1)).modules()
-               if isinstance(m, nn.Conv2d)) == 1
+@each_net
+def test_rule_a_dilated_convolution(name):
+    dilations = [m.dilation[0] for m in get_model(name).modules() if isinstance(m, nn.Conv2d)]
+    assert max(dilations) == NETS[name].c2_dilation == 2
+    assert max(m.dilation[0] for m in get_model(name, c2_dilation=1).modules() if isinstance(m, nn.Conv2d)) == 1
 
 
-def test_rule_global_average_pooling_then_one_linear_layer():
-    model = CifarNet()
+@each_net
+def test_rule_global_average_pooling_then_one_linear_layer(name):
+    model = get_model(name)
     assert isinstance(model.pool, nn.AdaptiveAvgPool2d) and model.pool.output_size in (1, (1, 1))
     assert [type(m) for m in model.modules() if isinstance(m, nn.Linear)] == [nn.Linear]
-    assert model.head.in_features == CFG.c4
+    assert model.head.in_features == NETS[name].c4
     # fully convolutional up to the pooling: another input size gives the same output shape
     assert model(torch.randn(2, 3, 40, 40)).shape == (2, 10)
 
 
-def test_rule_receptive_field_over_44():
-    rf = receptive_field(CifarNet())
-    assert rf.final == expected_receptive_field() == 77
+@each_net
+def test_rule_receptive_field_over_44(name):
+    rf = receptive_field(get_model(name))
+    assert rf.final == expected_receptive_field(NETS[name]) == 77
     assert rf.final > 44
 
 
-def test_stages_and_their_resolutions():
-    model = CifarNet().eval()
+@each_net
+def test_stages_and_their_resolutions(name):
+    model, c = get_model(name).eval(), NETS[name]
     x = torch.randn(1, 3, 32, 32)
     sizes = []
     for stage in (model.c1, model.c2, model.c3, model.c4):
         x = stage(x)
         sizes.append(tuple(x.shape[1:]))
-    assert sizes == [(CFG.c1, 16, 16), (CFG.c1, 16, 16), (CFG.c3, 8, 8), (CFG.c4, 4, 4)]
+    assert sizes == [(c.c1, 16, 16), (c.c1, 16, 16), (c.c3, 8, 8), (c.c4, 4, 4)]
 
 
 def test_compute_is_a_fraction_of_v1():
@@ -99,6 +108,19 @@ def test_compute_is_a_fraction_of_v1():
     assert new < old / 3  # 9.4 M against 37.5 M multiply-accumulates per image
     # and the full-resolution work is one narrow conv: under a tenth of the total
     assert conv_macs(3, CFG.stem, 3, 32) < new / 10
+
+
+def test_the_wide_net_moves_compute_to_the_pixels_and_stays_under_the_parameter_budget():
+    wide, course = get_model("cifarnet_wide"), CifarNet()
+    c = NETS["cifarnet_wide"]
+    assert (c.stem, c.c1, c.c3, c.c4) == (32, 64, 96, 160)
+    assert count_macs(wide) == expected_macs(c) == 27_324_480
+    assert count_parameters(wide) == 195_146
+    # the work at 16x16 (C1's stride-2 conv, C2's two convs) grows 4x, the stem's at 32x32 2x; the whole net 2.6x
+    at_16 = [conv_macs(x.stem, x.c1, 3, 16) + 2 * conv_macs(x.c1, x.c1, 3, 16) for x in (c, CFG)]
+    assert at_16[0] == 4 * at_16[1] and conv_macs(3, c.stem, 3, 32) == 2 * conv_macs(3, CFG.stem, 3, 32)
+    assert 2.5 < count_macs(wide) / count_macs(course) < 2.7
+    assert get_model("cifarnet_wide", c4=128).head.in_features == 128     # its widths can be overridden
 
 
 def test_output_is_finite_and_every_parameter_learns():

@@ -162,7 +162,8 @@ def test_crop_settings_tell_checkpoints_apart_and_are_described():
     assert len(names) == 4
     text = TrainConfig(epochs=40, crop_size=24, crop_fraction=0.75).describe("cpu")
     assert "random 24x24 crops for epochs 1-30, whole images for the last 10" in text
-    assert "progressive" not in TrainConfig.recipe("long").describe("cpu")
+    assert "random 24x24 crops for epochs 1-45, whole images for the last 15" in TrainConfig.recipe("long").describe("cpu")
+    assert "progressive" not in TrainConfig(crop_size=None).describe("cpu")
 
 
 def test_the_course_recipe_crops_three_quarters_and_always_ends_on_whole_images(monkeypatch):
