@@ -182,8 +182,9 @@ def pointwise_timings(shapes: "list[tuple[int, int, int]]", device="cpu", batch_
 
 
 #: The models whose training steps ``bench`` times: the starting network, the seed's CifarNet10
-#: layout (a reference), the kit's first CifarNet, the current one and its SE variant.
-BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_se")
+#: layout (a reference), the kit's first CifarNet, the current one, the long recipe's wider one and
+#: v1's SE variant.
+BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_wide", "cifarnet_se")
 
 
 def time_to_accuracy(h, target: float, config: dict | None = None) -> dict:
@@ -249,7 +250,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
                 record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
                                              "amp": amp or "fp32", "channels_last": cl, "images_per_s": round(ips, 1)})
                 if log:
-                    log(f"train step  {name:<12} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
+                    log(f"train step  {name:<13} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
                         f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
     if device.type == "cuda" and not quick:
         # a benchmark, not a decision: it reads the test set every epoch, and keeps its checkpoint
