@@ -44,7 +44,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from .ablation import VARIANTS
-    from .config import RECIPES, TrainConfig
+    from .config import LONG_RECIPE_MODEL, RECIPES, TrainConfig
     from .models import MODELS
 
     course, fast, long = (TrainConfig.recipe(r) for r in RECIPES)
@@ -55,14 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a course model and write a run record under runs/",
                            description="Train a course model on CIFAR-10 and write a JSON run record under runs/. "
                                        "COURSE_SMOKE=1 shrinks data and epochs for a quick check.")
-    train.add_argument("--model", default="cifarnet", choices=sorted(MODELS), help="model to train (default: cifarnet)")
+    train.add_argument("--model", choices=sorted(MODELS),
+                       help=f"model to train (default: cifarnet; {LONG_RECIPE_MODEL} with --recipe long)")
     train.add_argument("--recipe", default="auto", choices=("auto", *RECIPES),
                        help=f"auto (default): fast on a CUDA GPU, course elsewhere; course (for a CPU): batch "
                             f"{course.batch_size}, lr {course.lr:g}, {course.epochs} epochs, the first {course.crop_epochs} on random "
                             f"{course.crop_size}x{course.crop_size} crops; fast: batch {fast.batch_size}, "
-                            f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy, with "
-                            f"--model cifarnet_wide): the course recipe for {long.epochs} epochs, the first "
-                            f"{long.crop_epochs} on crops")
+                            f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy, trains "
+                            f"{LONG_RECIPE_MODEL} unless --model says otherwise): the course recipe for {long.epochs} "
+                            f"epochs, the first {long.crop_epochs} on crops")
     train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's; 2 in smoke mode)")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")
@@ -226,7 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .config import TrainConfig, choose_recipe
+    from .config import LONG_RECIPE_MODEL, TrainConfig, choose_recipe
     from .data import DataFormatError, DataNotFoundError
     from .experiment import run_training
     from .training import TrainingDivergedError
@@ -242,7 +243,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"peak lr {config.lr:g}, {config.epochs} epochs"
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
                  if config.crop_epochs else ""))
-        result = run_training(args.model, config, device=args.device, data_dir=args.data_dir,
+        model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
+        if args.model is None and recipe == "long":
+            print(f"model {model}: the long recipe's network (--model picks another)")
+        result = run_training(model, config, device=args.device, data_dir=args.data_dir,
                               resume=args.resume, progress=not args.no_progress, recipe=recipe)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -411,8 +411,8 @@ def record_study(rows: list[dict], complete: bool, folder: Path | None = None) -
     partial.unlink(missing_ok=True)
     r, seeds = summary[0], "/".join(map(str, sorted({s["seeds"] for s in summary})))
     devices = "/".join(sorted({str(row["device"]) for row in study}))
-    title = (f"{r['epochs']} epochs{crop_words(r['crop_size'], r['crop_epochs'])} on {r['train_images']:,} images, {seeds} seeds per variant, {devices}"
-             + (" (smoke mode)" if is_smoke() else ""))
+    title = (f"{r['epochs']} epochs{crop_words(r['crop_size'], r['crop_epochs'])} on {r['train_images']:,} images, "
+             f"{seeds} seeds per variant, {devices}" + (" (smoke mode)" if is_smoke() else ""))
     fig = plot_ablation(summary, title)
     files.append(plots.save(fig, "09_ablation", folder=folder))
     return {"study": study, "summary": summary, "kept": kept, "files": files, "title": title}

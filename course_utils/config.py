@@ -31,14 +31,16 @@ SMOKE_EPOCHS = 2
 #: A large batch keeps a GPU busy with a net this small; on a CPU it gains nothing per image, so "auto"
 #: picks it only on CUDA.
 #: ``long`` is for the best accuracy under the same rules: the course recipe (crops included) for 60
-#: epochs, meant for ``--model cifarnet_wide``. The 40-epoch run ended with its training accuracy (on
-#: augmented images) barely above its validation accuracy (86.34% against 85.08%), and 60 epochs of
-#: whole images added only 0.66 points on validation (``figures/runs/cifarnet-full-e60-s1.json``, the
-#: long recipe until 2026-12-02): ``cifarnet`` is limited by fitting, so the long recipe trains a wider
-#: network (``models.WIDE``) for longer, not with more regularisation.
+#: epochs, for ``cifarnet_wide`` (``LONG_RECIPE_MODEL``, what ``train --recipe long`` trains unless told
+#: otherwise). The 40-epoch run ended with its training accuracy (on augmented images) barely above its
+#: validation accuracy (86.34% against 85.08%), and 60 epochs of whole images added only 0.66 points on
+#: validation (``figures/runs/cifarnet-full-e60-s1.json``, the long recipe until 2026-12-02):
+#: ``cifarnet`` is limited by fitting, so the long recipe trains a wider network (``models.WIDE``) for
+#: longer, not with more regularisation.
 WHOLE_IMAGES = dict(crop_size=None, crop_fraction=0.0)
 FAST_RECIPE = dict(batch_size=512, lr=0.4, compile=True, **WHOLE_IMAGES)
 LONG_RECIPE = dict(epochs=60)
+LONG_RECIPE_MODEL = "cifarnet_wide"
 RECIPES = ("course", "fast", "long")
 _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 

@@ -339,7 +339,7 @@ def cifarnet(**settings) -> CifarNet:
 #: (a 32-channel stem at 32×32, 64 channels at 16×16: 2.6× the multiply-accumulates of ``cifarnet``),
 #: and C3/C4 narrowed to 96/160 to stay under 200,000 parameters. ``cifarnet`` underfits: its training
 #: accuracy on augmented images ends barely above its validation accuracy, so more epochs alone bought
-#: little (README, Results, "The long recipe").
+#: little (README, Results, "The former long recipe").
 WIDE = dict(stem=32, c1=64, c3=96, c4=160)
 
 

@@ -63,6 +63,25 @@ def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys)
     assert record["config"]["batch_size"] == 64 and record["config"]["compile"] is False
 
 
+def test_the_long_recipe_trains_its_wider_network_unless_told_otherwise(monkeypatch, capsys):
+    from course_utils import experiment
+
+    calls = []
+
+    def stop_before_training(model, config, **kwargs):
+        calls.append((model, config))
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(experiment, "run_training", stop_before_training)
+    for args in (["--recipe", "long"], ["--recipe", "long", "--model", "cifarnet"], ["--recipe", "course"]):
+        assert main(["train", *args, "--device", "cpu"]) == 1
+    out = capsys.readouterr()
+    long, course = TrainConfig.for_environment("long"), TrainConfig.for_environment("course")
+    assert calls == [("cifarnet_wide", long), ("cifarnet", long), ("cifarnet", course)]
+    assert out.out.count("model cifarnet_wide: the long recipe's network (--model picks another)") == 1
+    assert out.err.count("error: stopped before training") == 3
+
+
 def test_unknown_recipe_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--recipe", "turbo"])
