@@ -143,8 +143,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
-    import torch
-
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, crop_setup,
                            crop_words, record_study, record_time, recorded_rows, run_ablation, total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
@@ -192,8 +190,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     written = record_study(rows, complete=True)
     study, kept = written["study"], written["kept"]
     jobs = args.jobs if trained[0] > 1 else 1   # a single run to train trains in this process, every thread
-    timing = record_time(study, wall, jobs, max(1, torch.get_num_threads() // jobs), device, trained[0]) \
-        if trained[0] else None                  # a call that only read the runs back keeps the study's record
+    # a call that only read the runs back keeps the study's time record
+    timing = record_time(study, wall, jobs, device, trained[0]) if trained[0] else None
     print(f"total training time of the {len(study)} runs: {total_cpu_minutes(study):.1f} min, each run's own "
           f"clock summed ({wall / 60:.1f} min of wall-clock time in this call, {trained[0]} runs trained in it)")
     runs_csv, summary_csv, png = written["files"]

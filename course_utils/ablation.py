@@ -273,6 +273,11 @@ def _interrupt(pool) -> None:
                 process.terminate()
 
 
+def threads_per_run(jobs: int) -> int:
+    """PyTorch CPU threads for each of ``jobs`` runs trained side by side: this process's share, at least 1."""
+    return max(1, torch.get_num_threads() // jobs)
+
+
 def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
                       folder: Path, log, finished) -> None:
     """``run_ablation``'s ``jobs`` > 1: the runs of ``todo`` in a pool of ``jobs`` processes (started
@@ -282,7 +287,7 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = threads_per_run(jobs)
     if log:
         log(f"{len(todo)} runs to train, {jobs} at a time, {threads} thread(s) each")
     queue = list(todo)
@@ -503,14 +508,14 @@ def total_cpu_minutes(rows: list[dict]) -> float:
     return sum(float(r["train_seconds"]) for r in rows) / 60
 
 
-def record_time(rows: list[dict], wall_seconds: float, jobs: int, threads: int, device: torch.device | str,
-                trained: int, folder: Path | None = None) -> Path:
+def record_time(rows: list[dict], wall_seconds: float, jobs: int, device: torch.device | str, trained: int,
+                folder: Path | None = None) -> Path:
     """Write ``09_ablation_time.json`` beside the study's CSVs: how long the call that finished the
     study took on the clock (``wall_seconds``), how many of its runs it trained (``trained``; the rest
-    were read back), ``jobs`` at a time with ``threads`` threads each, on which device, and the runs'
-    summed training time. The README's cost of the study quotes this record."""
+    were read back), ``jobs`` at a time with ``threads_per_run(jobs)`` threads each, on which device,
+    and the runs' summed training time. The README's cost of the study quotes this record."""
     record = {
-        "runs": len(rows), "runs_trained_in_this_call": trained, "jobs": jobs, "threads_per_run": threads,
+        "runs": len(rows), "runs_trained_in_this_call": trained, "jobs": jobs, "threads_per_run": threads_per_run(jobs),
         "device": str(device), "device_name": device_name(device),
         "wall_minutes": round(wall_seconds / 60, 1), "summed_run_minutes": round(total_cpu_minutes(rows), 1),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "torch": torch.__version__,
