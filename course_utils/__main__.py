@@ -144,7 +144,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     import time
 
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, crop_setup,
-                           crop_words, record_study, record_time, recorded_rows, run_ablation, total_cpu_minutes)
+                           crop_words, distinct, record_study, record_time, recorded_rows, run_ablation,
+                           total_cpu_minutes)
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import get_device, shown_path
 
@@ -153,8 +154,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}", file=sys.stderr)
         return 2
-    variants = tuple(known[n] for n in dict.fromkeys(args.variants)) if args.variants else VARIANTS
-    seeds = tuple(dict.fromkeys(args.seeds)) if args.seeds else ABLATION_SEEDS   # a name given twice runs once
+    variants, seeds = distinct(tuple(known[n] for n in args.variants) if args.variants else VARIANTS,
+                               args.seeds or ABLATION_SEEDS)   # a name given twice is planned and run once
     try:
         device = get_device(args.device)
         config = ablation_config(args.epochs, train_per_class=args.subset)

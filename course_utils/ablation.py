@@ -139,6 +139,12 @@ def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
     return (folder or runs_dir() / "ablation") / f"{size}-e{config.epochs}{crops}"
 
 
+def distinct(variants: tuple[Variant, ...], seeds: tuple[int, ...]) -> tuple[tuple[Variant, ...], tuple[int, ...]]:
+    """The study's variants (by name) and seeds, each once, in the order first given: a variant or seed
+    named twice is planned and run once."""
+    return tuple({v.name: v for v in variants}.values()), tuple(dict.fromkeys(seeds))
+
+
 def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
                  variants: tuple[Variant, ...] = VARIANTS, seeds: tuple[int, ...] = ABLATION_SEEDS,
                  folder: Path | None = None, progress: bool = False, log=print,
@@ -164,7 +170,7 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     """
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number of runs at a time (1 or more), got {jobs!r}")
-    variants, seeds = tuple({v.name: v for v in variants}.values()), tuple(dict.fromkeys(seeds))
+    variants, seeds = distinct(variants, seeds)
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None
     _check_one_study(list(known.values()), (config.epochs, train_images, *crop_setup(config)))  # before training

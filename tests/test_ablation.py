@@ -28,6 +28,13 @@ def test_the_reference_is_cifarnet_as_built():
     assert [v.name for v in VARIANTS].count("reference") == 1
 
 
+def test_a_variant_or_seed_named_twice_is_planned_once_in_the_order_first_given():
+    se, eca = ablation.variant("se"), ablation.variant("eca")
+    variants, seeds = ablation.distinct((se, REFERENCE, se, eca, REFERENCE), (3, 1, 3, 2, 1))
+    assert [v.name for v in variants] == ["se", "reference", "eca"] and seeds == (3, 1, 2)
+    assert ablation.distinct((), ()) == ((), ())
+
+
 @pytest.mark.parametrize("variant", VARIANTS[1:], ids=lambda v: v.name)
 def test_each_variant_changes_exactly_one_named_factor(variant):
     model, training = changed(variant)
