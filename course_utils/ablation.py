@@ -266,12 +266,15 @@ def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _interrupt(pool) -> None:
-    """Stop the pool's running runs as Ctrl-C would (each keeps its last complete epoch), or end them."""
+def _interrupt(others: set) -> None:
+    """Stop the pool's running runs as Ctrl-C would (each keeps its last complete epoch), or end them.
+    The pool's workers are this process's live children that are not in ``others`` (its children
+    before the pool started): ``multiprocessing.active_children()`` is the public way to see them."""
+    import multiprocessing
     import os
     import signal
 
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in set(multiprocessing.active_children()) - others:
         if process.is_alive():
             try:
                 os.kill(process.pid, signal.SIGINT)
@@ -297,6 +300,7 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
     if log:
         log(f"{len(todo)} runs to train, {jobs} at a time, {threads} thread(s) each")
     queue = list(todo)
+    others = set(multiprocessing.active_children())   # so that only the pool's workers are interrupted
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, data))
 
@@ -318,14 +322,14 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
                 if queue and not stopped:
                     running.add(submit())
             if stopped and running:
-                _interrupt(pool)
+                _interrupt(others)
     except KeyboardInterrupt:   # in a notebook the workers do not see the kernel's interrupt: pass it on
         stopped = True
         if log:
             log("interrupted: the running runs keep their last complete epoch; run again to resume")
-        _interrupt(pool)
+        _interrupt(others)
     except BaseException:
-        _interrupt(pool)
+        _interrupt(others)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

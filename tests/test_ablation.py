@@ -265,6 +265,36 @@ def test_an_interrupted_study_in_processes_stops_its_runs_and_resumes_them(image
     assert _accuracies(second) == _accuracies(whole)
 
 
+def test_an_interrupt_of_the_parent_alone_stops_the_runs_in_its_workers(image_folder, tmp_path):
+    """In a notebook the kernel's interrupt reaches the study's process only, not its workers: the
+    study passes it on, so the runs training side by side stop after an epoch and keep it, instead of
+    training to the end while the notebook waits (they would then leave their records)."""
+    import signal
+    import threading
+    import time
+
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=60, batch_size=16, train_per_class=4)
+    variants, seeds = (REFERENCE, VARIANTS[-1]), (1,)
+    folder = ablation.run_folder(config, tmp_path)
+    main = threading.main_thread().ident
+
+    def interrupt_the_parent_after_a_first_epoch():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(folder.glob("*.pt")):
+            time.sleep(0.02)
+        signal.pthread_kill(main, signal.SIGINT)   # the main thread only, as the kernel's interrupt
+
+    presser = threading.Thread(target=interrupt_the_parent_after_a_first_epoch)
+    presser.start()
+    lines = []
+    rows = run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path, log=lines.append, jobs=2)
+    presser.join()
+    assert rows == [] and "stopped before the end; run again to resume" in lines
+    assert "interrupted: the running runs keep their last complete epoch; run again to resume" in lines
+    assert list(folder.glob("*.pt")) and not list(folder.glob("*-s1.json"))   # stopped early, epochs kept
+
+
 def test_an_error_in_one_run_stops_the_others_and_is_raised(image_folder, tmp_path):
     data = load_cifar10(image_folder, download=False)
     config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
