@@ -261,7 +261,8 @@ def test_readme_benchmark_table_quotes_its_record():
     assert record["quick"] is False and "/work/" not in json.dumps(record)
     steps = {(r["model"], r["batch_size"], r["channels_last"]): r for r in record["train_step"] if r["amp"] == "fp32"}
     models = {"BaselineNet": "baseline", "CifarNet10 (the seed's layout)": "cifarnet10", "CifarNet v1": "cifarnet_v1",
-              "**CifarNet**": "cifarnet", "CifarNet v1 + SE": "cifarnet_se"}
+              "**CifarNet**": "cifarnet", "CifarNet wide (the long recipe's)": "cifarnet_wide",
+              "CifarNet v1 + SE": "cifarnet_se"}
     rows = _results_rows("Benchmark")
     assert [row[0] for row in rows] == list(models)
     for label, params, macs, *cells in rows:
