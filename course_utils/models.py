@@ -143,6 +143,15 @@ class CifarNetConfig:
     dropout: float = 0.1
     num_classes: int = 10
     in_channels: int = 3
+    blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks in C2, C3, C4; C2's after its first are separable
+
+    def __post_init__(self) -> None:
+        b = self.blocks
+        if not (isinstance(b, (tuple, list)) and len(b) == 3
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in b)):
+            raise ValueError(f"CifarNet: blocks must be three whole numbers of residual blocks (C2, C3, C4), "
+                             f"each 1 or more, like (1, 1, 1); got {b!r}")
+        object.__setattr__(self, "blocks", tuple(b))
 
 
 class CifarNet(_FourStages):
@@ -165,7 +174,8 @@ class CifarNet(_FourStages):
     learn what to keep where a max-pool throws three quarters away. The dilated conv (dilation 2)
     widens the receptive field at 16×16 at no extra cost; depthwise-separable convs keep the wide
     stages C3 and C4 cheap. ``course_utils.receptive_field(CifarNet())`` prints the table above from
-    the model itself.
+    the model itself. ``CifarNetConfig.blocks`` sets how many residual blocks C2, C3 and C4 hold (one
+    each above); C2's blocks after its first are depthwise-separable, like C3's and C4's.
     """
 
     def __init__(self, config: CifarNetConfig = CifarNetConfig(), *, attention: Callable[[int], nn.Module] | None = None):
@@ -182,16 +192,22 @@ class CifarNet(_FourStages):
             ConvBNAct(c.in_channels, c.stem),                               # 32x32: the only full-size conv
             down(ConvBNAct, c.stem, c.c1),                                  # 32 -> 16
         )
+        def more(channels: int, n: int) -> list[nn.Module]:
+            """``n`` residual blocks of two wide-stage convs each (depthwise-separable by default)."""
+            return [Residual(wide(channels, channels), wide(channels, channels), *attn(channels)) for _ in range(n)]
+
+        b2, b3, b4 = c.blocks
         self.c2 = nn.Sequential(
             Residual(ConvBNAct(c.c1, c.c1), ConvBNAct(c.c1, c.c1, dilation=c.c2_dilation), *attn(c.c1)),
+            *more(c.c1, b2 - 1),
         )
         self.c3 = nn.Sequential(
             down(wide, c.c1, c.c3),                                         # 16 -> 8
-            Residual(wide(c.c3, c.c3), wide(c.c3, c.c3), *attn(c.c3)),
+            *more(c.c3, b3),
         )
         self.c4 = nn.Sequential(
             down(wide, c.c3, c.c4),                                         # 8 -> 4
-            Residual(wide(c.c4, c.c4), wide(c.c4, c.c4), *attn(c.c4)),
+            *more(c.c4, b4),
         )
         self._output(c)
 
@@ -349,6 +365,19 @@ def cifarnet_wide(**settings) -> CifarNet:
     return CifarNet(_configured("cifarnet_wide", CifarNetConfig, {**WIDE, **settings}))
 
 
+#: A deeper CifarNet for the long recipe, tried 2026-12-03 against ``WIDE`` (one factor: the network):
+#: the same stem, C2 at 56 channels with two more residual blocks of depthwise-separable convs after its
+#: full-conv (dilated) block, one more block in C3, C4 at 128. 16 convolutions deep instead of 10, at
+#: 188,322 parameters and 26.9 M MACs (``WIDE``: 195,146 and 27.3 M); the wide network ends with its
+#: training accuracy on augmented images barely above validation, so depth is tried for capacity.
+DEEP = dict(stem=32, c1=56, c3=96, c4=128, blocks=(3, 2, 1))
+
+
+def cifarnet_deep(**settings) -> CifarNet:
+    """CifarNet at ``DEEP``'s widths and depths; ``settings`` override them like ``cifarnet``'s."""
+    return CifarNet(_configured("cifarnet_deep", CifarNetConfig, {**DEEP, **settings}))
+
+
 def cifarnet_v1(**settings) -> CifarNetV1:
     """CifarNet v1; ``settings`` are ``CifarNetV1Config`` fields."""
     return CifarNetV1(_configured("cifarnet_v1", CifarNetV1Config, settings))
@@ -372,6 +401,7 @@ def cifarnet_cbam(**settings) -> CifarNetV1:
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifarnet": cifarnet,
     "cifarnet_wide": cifarnet_wide,
+    "cifarnet_deep": cifarnet_deep,
     "cifarnet_v1": cifarnet_v1,
     "cifarnet10": CifarNet10,
     "baseline": BaselineNet,

@@ -8,38 +8,44 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import WIDE, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
+from course_utils.models import DEEP, WIDE, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
-#: Every rule holds for the course network and for the long recipe's wider one (``cifarnet_wide``).
-NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE)}
+#: Every rule holds for the course network, for the long recipe's wider one (``cifarnet_wide``) and for
+#: the deeper one tried against it (``cifarnet_deep``: more residual blocks per stage).
+NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP)}
 each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
 def expected_parameters(c=CFG):
+    b2, b3, b4 = c.blocks
     return (conv_bn(3, c.stem) + conv_bn(c.stem, c.c1)                       # C1
             + 2 * conv_bn(c.c1, c.c1)                                        # C2: residual(conv, dilated conv)
-            + separable(c.c1, c.c3) + 2 * separable(c.c3, c.c3)              # C3
-            + separable(c.c3, c.c4) + 2 * separable(c.c4, c.c4)              # C4
+            + 2 * (b2 - 1) * separable(c.c1, c.c1)                           # C2's further (separable) blocks
+            + separable(c.c1, c.c3) + 2 * b3 * separable(c.c3, c.c3)         # C3
+            + separable(c.c3, c.c4) + 2 * b4 * separable(c.c4, c.c4)         # C4
             + c.c4 * c.num_classes + c.num_classes)                          # linear head
 
 
 def expected_macs(c=CFG):
     def sep(cin, cout, size):
         return conv_macs(cin, cin, 3, size, groups=cin) + conv_macs(cin, cout, 1, size)
+    b2, b3, b4 = c.blocks
     return (conv_macs(3, c.stem, 3, 32) + conv_macs(c.stem, c.c1, 3, 16) + 2 * conv_macs(c.c1, c.c1, 3, 16)
-            + sep(c.c1, c.c3, 8) + 2 * sep(c.c3, c.c3, 8) + sep(c.c3, c.c4, 4) + 2 * sep(c.c4, c.c4, 4)
+            + 2 * (b2 - 1) * sep(c.c1, c.c1, 16)
+            + sep(c.c1, c.c3, 8) + 2 * b3 * sep(c.c3, c.c3, 8) + sep(c.c3, c.c4, 4) + 2 * b4 * sep(c.c4, c.c4, 4)
             + c.c4 * c.num_classes)
 
 
 def expected_receptive_field(c=CFG):
     # the longest path: every residual branch (the skips are shorter); a separable conv is its
     # depthwise k x k (stride, dilation) followed by a 1x1
-    layers = [(3, 1), (3, 2), (3, 1), (3, 1, c.c2_dilation),
-              (3, 2), (1, 1), (3, 1), (1, 1), (3, 1), (1, 1),
-              (3, 2), (1, 1), (3, 1), (1, 1), (3, 1), (1, 1)]
+    b2, b3, b4 = c.blocks
+    block = [(3, 1), (1, 1), (3, 1), (1, 1)]                  # a residual block of two separable convs
+    layers = ([(3, 1), (3, 2), (3, 1), (3, 1, c.c2_dilation)] + (b2 - 1) * block
+              + [(3, 2), (1, 1)] + b3 * block + [(3, 2), (1, 1)] + b4 * block)
     return int(receptive_field_of_stack(layers)[-1][0])
 
 
@@ -87,7 +93,7 @@ def test_rule_global_average_pooling_then_one_linear_layer(name):
 @each_net
 def test_rule_receptive_field_over_44(name):
     rf = receptive_field(get_model(name))
-    assert rf.final == expected_receptive_field(NETS[name]) == 77
+    assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109}[name]
     assert rf.final > 44
 
 
@@ -129,3 +135,30 @@ def test_output_is_finite_and_every_parameter_learns():
     assert out.shape == (4, 10) and torch.isfinite(out).all()
     out.sum().backward()
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+def test_the_deep_net_adds_residual_blocks_where_its_config_says_and_stays_under_the_parameter_budget():
+    deep, c = get_model("cifarnet_deep"), NETS["cifarnet_deep"]
+    assert (c.stem, c.c1, c.c3, c.c4, c.blocks) == (32, 56, 96, 128, (3, 2, 1))
+    assert count_parameters(deep) == expected_parameters(c) == 188_322
+    assert count_macs(deep) == expected_macs(c) == 26_921_216
+    # C2: the full-conv block with the dilated conv, then two blocks of separable convs; C3: the
+    # stride-2 separable conv, then two blocks; C4: the stride-2 conv, then one block
+    kinds = [[type(m).__name__ for m in stage] for stage in (deep.c2, deep.c3, deep.c4)]
+    assert kinds == [["Residual"] * 3, ["DepthwiseSeparableConv2d"] + ["Residual"] * 2,
+                     ["DepthwiseSeparableConv2d", "Residual"]]
+    assert all(isinstance(m, DepthwiseSeparableConv2d) for block in deep.c2[1:] for m in block.body)
+    # the default (1, 1, 1) is the course network itself: same parameter names and shapes
+    course = {k: v.shape for k, v in CifarNet().state_dict().items()}
+    assert course == {k: v.shape for k, v in get_model("cifarnet", blocks=(1, 1, 1)).state_dict().items()}
+
+
+@pytest.mark.parametrize("blocks", [(0, 1, 1), (1, 1), (1, 1, 1, 1), (1, 2.0, 1), (True, 1, 1), 3, "111"])
+def test_blocks_must_be_three_counts_of_one_or_more(blocks):
+    with pytest.raises(ValueError, match=r"blocks must be three whole numbers of residual blocks \(C2, C3, C4\)"):
+        CifarNetConfig(blocks=blocks)
+
+
+def test_blocks_given_as_a_list_are_kept_as_a_tuple():
+    # a config read back from a JSON run record has lists where tuples were
+    assert CifarNetConfig(blocks=[2, 1, 1]).blocks == (2, 1, 1)
