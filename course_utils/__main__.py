@@ -43,8 +43,8 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .ablation import VARIANTS
-    from .config import LONG_RECIPE_MODEL, RECIPES, TrainConfig
+    from .ablation import ABLATION_EPOCHS, VARIANTS
+    from .config import LONG_RECIPE_MODEL, RECIPES, SMOKE_EPOCHS, TrainConfig
     from .models import MODELS
 
     course, fast, long = (TrainConfig.recipe(r) for r in RECIPES)
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "another subset is refused while figures/ holds a study (set "
                                         "COURSE_FIGURES_DIR to give it its own folder).")
     ablate.add_argument("--epochs", type=_positive,
-                        help="epochs per run (default: the ablation recipe's, 6; 2 in smoke mode)")
+                        help=f"epochs per run (default: the ablation recipe's, {ABLATION_EPOCHS}; {SMOKE_EPOCHS} in smoke mode)")
     ablate.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     ablate.add_argument("--variants", nargs="+", metavar="NAME",
                         help="only these variants (default: all): " + ", ".join(v.name for v in VARIANTS))

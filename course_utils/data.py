@@ -734,9 +734,9 @@ def torchvision_train_transforms(mean: Sequence[float], std: Sequence[float], co
     ``RandomAffine`` (applied with ``affine_p``), ``RandomErasing`` of exactly one 16×16 square filled
     with the mean (scale = 256/1024, ratio 1), ``Normalize``. Takes an HWC uint8 array, returns a CHW tensor.
 
-    One difference remains: ``RandomErasing`` keeps the hole inside the image, while albumentations'
-    ``CoarseDropout`` also keeps it inside; both place it uniformly. The affine's border is reflected
-    in albumentations and filled with the mean here (v2 has no reflect mode for affine).
+    One difference remains: the affine's uncovered border is reflected in albumentations and filled
+    with the mean here (v2 has no reflect mode for affine). The hole is the same: both keep it inside
+    the image and place it uniformly.
     """
     from torchvision.transforms import v2
 

@@ -380,3 +380,14 @@ def test_time_to_accuracy_reports_the_compile_time_apart():
     never = time_to_accuracy(History(epoch=[1], test_acc=[60.0], seconds=[5.0]), 85.0)
     assert never["reached_at_epoch"] is None and never["training_seconds_to_target"] is None
     assert never["compile_seconds"] is None     # an uncompiled run has no compile time
+
+
+def test_ablate_help_gives_the_ablation_recipes_epochs(capsys):
+    from course_utils.ablation import ABLATION_EPOCHS, ablation_config
+    from course_utils.config import SMOKE_EPOCHS
+
+    with pytest.raises(SystemExit):
+        main(["ablate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default: the ablation recipe's, {ABLATION_EPOCHS}; {SMOKE_EPOCHS} in smoke mode" in help_text
+    assert ablation_config().epochs in (ABLATION_EPOCHS, SMOKE_EPOCHS)   # the numbers the help names are the recipe's
