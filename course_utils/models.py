@@ -73,7 +73,7 @@ class _FourStages(nn.Module):
 def _stage_parts(model: str, c, attention: Callable[[int], nn.Module] | None):
     """What both CifarNets build their stages from: the attention layer to append to a residual body
     (or none), the conv of the wide stages C3/C4 (depthwise-separable unless ``c.separable`` is off),
-    and the downsampling block ``c.downsample`` asks for."""
+    the downsampling block ``c.downsample`` asks for, and ``n`` residual blocks of two such wide convs."""
     if c.downsample not in ("stride", "maxpool", "dilation"):
         raise ValueError(f"{model}: downsample must be 'stride', 'maxpool' or 'dilation', got {c.downsample!r}")
 
@@ -86,7 +86,13 @@ def _stage_parts(model: str, c, attention: Callable[[int], nn.Module] | None):
             return nn.Sequential(block(cin, cout), nn.MaxPool2d(2))
         return block(cin, cout, stride=2, dilation=2 if c.downsample == "dilation" else 1)
 
-    return attn, (DepthwiseSeparableConv2d if c.separable else ConvBNAct), down
+    wide = DepthwiseSeparableConv2d if c.separable else ConvBNAct
+
+    def wide_blocks(ch: int, n: int = 1) -> list[nn.Module]:
+        """``n`` residual blocks, each of two wide-stage convs (and the attention layer, if any)."""
+        return [Residual(wide(ch, ch), wide(ch, ch), *attn(ch)) for _ in range(n)]
+
+    return attn, wide, down, wide_blocks
 
 
 class CifarNet10(nn.Module):
@@ -186,28 +192,24 @@ class CifarNet(_FourStages):
             if c.attention not in ATTENTION:
                 raise ValueError(f"CifarNet: attention must be one of {', '.join(ATTENTION)} or None, got {c.attention!r}")
             attention = attention or ATTENTION[c.attention]
-        attn, wide, down = _stage_parts(type(self).__name__, c, attention)
+        attn, wide, down, wide_blocks = _stage_parts(type(self).__name__, c, attention)
 
         self.c1 = nn.Sequential(
             ConvBNAct(c.in_channels, c.stem),                               # 32x32: the only full-size conv
             down(ConvBNAct, c.stem, c.c1),                                  # 32 -> 16
         )
-        def more(channels: int, n: int) -> list[nn.Module]:
-            """``n`` residual blocks of two wide-stage convs each (depthwise-separable by default)."""
-            return [Residual(wide(channels, channels), wide(channels, channels), *attn(channels)) for _ in range(n)]
-
         b2, b3, b4 = c.blocks
         self.c2 = nn.Sequential(
             Residual(ConvBNAct(c.c1, c.c1), ConvBNAct(c.c1, c.c1, dilation=c.c2_dilation), *attn(c.c1)),
-            *more(c.c1, b2 - 1),
+            *wide_blocks(c.c1, b2 - 1),
         )
         self.c3 = nn.Sequential(
             down(wide, c.c1, c.c3),                                         # 16 -> 8
-            *more(c.c3, b3),
+            *wide_blocks(c.c3, b3),
         )
         self.c4 = nn.Sequential(
             down(wide, c.c3, c.c4),                                         # 8 -> 4
-            *more(c.c4, b4),
+            *wide_blocks(c.c4, b4),
         )
         self._output(c)
 
@@ -254,7 +256,7 @@ class CifarNetV1(_FourStages):
         super().__init__()
         c = self.config = config
         self.in_channels = c.in_channels
-        attn, wide, down = _stage_parts(type(self).__name__, c, attention)
+        attn, wide, down, wide_blocks = _stage_parts(type(self).__name__, c, attention)
 
         self.c1 = nn.Sequential(
             ConvBNAct(c.in_channels, c.c1),                                 # 32x32
@@ -266,7 +268,7 @@ class CifarNetV1(_FourStages):
         )
         self.c3 = nn.Sequential(
             down(wide, c.c2, c.c3),                                         # 16 -> 8
-            Residual(wide(c.c3, c.c3), wide(c.c3, c.c3), *attn(c.c3)),
+            *wide_blocks(c.c3),
         )
         self.c4 = nn.Sequential(
             down(wide, c.c3, c.c4),                                         # 8 -> 4
