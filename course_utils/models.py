@@ -380,6 +380,20 @@ def cifarnet_deep(**settings) -> CifarNet:
     return CifarNet(_configured("cifarnet_deep", CifarNetConfig, {**DEEP, **settings}))
 
 
+#: A CifarNet with still more of its weights in full convolutions at 16×16, tried 2026-12-03 against
+#: ``WIDE`` for the long recipe (one factor: where the parameters sit): C2 at 80 channels instead of 64,
+#: C3/C4 narrowed to 80/96 to pay for it. 192,618 parameters and 38.1 M MACs (``WIDE``: 195,146 and
+#: 27.3 M). Two readings point this way: ``WIDE`` (more full-conv width at 16×16 than ``cifarnet``) ended
+#: 2 points above ``cifarnet`` on validation (60 epochs each), and ``DEEP`` (more separable blocks)
+#: ended below ``WIDE`` (README, Results; one seed each).
+WIDER = dict(stem=32, c1=80, c3=80, c4=96)
+
+
+def cifarnet_wider(**settings) -> CifarNet:
+    """CifarNet at ``WIDER``'s widths; ``settings`` override them like ``cifarnet``'s."""
+    return CifarNet(_configured("cifarnet_wider", CifarNetConfig, {**WIDER, **settings}))
+
+
 def cifarnet_v1(**settings) -> CifarNetV1:
     """CifarNet v1; ``settings`` are ``CifarNetV1Config`` fields."""
     return CifarNetV1(_configured("cifarnet_v1", CifarNetV1Config, settings))
@@ -404,6 +418,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifarnet": cifarnet,
     "cifarnet_wide": cifarnet_wide,
     "cifarnet_deep": cifarnet_deep,
+    "cifarnet_wider": cifarnet_wider,
     "cifarnet_v1": cifarnet_v1,
     "cifarnet10": CifarNet10,
     "baseline": BaselineNet,

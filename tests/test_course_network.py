@@ -8,14 +8,16 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import DEEP, WIDE, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
+from course_utils.models import DEEP, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
 #: Every rule holds for the course network, for the long recipe's wider one (``cifarnet_wide``) and for
-#: the deeper one tried against it (``cifarnet_deep``: more residual blocks per stage).
-NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP)}
+#: the two tried against it (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
+#: width at 16×16).
+NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP),
+        "cifarnet_wider": CifarNetConfig(**WIDER)}
 each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
@@ -93,7 +95,7 @@ def test_rule_global_average_pooling_then_one_linear_layer(name):
 @each_net
 def test_rule_receptive_field_over_44(name):
     rf = receptive_field(get_model(name))
-    assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109}[name]
+    assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109, "cifarnet_wider": 77}[name]
     assert rf.final > 44
 
 
@@ -151,6 +153,19 @@ def test_the_deep_net_adds_residual_blocks_where_its_config_says_and_stays_under
     # the default (1, 1, 1) is the course network itself: same parameter names and shapes
     course = {k: v.shape for k, v in CifarNet().state_dict().items()}
     assert course == {k: v.shape for k, v in get_model("cifarnet", blocks=(1, 1, 1)).state_dict().items()}
+
+
+def test_the_wider_net_moves_weights_from_the_separable_stages_to_16x16_and_stays_under_the_budget():
+    wider, c = get_model("cifarnet_wider"), NETS["cifarnet_wider"]
+    assert (c.stem, c.c1, c.c3, c.c4, c.blocks) == (32, 80, 80, 96, (1, 1, 1))
+    assert count_parameters(wider) == expected_parameters(c) == 192_618
+    assert count_macs(wider) == expected_macs(c) == 38_099_136
+    # the same layers as cifarnet_wide, only the widths differ: C2's two full 3x3 convs hold 80x80x9 each
+    wide = get_model("cifarnet_wide")
+    assert [type(m).__name__ for m in wider.modules()] == [type(m).__name__ for m in wide.modules()]
+    c2 = [m for m in wider.c2.modules() if isinstance(m, nn.Conv2d)]
+    assert [tuple(m.weight.shape) for m in c2] == [(80, 80, 3, 3)] * 2 and c2[1].dilation == (2, 2)
+    assert wider.head.in_features == 96
 
 
 @pytest.mark.parametrize("blocks", [(0, 1, 1), (1, 1), (1, 1, 1, 1), (1, 2.0, 1), (True, 1, 1), 3, "111"])
