@@ -239,11 +239,12 @@ def _run_and_record(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfi
 _WORKER: dict = {}
 
 
-def _start_worker(threads: int, data: CIFAR10Data) -> None:
+def _start_worker(threads: int, data: CIFAR10Data, stop=None) -> None:
     import signal
 
     torch.set_num_threads(threads)
     _WORKER["data"] = data
+    _WORKER["stop"] = stop   # the study's stop event: set, no further run starts in this worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # an idle worker ignores Ctrl-C; a training one stops
 
 
@@ -259,6 +260,9 @@ def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder:
 
     signal.signal(signal.SIGINT, _interrupt_once)
     try:
+        stop = _WORKER.get("stop")
+        if stop is not None and stop.is_set():   # a run handed to this worker before the study stopped
+            return None
         return _run_and_record(v, seed, _WORKER["data"], config, torch.device(device), Path(folder))
     except KeyboardInterrupt:   # Ctrl-C outside fit's epochs (fit itself saves its last epoch and returns)
         return None
@@ -266,14 +270,19 @@ def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _interrupt(others: set) -> None:
+def _interrupt(others: set, stop=None) -> None:
     """Stop the pool's running runs as Ctrl-C would (each keeps its last complete epoch), or end them.
     The pool's workers are this process's live children that are not in ``others`` (its children
-    before the pool started): ``multiprocessing.active_children()`` is the public way to see them."""
+    before the pool started): ``multiprocessing.active_children()`` is the public way to see them.
+    ``stop`` (the workers' shared event) is set first: a run already handed to the pool but not yet
+    started (its worker was still starting, or died starting, so another worker takes it after its own
+    run stops) then returns at once instead of training to the end after the interrupt."""
     import multiprocessing
     import os
     import signal
 
+    if stop is not None:
+        stop.set()
     for process in set(multiprocessing.active_children()) - others:
         if process.is_alive():
             try:
@@ -301,8 +310,10 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
         log(f"{len(todo)} runs to train, {jobs} at a time, {threads} thread(s) each")
     queue = list(todo)
     others = set(multiprocessing.active_children())   # so that only the pool's workers are interrupted
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads, data))
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                               initializer=_start_worker, initargs=(threads, data, stop))
 
     def submit():
         v, seed = queue.pop(0)
@@ -322,14 +333,14 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
                 if queue and not stopped:
                     running.add(submit())
             if stopped and running:
-                _interrupt(others)
+                _interrupt(others, stop)
     except KeyboardInterrupt:   # in a notebook the workers do not see the kernel's interrupt: pass it on
         stopped = True
         if log:
             log("interrupted: the running runs keep their last complete epoch; run again to resume")
-        _interrupt(others)
+        _interrupt(others, stop)
     except BaseException:
-        _interrupt(others)
+        _interrupt(others, stop)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

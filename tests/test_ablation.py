@@ -295,6 +295,33 @@ def test_an_interrupt_of_the_parent_alone_stops_the_runs_in_its_workers(image_fo
     assert list(folder.glob("*.pt")) and not list(folder.glob("*-s1.json"))   # stopped early, epochs kept
 
 
+def test_a_run_handed_to_a_worker_after_the_study_stopped_does_not_train(image_folder, tmp_path):
+    """If a worker dies while starting (an interrupt in the middle of its spawn), the other worker takes
+    its run once its own has stopped; by then no SIGINT comes, so the run must see the study's stop
+    event and return at once, or it trains to the end while the notebook waits (a CI failure on
+    torch 2.4: the run wrote its record after the interrupt)."""
+    import multiprocessing
+    import signal
+
+    data = load_cifar10(image_folder, download=False)
+    config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
+    folder = ablation.run_folder(config, tmp_path)
+    stop = multiprocessing.get_context("spawn").Event()
+    handler, threads = signal.getsignal(signal.SIGINT), torch.get_num_threads()
+    try:
+        ablation._start_worker(1, data, stop)        # this process plays the worker
+        stop.set()
+        assert ablation._worker_run(REFERENCE, 1, config, "cpu", str(folder)) is None
+        assert not folder.exists() or list(folder.iterdir()) == []   # nothing trained, nothing written
+        stop.clear()                                   # the same worker, not stopped: the run trains
+        row = ablation._worker_run(REFERENCE, 1, config, "cpu", str(folder))
+        assert row["variant"] == "reference" and row["seed"] == 1 and (folder / "reference-s1.pt").exists()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        torch.set_num_threads(threads)
+        ablation._WORKER.clear()
+
+
 def test_an_error_in_one_run_stops_the_others_and_is_raised(image_folder, tmp_path):
     data = load_cifar10(image_folder, download=False)
     config = ablation_config(epochs=2, batch_size=16, train_per_class=4)
