@@ -239,7 +239,7 @@ def _run_and_record(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfi
 _WORKER: dict = {}
 
 
-def _start_worker(threads: int, data: CIFAR10Data, stop=None) -> None:
+def _start_worker(threads: int, data: CIFAR10Data, stop) -> None:
     import signal
 
     torch.set_num_threads(threads)
@@ -260,8 +260,7 @@ def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder:
 
     signal.signal(signal.SIGINT, _interrupt_once)
     try:
-        stop = _WORKER.get("stop")
-        if stop is not None and stop.is_set():   # a run handed to this worker before the study stopped
+        if _WORKER["stop"].is_set():   # a run handed to this worker before the study stopped
             return None
         return _run_and_record(v, seed, _WORKER["data"], config, torch.device(device), Path(folder))
     except KeyboardInterrupt:   # Ctrl-C outside fit's epochs (fit itself saves its last epoch and returns)
@@ -270,7 +269,7 @@ def _worker_run(v: Variant, seed: int, config: TrainConfig, device: str, folder:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _interrupt(others: set, stop=None) -> None:
+def _interrupt(others: set, stop) -> None:
     """Stop the pool's running runs as Ctrl-C would (each keeps its last complete epoch), or end them.
     The pool's workers are this process's live children that are not in ``others`` (its children
     before the pool started): ``multiprocessing.active_children()`` is the public way to see them.
@@ -281,8 +280,7 @@ def _interrupt(others: set, stop=None) -> None:
     import os
     import signal
 
-    if stop is not None:
-        stop.set()
+    stop.set()
     for process in set(multiprocessing.active_children()) - others:
         if process.is_alive():
             try:
