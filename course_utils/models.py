@@ -150,8 +150,13 @@ class CifarNetConfig:
     num_classes: int = 10
     in_channels: int = 3
     blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks in C2, C3, C4; C2's after its first are separable
+    stem_blocks: int = 0        # residual blocks of two full 3x3 convs (``stem`` channels) at 32x32, in C1
 
     def __post_init__(self) -> None:
+        n = self.stem_blocks
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+            raise ValueError(f"CifarNet: stem_blocks must be a whole number of residual blocks at 32x32, 0 or more; "
+                             f"got {n!r}")
         b = self.blocks
         if not (isinstance(b, (tuple, list)) and len(b) == 3
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in b)):
@@ -196,6 +201,8 @@ class CifarNet(_FourStages):
 
         self.c1 = nn.Sequential(
             ConvBNAct(c.in_channels, c.stem),                               # 32x32: the only full-size conv
+            *[Residual(ConvBNAct(c.stem, c.stem), ConvBNAct(c.stem, c.stem))  # unless stem_blocks asks for more
+              for _ in range(c.stem_blocks)],
             down(ConvBNAct, c.stem, c.c1),                                  # 32 -> 16
         )
         b2, b3, b4 = c.blocks
@@ -396,6 +403,22 @@ def cifarnet_wider(**settings) -> CifarNet:
     return CifarNet(_configured("cifarnet_wider", CifarNetConfig, {**WIDER, **settings}))
 
 
+#: A CifarNet with more of its compute at full resolution, tried 2026-12-03 against ``WIDE`` for the
+#: long recipe (one factor: C1, the stage at 32×32; C2, C3 and C4 are ``WIDE``'s): a 16-channel stem and
+#: two residual blocks of 16-channel 3×3 convs at 32×32 before the stride-2 conv, five convolutions at
+#: 32×32 where ``WIDE`` has one of 32 channels (ResNet-20's first stage, He et al. 2016,
+#: arXiv:1512.03385, is three such blocks). 194,810 parameters and 34.0 M MACs (``WIDE``: 195,146 and
+#: 27.3 M). Two readings point this way: the ablation's max-pool variant, which convolves at twice the
+#: resolution before each pooling, ended every seed above the reference after 4 epochs (README,
+#: Ablation), and moving weights within the 16×16 and 8×8 stages (``DEEP``, ``WIDER``) did not help.
+FULLRES = dict(stem=16, stem_blocks=2, c1=64, c3=96, c4=160)
+
+
+def cifarnet_fullres(**settings) -> CifarNet:
+    """CifarNet at ``FULLRES``'s widths and depths; ``settings`` override them like ``cifarnet``'s."""
+    return CifarNet(_configured("cifarnet_fullres", CifarNetConfig, {**FULLRES, **settings}))
+
+
 def cifarnet_v1(**settings) -> CifarNetV1:
     """CifarNet v1; ``settings`` are ``CifarNetV1Config`` fields."""
     return CifarNetV1(_configured("cifarnet_v1", CifarNetV1Config, settings))
@@ -421,6 +444,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifarnet_wide": cifarnet_wide,
     "cifarnet_deep": cifarnet_deep,
     "cifarnet_wider": cifarnet_wider,
+    "cifarnet_fullres": cifarnet_fullres,
     "cifarnet_v1": cifarnet_v1,
     "cifarnet10": CifarNet10,
     "baseline": BaselineNet,
