@@ -8,22 +8,23 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import DEEP, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
+from course_utils.models import DEEP, FULLRES, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
 #: Every rule holds for the course network, for the long recipe's wider one (``cifarnet_wide``) and for
-#: the two tried against it (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
-#: width at 16×16).
+#: the three tried against it (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
+#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32).
 NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP),
-        "cifarnet_wider": CifarNetConfig(**WIDER)}
+        "cifarnet_wider": CifarNetConfig(**WIDER), "cifarnet_fullres": CifarNetConfig(**FULLRES)}
 each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
 def expected_parameters(c=CFG):
     b2, b3, b4 = c.blocks
     return (conv_bn(3, c.stem) + conv_bn(c.stem, c.c1)                       # C1
+            + 2 * c.stem_blocks * conv_bn(c.stem, c.stem)                    # C1's residual blocks at 32x32
             + 2 * conv_bn(c.c1, c.c1)                                        # C2: residual(conv, dilated conv)
             + 2 * (b2 - 1) * separable(c.c1, c.c1)                           # C2's further (separable) blocks
             + separable(c.c1, c.c3) + 2 * b3 * separable(c.c3, c.c3)         # C3
@@ -35,7 +36,8 @@ def expected_macs(c=CFG):
     def sep(cin, cout, size):
         return conv_macs(cin, cin, 3, size, groups=cin) + conv_macs(cin, cout, 1, size)
     b2, b3, b4 = c.blocks
-    return (conv_macs(3, c.stem, 3, 32) + conv_macs(c.stem, c.c1, 3, 16) + 2 * conv_macs(c.c1, c.c1, 3, 16)
+    return (conv_macs(3, c.stem, 3, 32) + 2 * c.stem_blocks * conv_macs(c.stem, c.stem, 3, 32)
+            + conv_macs(c.stem, c.c1, 3, 16) + 2 * conv_macs(c.c1, c.c1, 3, 16)
             + 2 * (b2 - 1) * sep(c.c1, c.c1, 16)
             + sep(c.c1, c.c3, 8) + 2 * b3 * sep(c.c3, c.c3, 8) + sep(c.c3, c.c4, 4) + 2 * b4 * sep(c.c4, c.c4, 4)
             + c.c4 * c.num_classes)
@@ -46,7 +48,7 @@ def expected_receptive_field(c=CFG):
     # depthwise k x k (stride, dilation) followed by a 1x1
     b2, b3, b4 = c.blocks
     block = [(3, 1), (1, 1), (3, 1), (1, 1)]                  # a residual block of two separable convs
-    layers = ([(3, 1), (3, 2), (3, 1), (3, 1, c.c2_dilation)] + (b2 - 1) * block
+    layers = ([(3, 1)] + 2 * c.stem_blocks * [(3, 1)] + [(3, 2), (3, 1), (3, 1, c.c2_dilation)] + (b2 - 1) * block
               + [(3, 2), (1, 1)] + b3 * block + [(3, 2), (1, 1)] + b4 * block)
     return int(receptive_field_of_stack(layers)[-1][0])
 
@@ -95,7 +97,8 @@ def test_rule_global_average_pooling_then_one_linear_layer(name):
 @each_net
 def test_rule_receptive_field_over_44(name):
     rf = receptive_field(get_model(name))
-    assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109, "cifarnet_wider": 77}[name]
+    assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109, "cifarnet_wider": 77,
+                                                                 "cifarnet_fullres": 85}[name]
     assert rf.final > 44
 
 
@@ -166,6 +169,33 @@ def test_the_wider_net_moves_weights_from_the_separable_stages_to_16x16_and_stay
     c2 = [m for m in wider.c2.modules() if isinstance(m, nn.Conv2d)]
     assert [tuple(m.weight.shape) for m in c2] == [(80, 80, 3, 3)] * 2 and c2[1].dilation == (2, 2)
     assert wider.head.in_features == 96
+
+
+def test_the_fullres_net_adds_convolutions_at_32x32_before_wide_s_stages_and_stays_under_the_budget():
+    full, c = get_model("cifarnet_fullres"), NETS["cifarnet_fullres"]
+    assert (c.stem, c.stem_blocks, c.c1, c.c3, c.c4, c.blocks) == (16, 2, 64, 96, 160, (1, 1, 1))
+    assert count_parameters(full) == expected_parameters(c) == 194_810
+    assert count_macs(full) == expected_macs(c) == 33_960_000
+    # C1: the stem conv, two residual blocks of two 16-channel 3x3 convs, the stride-2 conv: five convs
+    # at 32x32 (the stride-2 one reads 32x32); C2, C3 and C4 are cifarnet_wide's, weight for weight
+    assert [type(m).__name__ for m in full.c1] == ["ConvBNAct", "Residual", "Residual", "ConvBNAct"]
+    c1 = [m for m in full.c1.modules() if isinstance(m, nn.Conv2d)]
+    assert [tuple(m.weight.shape) for m in c1] == [(16, 3, 3, 3)] + [(16, 16, 3, 3)] * 4 + [(64, 16, 3, 3)]
+    assert [m.stride for m in c1] == [(1, 1)] * 5 + [(2, 2)]
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.startswith("c1.")}
+    assert shapes(full) == shapes(get_model("cifarnet_wide"))
+    # stem_blocks=0 (the default) is the course network itself: same parameter names and shapes
+    assert ({k: v.shape for k, v in CifarNet().state_dict().items()}
+            == {k: v.shape for k, v in get_model("cifarnet", stem_blocks=0).state_dict().items()})
+    # the blocks run at full resolution, and C1 still ends at 16x16
+    x = full.c1[:3](torch.randn(1, 3, 32, 32))
+    assert tuple(x.shape) == (1, 16, 32, 32) and tuple(full.c1(torch.randn(1, 3, 32, 32)).shape) == (1, 64, 16, 16)
+
+
+@pytest.mark.parametrize("n", [-1, 1.0, True, "2", None])
+def test_stem_blocks_must_be_a_count_of_zero_or_more(n):
+    with pytest.raises(ValueError, match=r"stem_blocks must be a whole number of residual blocks at 32x32, 0 or more"):
+        CifarNetConfig(stem_blocks=n)
 
 
 @pytest.mark.parametrize("blocks", [(0, 1, 1), (1, 1), (1, 1, 1, 1), (1, 2.0, 1), (True, 1, 1), 3, "111"])

@@ -48,7 +48,7 @@ def test_wrong_input_gets_a_clear_error():
 
 def test_get_model():
     assert isinstance(get_model("CifarNet"), CifarNet)
-    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet, cifarnet10, cifarnet_cbam, cifarnet_deep, cifarnet_eca, cifarnet_se, cifarnet_v1, cifarnet_wide, cifarnet_wider$"):
+    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet, cifarnet10, cifarnet_cbam, cifarnet_deep, cifarnet_eca, cifarnet_fullres, cifarnet_se, cifarnet_v1, cifarnet_wide, cifarnet_wider$"):
         get_model("resnet50")
 
 
@@ -93,7 +93,8 @@ def test_separable_parameter_count():
 
 @pytest.mark.parametrize("name, smallest", [
     # CifarNet, v1, the attention variants and CifarNet10: three stride-2 layers, all padded: 2**3.
-    ("cifarnet", 8), ("cifarnet_wide", 8), ("cifarnet_deep", 8), ("cifarnet_wider", 8), ("cifarnet_v1", 8), ("cifarnet_se", 8), ("cifarnet_eca", 8), ("cifarnet_cbam", 8),
+    ("cifarnet", 8), ("cifarnet_wide", 8), ("cifarnet_deep", 8), ("cifarnet_wider", 8), ("cifarnet_fullres", 8),
+    ("cifarnet_v1", 8), ("cifarnet_se", 8), ("cifarnet_eca", 8), ("cifarnet_cbam", 8),
     ("cifarnet10", 8),
     # BaselineNet's unpadded layers: 18 -> 3x3 p1 18 -> 5x5 p1 16 -> pool 8 -> pool 4 -> 3x3 p0 2 -> pool 1;
     # from 17 the last pool would get a 1x1 map.
