@@ -272,7 +272,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("03.2", "time with `torch.utils.benchmark.Timer` or `time.perf_counter` over 50 calls, after a warm-up",
              "about a minute"),
     Exercise("03.3", "build the residual body from `DepthwiseSeparableConv2d`; `count_parameters` before and after; "
-             "train both a few epochs with `run_training` on a subset", "10-20 minutes"),
+             "train both a few epochs with `train_design` (`from course_utils.assignment import train_design`: it takes a "
+             "module; `run_training` takes a registered model's name)", "about 5 minutes"),
     Exercise("04.1", "each layer adds one of 3 offsets (−d, 0, +d); three layers make at most 3³ sums",
              "instant", "(largest field, (d1, d2, d3))", _check_04_1),
     Exercise("04.2", "`CifarNet(CifarNetConfig(c2_dilation=3))` and `receptive_field(...).final`", "a few seconds",
@@ -315,9 +316,10 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "C3 or C4 conv depthwise-separable, dilate one conv in C2", "instant", "your network (an nn.Module)",
              _check_12_1),
     Exercise("12.2", "the receptive-field rule sets a minimum depth; `count_parameters` and `train_design` for two widths",
-             "10-30 minutes"),
+             "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("12.3", "`train_design(CifarNet())` (`from course_utils.models import CifarNet`); `stages(model)` "
-             "(`from course_utils import stages`) shows where the parameters and MACs sit", "10-30 minutes"),
+             "(`from course_utils import stages`) shows where the parameters and MACs sit",
+             "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),
     Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "as long as the run above"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "half as long as the run above"),

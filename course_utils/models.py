@@ -240,8 +240,9 @@ class CifarNetV1Config:
 class CifarNetV1(_FourStages):
     """The kit's first course network (v1): < 200k parameters, no max-pooling, receptive field > 44,
     and 37.5 M multiply-accumulates per image, 90% of them in full 3×3 convs at 32×32 and 16×16.
-    ``CifarNet`` replaced it: the same rules at a quarter of the compute. Notebooks 07 and 09 studied
-    attention and the ablation on this network, and ``bench`` keeps it as a reference row.
+    ``CifarNet`` replaced it: the same rules at a quarter of the compute. Notebooks 07 and 09 first studied
+    attention and the ablation on this network; they now use ``CifarNet`` (v1's attention variants remain as
+    ``cifarnet_se``, ``cifarnet_eca`` and ``cifarnet_cbam``), and ``bench`` keeps it as a reference row.
 
     ======  =========================================================  ==========  =======
     stage   layers                                                     output      RF
