@@ -187,6 +187,8 @@ class CifarNet(_FourStages):
     stages C3 and C4 cheap. ``course_utils.receptive_field(CifarNet())`` prints the table above from
     the model itself. ``CifarNetConfig.blocks`` sets how many residual blocks C2, C3 and C4 hold (one
     each above); C2's blocks after its first are depthwise-separable, like C3's and C4's.
+    ``CifarNetConfig.stem_blocks`` adds residual blocks of two full 3×3 convs at 32×32 to C1, after the
+    stem (none above: ``cifarnet_fullres`` has two).
     """
 
     def __init__(self, config: CifarNetConfig = CifarNetConfig(), *, attention: Callable[[int], nn.Module] | None = None):
