@@ -153,13 +153,15 @@ class CifarNetConfig:
     stem_blocks: int = 0        # residual blocks of two full 3x3 convs (``stem`` channels) at 32x32, in C1
 
     def __post_init__(self) -> None:
-        n = self.stem_blocks
-        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        def count(n, least: int) -> bool:
+            """A whole number of blocks (an int, not a bool), at least ``least``."""
+            return isinstance(n, int) and not isinstance(n, bool) and n >= least
+
+        if not count(self.stem_blocks, 0):
             raise ValueError(f"CifarNet: stem_blocks must be a whole number of residual blocks at 32x32, 0 or more; "
-                             f"got {n!r}")
+                             f"got {self.stem_blocks!r}")
         b = self.blocks
-        if not (isinstance(b, (tuple, list)) and len(b) == 3
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in b)):
+        if not (isinstance(b, (tuple, list)) and len(b) == 3 and all(count(n, 1) for n in b)):
             raise ValueError(f"CifarNet: blocks must be three whole numbers of residual blocks (C2, C3, C4), "
                              f"each 1 or more, like (1, 1, 1); got {b!r}")
         object.__setattr__(self, "blocks", tuple(b))

@@ -153,9 +153,10 @@ def test_the_deep_net_adds_residual_blocks_where_its_config_says_and_stays_under
     assert kinds == [["Residual"] * 3, ["DepthwiseSeparableConv2d"] + ["Residual"] * 2,
                      ["DepthwiseSeparableConv2d", "Residual"]]
     assert all(isinstance(m, DepthwiseSeparableConv2d) for block in deep.c2[1:] for m in block.body)
-    # the default (1, 1, 1) is the course network itself: same parameter names and shapes
-    course = {k: v.shape for k, v in CifarNet().state_dict().items()}
-    assert course == {k: v.shape for k, v in get_model("cifarnet", blocks=(1, 1, 1)).state_dict().items()}
+    # the default, (1, 1, 1), is the course network's one residual block per stage
+    assert CifarNetConfig().blocks == (1, 1, 1)
+    assert [[type(m).__name__ for m in stage] for stage in (CifarNet().c2, CifarNet().c3, CifarNet().c4)] == [
+        ["Residual"], ["DepthwiseSeparableConv2d", "Residual"], ["DepthwiseSeparableConv2d", "Residual"]]
 
 
 def test_the_wider_net_moves_weights_from_the_separable_stages_to_16x16_and_stays_under_the_budget():
@@ -184,9 +185,9 @@ def test_the_fullres_net_adds_convolutions_at_32x32_before_wide_s_stages_and_sta
     assert [m.stride for m in c1] == [(1, 1)] * 5 + [(2, 2)]
     shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.startswith("c1.")}
     assert shapes(full) == shapes(get_model("cifarnet_wide"))
-    # stem_blocks=0 (the default) is the course network itself: same parameter names and shapes
-    assert ({k: v.shape for k, v in CifarNet().state_dict().items()}
-            == {k: v.shape for k, v in get_model("cifarnet", stem_blocks=0).state_dict().items()})
+    # the default, 0, leaves the course network's C1 as it was: the stem conv, then the stride-2 conv
+    assert CifarNetConfig().stem_blocks == 0
+    assert [type(m).__name__ for m in CifarNet().c1] == ["ConvBNAct", "ConvBNAct"]
     # the blocks run at full resolution, and C1 still ends at 16x16
     x = full.c1[:3](torch.randn(1, 3, 32, 32))
     assert tuple(x.shape) == (1, 16, 32, 32) and tuple(full.c1(torch.randn(1, 3, 32, 32)).shape) == (1, 64, 16, 16)
