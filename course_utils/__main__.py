@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 
 #: One meaning of --subset in every command (train, ablate): N training images per class, a stratified
 #: draw; the test set, and the validation split where the command holds one out, stay whole.
@@ -42,9 +43,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: Flags that set a TrainConfig field themselves: ``--set`` points to them instead of taking the field.
+_OWN_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size",
+              "seed": "--seed", "num_workers": "--workers", "compile": "--compile", "train_per_class": "--subset"}
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """An argparse type for ``--set NAME=VALUE`` (``config.parse_setting``), a usage error otherwise."""
+    from .config import parse_setting
+
+    name = text.partition("=")[0].strip().replace("-", "_")
+    if name in _OWN_FLAGS:
+        raise argparse.ArgumentTypeError(f"{name} has its own option: use {_OWN_FLAGS[name]}")
+    try:
+        return parse_setting(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .ablation import ABLATION_EPOCHS, VARIANTS
-    from .config import LONG_RECIPE_MODEL, RECIPES, SMOKE_EPOCHS, TrainConfig
+    from .config import LONG_RECIPE_MODEL, RECIPES, SETTABLE, SMOKE_EPOCHS, TrainConfig
     from .models import MODELS
 
     course, fast, long = (TrainConfig.recipe(r) for r in RECIPES)
@@ -68,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
+    train.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                       help=f"change one learning setting of the recipe (repeatable), e.g. --set weight_decay=1e-3; "
+                            f"NAME is one of {', '.join(SETTABLE)} (config.TrainConfig documents each); the run's "
+                            f"record and checkpoint name carry the change")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
@@ -235,13 +258,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                      num_workers=args.workers, seed=args.seed, compile=args.compile)
     if args.subset:
         overrides.update(train_per_class=args.subset)
+    settings = dict(args.settings)
+    if len(settings) < len(args.settings):
+        twice = sorted({n for n, _ in args.settings if sum(m == n for m, _ in args.settings) > 1})
+        print(f"error: --set gives {', '.join(twice)} more than once; give each setting once", file=sys.stderr)
+        return 2
     try:
         recipe = choose_recipe(args.recipe, args.device)
-        config = TrainConfig.for_environment(recipe, **overrides)
+        # after for_environment, which drops None (an unset flag): crop_size=none is a setting
+        config = replace(TrainConfig.for_environment(recipe, **overrides), **settings)
         print(f"recipe {recipe}{' (auto)' if args.recipe == 'auto' else ''}: batch {config.batch_size}, "
               f"peak lr {config.lr:g}, {config.epochs} epochs"
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
-                 if config.crop_epochs else ""))
+                 if config.crop_epochs else "")
+              + ("; changed: " + ", ".join(f"{n}={getattr(config, n)}" for n in settings) if settings else ""))
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":
             print(f"model {model}: the long recipe's network (--model picks another)")

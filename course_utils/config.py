@@ -51,6 +51,41 @@ LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoot
                      "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction")
 
 
+#: What ``train --set NAME=VALUE`` may change: the learning settings that have no flag of their own
+#: (``--optimizer`` and ``--lr`` do), so a screen of, say, weight decay is one command, and its run
+#: record and checkpoint name say which value it trained with.
+SETTABLE = tuple(s for s in LEARNING_SETTINGS if s not in ("optimizer", "lr"))
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"weight_decay=1e-3"`` -> ``("weight_decay", 0.001)``: one of ``SETTABLE`` and its value, converted
+    to the setting's type (``TrainConfig`` then checks its range). ``crop_size=none`` trains on whole
+    images throughout; ``validation=false`` holds no validation split out. A ``ValueError`` names what is
+    wrong and what is accepted."""
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip().replace("-", "_"), raw.strip()
+    if not sep or not name or not raw:
+        raise ValueError(f"expected NAME=VALUE, e.g. weight_decay=1e-3, got {text!r}")
+    if name not in SETTABLE:
+        raise ValueError(f"unknown setting {name!r}; choose one of {', '.join(SETTABLE)}")
+    if name == "validation":
+        flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if raw.lower() not in flags:
+            raise ValueError(f"validation expects true or false, got {raw!r}")
+        return name, flags[raw.lower()]
+    if name == "crop_size":
+        if raw.lower() == "none":
+            return name, None
+        try:
+            return name, int(raw)
+        except ValueError:
+            raise ValueError(f"crop_size expects a whole number of pixels or none, got {raw!r}") from None
+    try:
+        return name, float(raw)
+    except ValueError:
+        raise ValueError(f"{name} expects a number, got {raw!r}") from None
+
+
 def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
     """The recipe to train with: ``"auto"`` is ``"fast"`` when ``device`` (default: the best available,
     as ``runtime.get_device`` picks it) is a CUDA GPU and ``"course"`` elsewhere; a named recipe is

@@ -391,3 +391,74 @@ def test_ablate_help_gives_the_ablation_recipes_epochs(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"default: the ablation recipe's, {ABLATION_EPOCHS}; {SMOKE_EPOCHS} in smoke mode" in help_text
     assert ablation_config().epochs in (ABLATION_EPOCHS, SMOKE_EPOCHS)   # the numbers the help names are the recipe's
+
+
+def _stop_before_training(monkeypatch):
+    """Replace run_training by a recorder that stops the command before any data is read."""
+    from course_utils import experiment
+
+    calls = []
+
+    def stop(model, config, **kwargs):
+        calls.append((model, config))
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(experiment, "run_training", stop)
+    return calls
+
+
+def test_set_changes_one_learning_setting_of_the_recipe(monkeypatch, capsys):
+    calls = _stop_before_training(monkeypatch)
+    assert main(["train", "--recipe", "long", "--model", "cifarnet_fullres", "--set", "weight_decay=1e-3",
+                 "--set", "affine-p=0.25", "--device", "cpu"]) == 1
+    assert main(["train", "--recipe", "course", "--set", "crop_size=none", "--set", "validation=false",
+                 "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    (model, long), (_, course) = calls
+    assert model == "cifarnet_fullres"
+    assert long == TrainConfig.for_environment("long", weight_decay=1e-3, affine_p=0.25)
+    assert long.weight_decay == 0.001 and long.affine_p == 0.25 and long.epochs == TrainConfig.recipe("long").epochs
+    assert course.crop_size is None and course.crop_epochs == 0 and course.validation is False
+    assert "changed: weight_decay=0.001, affine_p=0.25" in out and "changed: crop_size=None, validation=False" in out
+
+
+def test_a_recipe_without_set_is_unchanged(monkeypatch, capsys):
+    calls = _stop_before_training(monkeypatch)
+    assert main(["train", "--recipe", "course", "--device", "cpu"]) == 1
+    assert calls[0][1] == TrainConfig.for_environment("course") and "changed:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("lr=0.1", "lr has its own option: use --lr"),
+    ("epochs=3", "epochs has its own option: use --epochs"),
+    ("wd=1e-3", "unknown setting 'wd'; choose one of momentum, weight_decay,"),
+    ("weight_decay=much", "weight_decay expects a number, got 'much'"),
+    ("weight_decay", "expected NAME=VALUE, e.g. weight_decay=1e-3, got 'weight_decay'"),
+    ("crop_size=2.5", "crop_size expects a whole number of pixels or none, got '2.5'"),
+    ("validation=maybe", "validation expects true or false, got 'maybe'"),
+])
+def test_a_bad_set_is_a_usage_error_naming_the_fix(setting, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--set", setting])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_set_values_out_of_range_and_twice_given_are_clear_errors(monkeypatch, capsys):
+    calls = _stop_before_training(monkeypatch)
+    assert main(["train", "--set", "dropout_p=2", "--device", "cpu"]) == 1
+    assert "error: dropout_p must be a finite number from 0 to 1, got 2.0" in capsys.readouterr().err
+    assert main(["train", "--set", "flip_p=0", "--set", "flip_p=1", "--device", "cpu"]) == 2
+    assert "error: --set gives flip_p more than once; give each setting once" in capsys.readouterr().err
+    assert calls == []   # neither reached training
+
+
+def test_parse_setting_converts_to_each_settings_type():
+    from course_utils.config import LEARNING_SETTINGS, SETTABLE, parse_setting
+
+    assert set(SETTABLE) == set(LEARNING_SETTINGS) - {"optimizer", "lr"}
+    assert parse_setting(" label_smoothing = 0 ") == ("label_smoothing", 0.0)
+    assert parse_setting("crop_size=28") == ("crop_size", 28) and parse_setting("crop_size=None") == ("crop_size", None)
+    assert parse_setting("validation=1") == ("validation", True)
+    for name in SETTABLE:   # every settable name parses its default's text back to the default
+        default = getattr(TrainConfig(), name)
+        assert parse_setting(f"{name}={default}") == (name, default)
