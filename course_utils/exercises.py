@@ -321,7 +321,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "(`from course_utils import stages`) shows where the parameters and MACs sit",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),
-    Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`", "as long as the run above"),
+    Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`; from a terminal, in the background: "
+             "`python -m course_utils train --set dropout_p=0 --no-progress`", "as long as the run above"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "half as long as the run above"),
 )}
 
