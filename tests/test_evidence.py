@@ -298,33 +298,65 @@ def test_shipped_weights_reach_their_recorded_accuracy_on_the_full_test_set():
     assert acc == pytest.approx(info["final_test_acc"], abs=0.1)
 
 
-def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
-    """The Recipes section's comparison (how to spend the same minutes: crops or fewer epochs) quotes each
-    seed's published record, and its summary is the mean and standard deviation of those rows."""
+def _check_seed_comparison(runs, summary, label, variants=2):
+    """A README comparison of ``variants`` variants, 3 seeds or more each: every row of ``runs`` (variant,
+    seed, validation, test, minutes, record) quotes its published record, the variant's name is
+    ``label(config)`` of the record's config, and each row of ``summary`` (variant, seeds, validation,
+    test, and optionally the final training accuracy's mean) is the mean and standard deviation of that
+    variant's rows."""
     import statistics
 
-    runs, summary = [t for t in _tables("Recipes") if t][:2]
     groups: dict[str, list[dict]] = {}
-    for schedule, seed, val, test, minutes, source in runs:
+    for variant, seed, val, test, minutes, source in runs:
         name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
         record = json.loads((REPO_ROOT / name).read_text())
         config = TrainConfig.from_dict(record["config"])
         assert int(seed) == config.seed, name
         assert val == f"{record['final_val_acc']:.2f}%" and test == f"{record['final_test_acc']:.2f}%", name
         assert minutes.startswith(f"{record['train_seconds'] / 60:.1f}"), name
-        crops = f"the first {config.crop_epochs} on {config.crop_size}×{config.crop_size} crops"
-        expected = f"{config.epochs} epochs, " + (crops if config.crop_epochs else "whole images")
-        assert schedule == expected, (name, schedule)
+        assert variant == label(config), (name, variant)
         assert not record["interrupted"] and not record["smoke"] and record["data"]["train"] == 45_000
-        groups.setdefault(schedule, []).append(record)
-    assert len(groups) == 2 and all(len(g) >= 3 for g in groups.values())   # two variants, 3 seeds or more each
+        groups.setdefault(variant, []).append(record)
+    assert len(groups) == variants and all(len(g) >= 3 for g in groups.values())   # 3 seeds or more each
     assert [row[0] for row in summary] == list(groups)
-    for schedule, seeds, val, test in summary:
-        records = groups[schedule]
+    for variant, seeds, val, test, *train in summary:
+        records = groups[variant]
         assert seeds == str(len(records))
+        if train:   # the training accuracy on augmented images, mean of the final epochs
+            mean = statistics.mean(r["history"]["train_acc"][-1] for r in records)
+            assert train == [f"{mean:.2f}%"], variant
         for cell, key in ((val, "final_val_acc"), (test, "final_test_acc")):
             values = [r[key] for r in records]
-            assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%", (schedule, key)
+            assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%", (variant, key)
+
+
+def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
+    """The Recipes section's comparison (how to spend the same minutes: crops or fewer epochs) quotes each
+    seed's published record, and its summary is the mean and standard deviation of those rows."""
+    def schedule(config):
+        crops = f"the first {config.crop_epochs} on {config.crop_size}×{config.crop_size} crops"
+        return f"{config.epochs} epochs, " + (crops if config.crop_epochs else "whole images")
+
+    runs, summary = [t for t in _tables("Recipes") if t][:2]
+    _check_seed_comparison(runs, summary, schedule)
+
+
+def test_readme_regularisation_screen_changes_one_setting_per_variant():
+    """The Recipes section's screen of regularisation strengths: each variant is the course recipe with
+    at most one learning setting changed (named as the --set that makes it), 3 seeds or more each,
+    every row quoting its published record and the summary their mean and spread."""
+    from course_utils.config import LEARNING_SETTINGS
+
+    course = TrainConfig()
+
+    def change(config):
+        assert (config.epochs, config.batch_size) == (course.epochs, course.batch_size)
+        differ = [k for k in LEARNING_SETTINGS if getattr(config, k) != getattr(course, k)]
+        assert len(differ) <= 1, differ                                   # one factor per variant
+        return "the course recipe" if not differ else f"`--set {differ[0]}={getattr(config, differ[0]):g}`"
+
+    runs, summary = [t for t in _tables("Recipes") if t][2:4]
+    _check_seed_comparison(runs, summary, change, variants=4)
 
 
 def test_readme_ablation_table_quotes_the_committed_study():
