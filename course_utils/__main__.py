@@ -50,15 +50,17 @@ _OWN_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "epochs": "--epochs", "b
 
 def _setting(text: str) -> tuple[str, object]:
     """An argparse type for ``--set NAME=VALUE`` (``config.parse_setting``), a usage error otherwise."""
-    from .config import parse_setting
+    from .config import TrainConfig, parse_setting
 
     name = text.partition("=")[0].strip().replace("-", "_")
     if name in _OWN_FLAGS:
         raise argparse.ArgumentTypeError(f"{name} has its own option: use {_OWN_FLAGS[name]}")
     try:
-        return parse_setting(text)
+        name, value = parse_setting(text)
+        TrainConfig(**{name: value})   # its range, checked here: an impossible value is a usage error, as for --lr
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
     train.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", dest="settings",
                        help=f"change one learning setting of the recipe (repeatable), e.g. --set weight_decay=1e-3; "
-                            f"NAME is one of {', '.join(SETTABLE)} (config.TrainConfig documents each); the run's "
-                            f"record and checkpoint name carry the change")
+                            f"NAME is one of {', '.join(SETTABLE)} (config.TrainConfig documents each; crop_size=none "
+                            f"trains on whole images, validation=false holds no split out); the run's record and "
+                            f"checkpoint name carry the change")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")

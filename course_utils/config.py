@@ -112,10 +112,10 @@ class TrainConfig:
     batch_size: int = 256            # images per step; the OneCycle peak below is tuned for it
     optimizer: str = "sgd"           # "sgd" (Nesterov momentum) or "adam"
     lr: float = 0.2                  # OneCycle peak learning rate (SGD); use ~3e-3 for Adam
-    momentum: float = 0.9            # SGD momentum; OneCycle cycles it 0.95 -> 0.85 -> 0.95 around this
+    momentum: float = 0.9            # SGD (Nesterov) momentum, cycled by OneCycle 0.05 either side: 0.95 -> 0.85 -> 0.95; Adam ignores it
     weight_decay: float = 5e-4       # L2 on all weights: small nets on CIFAR still overfit without it
     label_smoothing: float = 0.1     # softer targets: about +0.5 point on short schedules
-    pct_start: float = 0.25          # fraction of steps spent warming up to the peak
+    pct_start: float = 0.25          # fraction of steps spent warming up to the peak (0.5 at most)
     div_factor: float = 10.0         # start at lr / 10
     final_div_factor: float = 100.0  # end at lr / 1000
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
@@ -143,7 +143,7 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive, finite number, got {self.lr}")
         for name, low, high in (("momentum", 0.0, 1.0), ("weight_decay", 0.0, math.inf),
-                                ("label_smoothing", 0.0, 1.0), ("pct_start", 0.0, 1.0), ("div_factor", 1.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0), ("pct_start", 0.0, 0.5), ("div_factor", 1.0, math.inf),
                                 ("final_div_factor", 1.0, math.inf), ("flip_p", 0.0, 1.0), ("affine_p", 0.0, 1.0),
                                 ("dropout_p", 0.0, 1.0)):
             value = getattr(self, name)

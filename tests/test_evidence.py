@@ -353,7 +353,10 @@ def test_readme_regularisation_screen_changes_one_setting_per_variant():
         assert (config.epochs, config.batch_size) == (course.epochs, course.batch_size)
         differ = [k for k in LEARNING_SETTINGS if getattr(config, k) != getattr(course, k)]
         assert len(differ) <= 1, differ                                   # one factor per variant
-        return "the course recipe" if not differ else f"`--set {differ[0]}={getattr(config, differ[0]):g}`"
+        if not differ:
+            return "the course recipe"
+        value = getattr(config, differ[0])
+        return f"`--set {differ[0]}={value:g}`" if isinstance(value, float) else f"`--set {differ[0]}={value}`"
 
     runs, summary = [t for t in _tables("Recipes") if t][2:4]
     _check_seed_comparison(runs, summary, change, variants=4)

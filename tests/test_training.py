@@ -343,6 +343,38 @@ def test_schedule_works_for_very_short_runs(steps):
     assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
 
 
+@pytest.mark.parametrize("momentum, high, low", [(0.9, 0.95, 0.85), (0.8, 0.85, 0.75), (0.02, 0.07, 0.0)])
+def test_sgd_momentum_cycles_around_the_configured_value(momentum, high, low):
+    """OneCycle swings SGD's momentum 0.05 either side of config.momentum, against the learning rate:
+    highest at the start and the end, lowest at the peak learning rate (the default 0.9 gives exactly
+    OneCycleLR's own 0.95 and 0.85, which the recorded runs trained with)."""
+    from course_utils.training import build_optimizer
+
+    config = TrainConfig(epochs=1, momentum=momentum, pct_start=0.5)
+    opt, sched = build_optimizer(nn.Linear(2, 2), config, steps_per_epoch=101)
+    seen = []
+    for _ in range(101):
+        seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        sched.step()
+    at_peak = max(seen)                                   # the step with the highest learning rate
+    assert seen[0][1] == pytest.approx(high) and at_peak[1] == pytest.approx(low, abs=1e-3)
+    assert seen[-1][1] == pytest.approx(high, abs=1e-3)
+    assert all(low - 1e-12 <= m <= high + 1e-12 for _, m in seen)
+    group = opt.param_groups[0]
+    assert (group["max_momentum"], group["base_momentum"]) == (high, low)   # exactly: 0.85, not 0.8500000000000001
+
+
+def test_momentum_zero_is_plain_sgd():
+    from course_utils.training import build_optimizer
+
+    opt, sched = build_optimizer(nn.Linear(2, 2), TrainConfig(epochs=1, momentum=0.0), steps_per_epoch=20)
+    for _ in range(20):
+        assert opt.param_groups[0]["momentum"] == 0.0 and opt.param_groups[0]["nesterov"] is False
+        opt.step()
+        sched.step()
+
+
 def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tmp_path):
     from course_utils.experiment import checkpoint_path
 
@@ -461,6 +493,7 @@ def test_a_failed_record_write_keeps_the_previous_record(tiny_data, tmp_path, mo
     (dict(dropout_p=-0.1), "dropout_p must be a finite number from 0 to 1"),
     (dict(label_smoothing=float("inf")), "label_smoothing must be a finite number"),
     (dict(seed=-5), "seed must be 0 or more, got -5"),
+    (dict(pct_start=0.8), "pct_start must be a finite number from 0 to 0.5, got 0.8"),   # not capped in silence
 ])
 def test_train_config_rejects_impossible_numbers_naming_them(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
