@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections import Counter
 from dataclasses import replace
 
 #: One meaning of --subset in every command (train, ablate): N training images per class, a stratified
@@ -48,15 +49,24 @@ _OWN_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "epochs": "--epochs", "b
               "seed": "--seed", "num_workers": "--workers", "compile": "--compile", "train_per_class": "--subset"}
 
 
+def settable() -> tuple[str, ...]:
+    """What ``train --set NAME=VALUE`` may change: the learning settings (``config.LEARNING_SETTINGS``)
+    without a flag of their own, so a screen of, say, weight decay is one command, and its run record and
+    checkpoint name say which value it trained with."""
+    from .config import LEARNING_SETTINGS
+
+    return tuple(s for s in LEARNING_SETTINGS if s not in _OWN_FLAGS)
+
+
 def _setting(text: str) -> tuple[str, object]:
     """An argparse type for ``--set NAME=VALUE`` (``config.parse_setting``), a usage error otherwise."""
-    from .config import TrainConfig, parse_setting
+    from .config import TrainConfig, parse_setting, setting_name
 
-    name = text.partition("=")[0].strip().replace("-", "_")
+    name = setting_name(text)
     if name in _OWN_FLAGS:
         raise argparse.ArgumentTypeError(f"{name} has its own option: use {_OWN_FLAGS[name]}")
     try:
-        name, value = parse_setting(text)
+        name, value = parse_setting(text, settable())
         TrainConfig(**{name: value})   # its range, checked here: an impossible value is a usage error, as for --lr
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
@@ -65,7 +75,7 @@ def _setting(text: str) -> tuple[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .ablation import ABLATION_EPOCHS, VARIANTS
-    from .config import LONG_RECIPE_MODEL, RECIPES, SETTABLE, SMOKE_EPOCHS, TrainConfig
+    from .config import LONG_RECIPE_MODEL, RECIPES, SMOKE_EPOCHS, TrainConfig
     from .models import MODELS
 
     course, fast, long = (TrainConfig.recipe(r) for r in RECIPES)
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="optimizer (default sgd)")
     train.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE", dest="settings",
                        help=f"change one learning setting of the recipe (repeatable), e.g. --set weight_decay=1e-3; "
-                            f"NAME is one of {', '.join(SETTABLE)} (config.TrainConfig documents each; crop_size=none "
+                            f"NAME is one of {', '.join(settable())} (config.TrainConfig documents each; crop_size=none "
                             f"trains on whole images, validation=false holds no split out); the run's record and "
                             f"checkpoint name carry the change")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
@@ -262,8 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.subset:
         overrides.update(train_per_class=args.subset)
     settings = dict(args.settings)
-    if len(settings) < len(args.settings):
-        twice = sorted({n for n, _ in args.settings if sum(m == n for m, _ in args.settings) > 1})
+    twice = sorted(name for name, times in Counter(n for n, _ in args.settings).items() if times > 1)
+    if twice:
         print(f"error: --set gives {', '.join(twice)} more than once; give each setting once", file=sys.stderr)
         return 2
     try:

@@ -53,23 +53,23 @@ LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoot
                      "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction")
 
 
-#: What ``train --set NAME=VALUE`` may change: the learning settings that have no flag of their own
-#: (``--optimizer`` and ``--lr`` do), so a screen of, say, weight decay is one command, and its run
-#: record and checkpoint name say which value it trained with.
-SETTABLE = tuple(s for s in LEARNING_SETTINGS if s not in ("optimizer", "lr"))
+def setting_name(text: str) -> str:
+    """The setting a ``NAME=VALUE`` text names, spelled as the ``TrainConfig`` field (``affine-p`` -> ``affine_p``)."""
+    return text.partition("=")[0].strip().replace("-", "_")
 
 
-def parse_setting(text: str) -> tuple[str, object]:
-    """``"weight_decay=1e-3"`` -> ``("weight_decay", 0.001)``: one of ``SETTABLE`` and its value, converted
-    to the setting's type (``TrainConfig`` then checks its range). ``crop_size=none`` trains on whole
-    images throughout; ``validation=false`` holds no validation split out. A ``ValueError`` names what is
-    wrong and what is accepted."""
-    name, sep, raw = text.partition("=")
-    name, raw = name.strip().replace("-", "_"), raw.strip()
+def parse_setting(text: str, names: "tuple[str, ...]") -> tuple[str, object]:
+    """``"weight_decay=1e-3"`` -> ``("weight_decay", 0.001)``: one of ``names`` (numeric learning settings,
+    ``crop_size`` or ``validation``; ``train --set`` passes those without a flag of their own) and its
+    value, converted to the setting's type (``TrainConfig`` then checks its range). ``crop_size=none``
+    trains on whole images throughout; ``validation=false`` holds no validation split out. A
+    ``ValueError`` names what is wrong and what is accepted."""
+    _, sep, raw = text.partition("=")
+    name, raw = setting_name(text), raw.strip()
     if not sep or not name or not raw:
         raise ValueError(f"expected NAME=VALUE, e.g. weight_decay=1e-3, got {text!r}")
-    if name not in SETTABLE:
-        raise ValueError(f"unknown setting {name!r}; choose one of {', '.join(SETTABLE)}")
+    if name not in names:
+        raise ValueError(f"unknown setting {name!r}; choose one of {', '.join(names)}")
     if name == "validation":
         flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
         if raw.lower() not in flags:

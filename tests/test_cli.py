@@ -455,14 +455,19 @@ def test_a_setting_given_twice_is_a_clear_error(monkeypatch, capsys):
 
 
 def test_parse_setting_converts_to_each_settings_type():
-    from course_utils.config import LEARNING_SETTINGS, SETTABLE, parse_setting
+    from course_utils.__main__ import settable
+    from course_utils.config import LEARNING_SETTINGS, parse_setting
 
-    assert {"weight_decay", "label_smoothing", "affine_p", "dropout_p", "crop_size"} <= set(SETTABLE)
-    assert "lr" not in SETTABLE and "optimizer" not in SETTABLE and "epochs" not in SETTABLE   # own flags
-    assert set(SETTABLE) <= set(LEARNING_SETTINGS)
-    assert parse_setting(" label_smoothing = 0 ") == ("label_smoothing", 0.0)
-    assert parse_setting("crop_size=28") == ("crop_size", 28) and parse_setting("crop_size=None") == ("crop_size", None)
-    assert parse_setting("validation=1") == ("validation", True)
-    for name in SETTABLE:   # every settable name parses its default's text back to the default
+    names = settable()
+    assert {"weight_decay", "label_smoothing", "affine_p", "dropout_p", "crop_size"} <= set(names)
+    assert "lr" not in names and "optimizer" not in names and "epochs" not in names   # own flags
+    assert set(names) <= set(LEARNING_SETTINGS)
+    assert parse_setting(" label_smoothing = 0 ", names) == ("label_smoothing", 0.0)
+    assert parse_setting("crop_size=28", names) == ("crop_size", 28)
+    assert parse_setting("crop_size=None", names) == ("crop_size", None)
+    assert parse_setting("validation=1", names) == ("validation", True)
+    with pytest.raises(ValueError, match="unknown setting 'dropout_p'; choose one of weight_decay"):
+        parse_setting("dropout_p=0.1", ("weight_decay",))
+    for name in names:   # every settable name parses its default's text back to the default
         default = getattr(TrainConfig(), name)
-        assert parse_setting(f"{name}={default}") == (name, default)
+        assert parse_setting(f"{name}={default}", names) == (name, default)
