@@ -50,7 +50,8 @@ _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 #: resumes only under the same ones (``training.fit``), and a run whose values are not a named recipe's
 #: gets a fingerprint of them in its checkpoint's name (``experiment.checkpoint_path``).
 LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
-                     "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction")
+                     "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction",
+                     "clean_fraction")
 
 
 def setting_name(text: str) -> str:
@@ -132,6 +133,7 @@ class TrainConfig:
     dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (less in a short run: it underfits)
     crop_size: int | None = 24       # progressive resizing: random crop_size² crops (after the augmentation)
     crop_fraction: float = 0.75      # for this fraction of the epochs (rounded down), whole images after
+    clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) with flips only: a clean tail
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -153,6 +155,11 @@ class TrainConfig:
             raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if not (math.isfinite(self.crop_fraction) and 0.0 <= self.crop_fraction <= 1.0):
             raise ValueError(f"crop_fraction must be a finite number from 0 to 1, got {self.crop_fraction}")
+        if not (math.isfinite(self.clean_fraction) and 0.0 <= self.clean_fraction <= 1.0):
+            raise ValueError(f"clean_fraction must be a finite number from 0 to 1, got {self.clean_fraction}")
+        if self.crop_size is not None and self.crop_fraction + self.clean_fraction > 1.0 + 1e-9:
+            raise ValueError(f"crop_fraction ({self.crop_fraction:g}) and clean_fraction ({self.clean_fraction:g}) add up to "
+                             "more than 1: the clean tail trains on whole images, after the crops; lower one of them")
         if self.crop_size is not None and not (isinstance(self.crop_size, int) and self.crop_size >= 1):
             raise ValueError(f"crop_size must be a whole number of pixels (1 or more) or None, got {self.crop_size!r}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -188,6 +195,14 @@ class TrainConfig:
             return 0
         return math.floor(self.crop_fraction * self.epochs + 1e-9)  # 0.29 * 100 is 28.999...96 in floats
 
+    @property
+    def clean_epochs(self) -> int:
+        """How many of the last epochs train on clean images (flips only: no shift-scale-rotate, no coarse
+        dropout, whole images): ``clean_fraction`` of them, rounded down. Refining on less-augmented data
+        after training on augmented data closes the gap between the two distributions (He et al. 2019,
+        "Data Augmentation Revisited", arXiv:1909.09148)."""
+        return math.floor(self.clean_fraction * self.epochs + 1e-9)
+
     def describe(self, device: "str | None" = None) -> str:
         """The recipe in a few lines, naming only what applies on ``device`` (mixed precision and
         torch.compile only on CUDA)."""
@@ -209,6 +224,9 @@ class TrainConfig:
             rest = self.epochs - self.crop_epochs
             lines.append(f"progressive resizing: random {self.crop_size}x{self.crop_size} crops for epochs 1-{self.crop_epochs}"
                          + (f", whole images for the last {rest}" if rest else " (all of them)"))
+        if self.clean_epochs:
+            lines.append(f"clean tail: the last {self.clean_epochs} epochs on whole images with flips only "
+                         "(no shift-scale-rotate, no coarse dropout)")
         if dev.type == "cuda":
             from .runtime import mixed_precision, precision_name
 

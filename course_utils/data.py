@@ -672,29 +672,33 @@ def make_train_loader(data: CIFAR10Data, batch_size: int = 128, num_workers: int
                       collate_fn=BatchNormalize(data.mean, data.std))
 
 
-class ProgressiveLoader:
-    """Progressive resizing: the training loader of the first ``crop_epochs`` epochs gives random crops
-    (smaller images, so cheaper steps), the one after gives whole images, so the network ends on the
-    resolution it is tested at (Touvron et al. 2019, "Fixing the train-test resolution discrepancy",
-    arXiv:1906.06423; Tan & Le 2021, EfficientNetV2's progressive learning, arXiv:2104.00298).
+class PhasedLoader:
+    """A training loader that changes with the epoch: ``phases`` is a list of ``(first_epoch, loader)``
+    pairs (0-based, the first at epoch 0, in increasing order), and each loader serves from its first
+    epoch until the next phase's. ``set_epoch(epoch)`` (``training.fit`` calls it before each epoch, as
+    for a ``DistributedSampler``) picks the phase; iterating, ``len``, ``dataset`` and ``generator`` then
+    refer to that phase's loader. All phases have the same images and batch size, so the same number of
+    steps per epoch (OneCycle counts on it).
 
-    ``set_epoch(epoch)`` (0-based; ``training.fit`` calls it before each epoch, as for a
-    ``DistributedSampler``) picks the phase; iterating, ``len``, ``dataset`` and ``generator`` then
-    refer to that phase's loader. Both phases have the same images and batch size, so the same number
-    of steps per epoch (OneCycle counts on it).
+    ``experiment.prepare`` builds up to three: random crops (progressive resizing, ``ProgressiveLoader``),
+    whole augmented images, and a clean tail (``TrainConfig.clean_fraction``).
     """
 
-    def __init__(self, crop_loader: DataLoader, full_loader: DataLoader, crop_epochs: int) -> None:
-        if len(crop_loader) != len(full_loader):
-            raise ValueError(f"the two phases need the same number of batches per epoch, got {len(crop_loader)} "
-                             f"(crops) and {len(full_loader)} (whole images)")
-        if crop_epochs < 0:
-            raise ValueError(f"crop_epochs must be 0 or more, got {crop_epochs}")
-        self.crop_loader, self.full_loader, self.crop_epochs = crop_loader, full_loader, crop_epochs
-        self.current = crop_loader if crop_epochs > 0 else full_loader
+    def __init__(self, phases: "Sequence[tuple[int, DataLoader]]") -> None:
+        phases = list(phases)
+        if not phases or phases[0][0] != 0:
+            raise ValueError("the first phase must start at epoch 0")
+        starts = [start for start, _ in phases]
+        if any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ValueError(f"phases must start at increasing epochs, got {starts}")
+        lengths = [len(loader) for _, loader in phases]
+        if len(set(lengths)) > 1:
+            raise ValueError(f"the phases need the same number of batches per epoch, got {lengths}")
+        self.phases = phases
+        self.current = phases[0][1]
 
     def set_epoch(self, epoch: int) -> None:
-        self.current = self.crop_loader if epoch < self.crop_epochs else self.full_loader
+        self.current = [loader for start, loader in self.phases if start <= epoch][-1]
 
     def __iter__(self):
         return iter(self.current)
@@ -709,6 +713,23 @@ class ProgressiveLoader:
     @property
     def generator(self):
         return self.current.generator
+
+
+class ProgressiveLoader(PhasedLoader):
+    """Progressive resizing: the training loader of the first ``crop_epochs`` epochs gives random crops
+    (smaller images, so cheaper steps), the one after gives whole images, so the network ends on the
+    resolution it is tested at (Touvron et al. 2019, "Fixing the train-test resolution discrepancy",
+    arXiv:1906.06423; Tan & Le 2021, EfficientNetV2's progressive learning, arXiv:2104.00298).
+    A ``PhasedLoader`` of two phases."""
+
+    def __init__(self, crop_loader: DataLoader, full_loader: DataLoader, crop_epochs: int) -> None:
+        if len(crop_loader) != len(full_loader):
+            raise ValueError(f"the two phases need the same number of batches per epoch, got {len(crop_loader)} "
+                             f"(crops) and {len(full_loader)} (whole images)")
+        if crop_epochs < 0:
+            raise ValueError(f"crop_epochs must be 0 or more, got {crop_epochs}")
+        super().__init__([(0, crop_loader), (crop_epochs, full_loader)] if crop_epochs > 0 else [(0, full_loader)])
+        self.crop_loader, self.full_loader, self.crop_epochs = crop_loader, full_loader, crop_epochs
 
 
 def val_loader(data: CIFAR10Data, batch_size: int = 1000, num_workers: int = 0,

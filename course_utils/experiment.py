@@ -13,7 +13,7 @@ import torch
 
 from .checkpoint import atomic_write_text
 from .config import LEARNING_SETTINGS, RECIPES, TrainConfig, choose_recipe
-from .data import (AugmentConfig, CIFAR10Data, ProgressiveLoader, load_cifar10, make_loaders, make_train_loader,
+from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, load_cifar10, make_loaders, make_train_loader,
                    val_loader)
 from .models import count_parameters, get_model
 from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
@@ -52,10 +52,18 @@ def _no_nan(value):
 _NAMELESS = LEARNING_SETTINGS + ("amp",)
 
 
+#: Settings added after runs were published, with the value that does nothing: left out of the fingerprint at
+#: that value, so the names of the runs recorded before them still hold.
+_LATER = {"clean_fraction": 0.0}
+
+
 def _fingerprint(config: TrainConfig) -> str:
     """"" for the settings of a named recipe (course, fast, long), else 6 hex digits of the others."""
-    mine = {k: getattr(config, k) for k in _NAMELESS}
-    if any(mine == {k: getattr(TrainConfig.recipe(r), k) for k in _NAMELESS} for r in RECIPES):
+    def settings(c: TrainConfig) -> dict:
+        return {k: getattr(c, k) for k in _NAMELESS if k not in _LATER or getattr(c, k) != _LATER[k]}
+
+    mine = settings(config)
+    if any(mine == settings(TrainConfig.recipe(r)) for r in RECIPES):
         return ""
     return "-x" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6]
 
@@ -96,10 +104,18 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
     # images, a different one each epoch) rather than compiled a second time
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=device,
                                              augment_config=augment, drop_last=compiling)
+    phases = [(0, train_loader)]
     if config.crop_epochs:  # progressive resizing: random crops first, whole images for the rest
         crops = make_train_loader(data, config.batch_size, workers, seed=config.seed, device=device,
                                   augment_config=replace(augment, crop=config.crop_size), drop_last=compiling)
-        train_loader = ProgressiveLoader(crops, train_loader, config.crop_epochs)
+        phases = [(0, crops), (config.crop_epochs, train_loader)]
+    if config.clean_epochs:  # the clean tail: whole images, flips only, for the last epochs
+        clean = make_train_loader(data, config.batch_size, workers, seed=config.seed, device=device,
+                                  augment_config=replace(augment, affine_p=0.0, dropout_p=0.0), drop_last=compiling)
+        start = config.epochs - config.clean_epochs
+        phases = [(s, loader) for s, loader in phases if s < start] + [(start, clean)]
+    if len(phases) > 1:
+        train_loader = PhasedLoader(phases)
     valid = val_loader(data, num_workers=workers, device=device) if config.validation else None
     return data, train_loader, test_loader, valid
 

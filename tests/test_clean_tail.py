@@ -1,0 +1,134 @@
+"""The clean tail (``TrainConfig.clean_fraction``): the last epochs train on whole images with flips only,
+after the crops and the augmented whole images, through the kit's one training path."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_utils import experiment
+from course_utils.config import TrainConfig
+from course_utils.data import PhasedLoader, load_cifar10, make_loaders
+from course_utils.experiment import checkpoint_path
+from course_utils.training import fit
+
+from test_progressive import StopAt, tiny_model, tiny_model_seeded
+
+CPU = torch.device("cpu")
+RUNS = Path(__file__).resolve().parents[1] / "figures" / "runs"
+
+
+@pytest.fixture
+def tiny_data(image_folder):
+    return load_cifar10(image_folder, download=False)
+
+
+def config(**kw):
+    return TrainConfig(**{**dict(epochs=4, batch_size=16, lr=0.05, seed=3, validation=False, crop_size=24,
+                                 crop_fraction=0.5, clean_fraction=0.25), **kw})
+
+
+def _augmentations(loader):
+    """What each phase's pipeline does: {transform name: probability}, and the crop side if any."""
+    return {type(t).__name__: t.p for t in loader.dataset.transform.transforms}
+
+
+def test_the_phases_are_crops_then_augmented_whole_images_then_clean_whole_images(tiny_data):
+    cfg = config()
+    assert (cfg.crop_epochs, cfg.clean_epochs) == (2, 1)
+    _, train, _, _ = experiment.prepare(tiny_data, cfg, CPU)
+    seen = []
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        seen.append(_augmentations(train))
+    crops = {"HorizontalFlip": 0.5, "Affine": 0.5, "CoarseDropout": 0.25, "RandomCrop": 1.0}
+    whole = {"HorizontalFlip": 0.5, "Affine": 0.5, "CoarseDropout": 0.25}
+    clean = {"HorizontalFlip": 0.5, "Affine": 0.0, "CoarseDropout": 0.0}
+    assert seen == [crops, crops, whole, clean]
+
+
+def test_training_sees_the_clean_tail_on_whole_images(tiny_data):
+    model = tiny_model()
+    sides = []
+    model.register_forward_pre_hook(lambda m, args: sides.append(args[0].shape[-1]) if m.training else None)
+    history = experiment.train(model, tiny_data, config(), CPU, log=None).history
+    steps = len(sides) // 4
+    assert sides == [24] * (2 * steps) + [32] * (2 * steps)
+    assert history.epoch == [1, 2, 3, 4]
+
+
+def test_a_clean_tail_of_all_the_whole_image_epochs_replaces_them(tiny_data):
+    _, train, _, _ = experiment.prepare(tiny_data, config(clean_fraction=0.5), CPU)
+    assert [start for start, _ in train.phases] == [0, 2]
+    train.set_epoch(2)
+    assert _augmentations(train)["Affine"] == 0.0
+    _, train, _, _ = experiment.prepare(tiny_data, config(crop_size=None, clean_fraction=0.5), CPU)
+    assert [start for start, _ in train.phases] == [0, 2]           # whole augmented images, then clean
+    assert [_augmentations(loader)["CoarseDropout"] for _, loader in train.phases] == [0.25, 0.0]
+
+
+def test_without_a_clean_tail_nothing_changes(tiny_data):
+    _, train, _, _ = experiment.prepare(tiny_data, config(clean_fraction=0.0), CPU)
+    assert [start for start, _ in train.phases] == [0, 2]
+    assert TrainConfig().clean_epochs == 0 and TrainConfig.recipe("long").clean_epochs == 0
+
+
+def test_a_run_interrupted_before_the_clean_tail_resumes_to_the_same_history(tiny_data, tmp_path):
+    cfg = config()
+    whole = experiment.train(tiny_model, tiny_data, cfg, CPU, log=None).history
+    _, train, test, _ = experiment.prepare(tiny_data, cfg, CPU)
+    ckpt = tmp_path / "run.pt"
+    part = fit(tiny_model_seeded(cfg), StopAt(train, 4), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
+    assert part.interrupted and part.epoch == [1, 2, 3]
+    resumed = experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None).history
+    assert resumed.train_loss == whole.train_loss and resumed.test_acc == whole.test_acc
+    with pytest.raises(Exception, match=re.escape("clean_fraction=0.25")):   # not continued under another tail
+        experiment.train(tiny_model, tiny_data, config(clean_fraction=0.5), CPU, checkpoint=ckpt, resume=True, log=None)
+
+
+def test_clean_epochs_round_down_and_are_described():
+    assert [TrainConfig(epochs=e, clean_fraction=0.1).clean_epochs for e in (5, 10, 40, 60)] == [0, 1, 4, 6]
+    text = TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")
+    assert "clean tail: the last 15 epochs on whole images with flips only" in text
+    assert "clean tail" not in TrainConfig.recipe("long").describe("cpu")
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(clean_fraction=-0.1), "clean_fraction must be a finite number from 0 to 1, got -0.1"),
+    (dict(clean_fraction=float("inf")), "clean_fraction must be a finite number from 0 to 1"),
+    (dict(crop_fraction=0.75, clean_fraction=0.5),
+     "crop_fraction (0.75) and clean_fraction (0.5) add up to more than 1: the clean tail trains on whole images, "
+     "after the crops; lower one of them"),
+])
+def test_bad_clean_settings_are_refused_naming_them(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**settings)
+    TrainConfig(crop_size=None, crop_fraction=0.75, clean_fraction=0.5)   # no crops: nothing to collide with
+
+
+def test_the_phased_loader_refuses_phases_it_cannot_serve(tiny_data):
+    a, _ = make_loaders(tiny_data, 16)
+    b, _ = make_loaders(tiny_data, 8)
+    with pytest.raises(ValueError, match="the first phase must start at epoch 0"):
+        PhasedLoader([(1, a)])
+    with pytest.raises(ValueError, match=re.escape("phases must start at increasing epochs, got [0, 2, 2]")):
+        PhasedLoader([(0, a), (2, a), (2, a)])
+    with pytest.raises(ValueError, match="the phases need the same number of batches per epoch"):
+        PhasedLoader([(0, a), (1, b)])
+
+
+def test_a_clean_tail_names_its_checkpoint_and_the_published_names_still_hold():
+    long = checkpoint_path("cifarnet_fullres", TrainConfig.recipe("long")).name
+    tail = checkpoint_path("cifarnet_fullres", TrainConfig.recipe("long", clean_fraction=0.25)).name
+    assert long == "cifarnet_fullres-full-e60-s1.pt" and re.fullmatch(r"cifarnet_fullres-full-e60-s1-x[0-9a-f]{6}\.pt", tail)
+    records = sorted(RUNS.glob("*-x*.json"))
+    assert len(records) >= 10
+    renamed = []
+    for path in records:     # a setting added later leaves the names of the runs recorded before it alone
+        record = json.loads(path.read_text())
+        name = checkpoint_path(record["model"], TrainConfig.from_dict(record["config"])).with_suffix(".json").name
+        if name != path.name:
+            renamed.append((path.name, name))
+    # the crops comparison's runs became the course recipe after they ran, so they now have its plain name
+    assert renamed == [(f"cifarnet-full-e40-s{s}-x51c88c.json", f"cifarnet-full-e40-s{s}.json") for s in (2, 3)]
