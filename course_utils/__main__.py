@@ -284,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"peak lr {config.lr:g}, {config.epochs} epochs"
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
                  if config.crop_epochs else "")
+              + (f" (the last {config.clean_epochs} clean: flips only)" if config.clean_epochs else "")
               + ("; changed: " + ", ".join(f"{n}={getattr(config, n)}" for n in settings) if settings else ""))
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":

@@ -103,8 +103,8 @@ def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
 
 
 #: What a saved config that lacks a setting did: runs recorded before progressive resizing existed
-#: trained on whole images throughout.
-_ABSENT_MEANS = WHOLE_IMAGES
+#: trained on whole images throughout, and those before the clean tail had none.
+_ABSENT_MEANS = {**WHOLE_IMAGES, "clean_fraction": 0.0}
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class TrainConfig:
     dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (less in a short run: it underfits)
     crop_size: int | None = 24       # progressive resizing: random crop_size² crops (after the augmentation)
     crop_fraction: float = 0.75      # for this fraction of the epochs (rounded down), whole images after
-    clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) with flips only: a clean tail
+    clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) on whole images, flips only
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -157,9 +157,6 @@ class TrainConfig:
             raise ValueError(f"crop_fraction must be a finite number from 0 to 1, got {self.crop_fraction}")
         if not (math.isfinite(self.clean_fraction) and 0.0 <= self.clean_fraction <= 1.0):
             raise ValueError(f"clean_fraction must be a finite number from 0 to 1, got {self.clean_fraction}")
-        if self.crop_size is not None and self.crop_fraction + self.clean_fraction > 1.0 + 1e-9:
-            raise ValueError(f"crop_fraction ({self.crop_fraction:g}) and clean_fraction ({self.clean_fraction:g}) add up to "
-                             "more than 1: the clean tail trains on whole images, after the crops; lower one of them")
         if self.crop_size is not None and not (isinstance(self.crop_size, int) and self.crop_size >= 1):
             raise ValueError(f"crop_size must be a whole number of pixels (1 or more) or None, got {self.crop_size!r}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -190,17 +187,20 @@ class TrainConfig:
     @property
     def crop_epochs(self) -> int:
         """How many of the first epochs train on random ``crop_size`` crops (0 when ``crop_size`` is None):
-        ``crop_fraction`` of them, rounded down, so a 2-epoch smoke run still ends on whole images."""
+        ``crop_fraction`` of them, rounded down, so a 2-epoch smoke run still ends on whole images; fewer
+        when the clean tail (``clean_epochs``) reaches back into them: the tail is always whole images."""
         if self.crop_size is None:
             return 0
-        return math.floor(self.crop_fraction * self.epochs + 1e-9)  # 0.29 * 100 is 28.999...96 in floats
+        crops = math.floor(self.crop_fraction * self.epochs + 1e-9)  # 0.29 * 100 is 28.999...96 in floats
+        return min(crops, self.epochs - self.clean_epochs)
 
     @property
     def clean_epochs(self) -> int:
         """How many of the last epochs train on clean images (flips only: no shift-scale-rotate, no coarse
         dropout, whole images): ``clean_fraction`` of them, rounded down. Refining on less-augmented data
         after training on augmented data closes the gap between the two distributions (He et al. 2019,
-        "Data Augmentation Revisited", arXiv:1909.09148)."""
+        "Data Augmentation Revisited", arXiv:1909.09148). The tail takes the last epochs whatever they
+        would have been: reaching back into the crop phase, it shortens it (``crop_epochs``)."""
         return math.floor(self.clean_fraction * self.epochs + 1e-9)
 
     def describe(self, device: "str | None" = None) -> str:
@@ -223,9 +223,11 @@ class TrainConfig:
         if self.crop_epochs:
             rest = self.epochs - self.crop_epochs
             lines.append(f"progressive resizing: random {self.crop_size}x{self.crop_size} crops for epochs 1-{self.crop_epochs}"
-                         + (f", whole images for the last {rest}" if rest else " (all of them)"))
+                         + (f", whole images for the last {rest}" if rest else " (all of them)")
+                         + (f" (the clean tail's {self.clean_epochs} among them)" if rest and self.clean_epochs else ""))
         if self.clean_epochs:
-            lines.append(f"clean tail: the last {self.clean_epochs} epochs on whole images with flips only "
+            n = self.clean_epochs
+            lines.append(f"clean tail: the last {'epoch' if n == 1 else f'{n} epochs'} on whole images with flips only "
                          "(no shift-scale-rotate, no coarse dropout)")
         if dev.type == "cuda":
             from .runtime import mixed_precision, precision_name

@@ -680,24 +680,28 @@ class PhasedLoader:
     refer to that phase's loader. All phases have the same images and batch size, so the same number of
     steps per epoch (OneCycle counts on it).
 
-    ``experiment.prepare`` builds up to three: random crops (progressive resizing, ``ProgressiveLoader``),
-    whole augmented images, and a clean tail (``TrainConfig.clean_fraction``).
+    ``experiment.prepare`` builds up to three: random crops (progressive resizing, ``TrainConfig.crop_size``;
+    ``ProgressiveLoader`` is that two-phase case), whole augmented images, and a clean tail
+    (``TrainConfig.clean_fraction``).
     """
 
     def __init__(self, phases: "Sequence[tuple[int, DataLoader]]") -> None:
         phases = list(phases)
-        if not phases or phases[0][0] != 0:
-            raise ValueError("the first phase must start at epoch 0")
         starts = [start for start, _ in phases]
+        if not phases or starts[0] != 0:
+            raise ValueError(f"the first phase must start at epoch 0, got phases starting at {starts or 'none'}")
         if any(b <= a for a, b in zip(starts, starts[1:])):
             raise ValueError(f"phases must start at increasing epochs, got {starts}")
         lengths = [len(loader) for _, loader in phases]
         if len(set(lengths)) > 1:
-            raise ValueError(f"the phases need the same number of batches per epoch, got {lengths}")
+            raise ValueError(f"the phases need the same number of batches per epoch, got {lengths}: build every "
+                             "phase's loader from the same images with the same batch_size and drop_last")
         self.phases = phases
         self.current = phases[0][1]
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epochs count from 0, got {epoch}")
         self.current = [loader for start, loader in self.phases if start <= epoch][-1]
 
     def __iter__(self):

@@ -58,7 +58,8 @@ _LATER = {"clean_fraction": 0.0}
 
 
 def _fingerprint(config: TrainConfig) -> str:
-    """"" for the settings of a named recipe (course, fast, long), else 6 hex digits of the others."""
+    """"" for the settings of a named recipe (course, fast, long), else 6 hex digits of the others (a setting
+    in ``_LATER`` only when it is not at its no-op value)."""
     def settings(c: TrainConfig) -> dict:
         return {k: getattr(c, k) for k in _NAMELESS if k not in _LATER or getattr(c, k) != _LATER[k]}
 
@@ -114,8 +115,7 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
                                   augment_config=replace(augment, affine_p=0.0, dropout_p=0.0), drop_last=compiling)
         start = config.epochs - config.clean_epochs
         phases = [(s, loader) for s, loader in phases if s < start] + [(start, clean)]
-    if len(phases) > 1:
-        train_loader = PhasedLoader(phases)
+    train_loader = PhasedLoader(phases) if len(phases) > 1 else phases[0][1]
     valid = val_loader(data, num_workers=workers, device=device) if config.validation else None
     return data, train_loader, test_loader, valid
 

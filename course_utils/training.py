@@ -411,7 +411,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     train_model = compiled(model, device, log) if config.compile else model
     try:
         for epoch in range(start_epoch, config.epochs):
-            if hasattr(train_loader, "set_epoch"):  # data.ProgressiveLoader: crops first, whole images after
+            if hasattr(train_loader, "set_epoch"):  # data.PhasedLoader: crops, whole images, a clean tail
                 train_loader.set_epoch(epoch)
             _reseed_epoch(train_loader, config.seed * 1000 + epoch)
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import torch
 from course_utils import experiment
 from course_utils.config import TrainConfig
 from course_utils.data import PhasedLoader, load_cifar10, make_loaders
+from course_utils.checkpoint import CheckpointError
 from course_utils.experiment import checkpoint_path
 from course_utils.training import fit
 
@@ -30,7 +31,7 @@ def config(**kw):
 
 
 def _augmentations(loader):
-    """What each phase's pipeline does: {transform name: probability}, and the crop side if any."""
+    """What a loader's pipeline does: {transform name: probability}."""
     return {type(t).__name__: t.p for t in loader.dataset.transform.transforms}
 
 
@@ -48,13 +49,23 @@ def test_the_phases_are_crops_then_augmented_whole_images_then_clean_whole_image
     assert seen == [crops, crops, whole, clean]
 
 
-def test_training_sees_the_clean_tail_on_whole_images(tiny_data):
+def test_training_sees_the_clean_tail_on_whole_images(tiny_data, monkeypatch):
+    served = []
+    set_epoch = PhasedLoader.set_epoch
+
+    def record(self, epoch):
+        set_epoch(self, epoch)
+        served.append(_augmentations(self))
+
+    monkeypatch.setattr(PhasedLoader, "set_epoch", record)
     model = tiny_model()
     sides = []
     model.register_forward_pre_hook(lambda m, args: sides.append(args[0].shape[-1]) if m.training else None)
     history = experiment.train(model, tiny_data, config(), CPU, log=None).history
     steps = len(sides) // 4
     assert sides == [24] * (2 * steps) + [32] * (2 * steps)
+    assert [(p["Affine"], p["CoarseDropout"], "RandomCrop" in p) for p in served] == \
+        [(0.5, 0.25, True), (0.5, 0.25, True), (0.5, 0.25, False), (0.0, 0.0, False)]
     assert history.epoch == [1, 2, 3, 4]
 
 
@@ -68,10 +79,23 @@ def test_a_clean_tail_of_all_the_whole_image_epochs_replaces_them(tiny_data):
     assert [_augmentations(loader)["CoarseDropout"] for _, loader in train.phases] == [0.25, 0.0]
 
 
-def test_without_a_clean_tail_nothing_changes(tiny_data):
-    _, train, _, _ = experiment.prepare(tiny_data, config(clean_fraction=0.0), CPU)
-    assert [start for start, _ in train.phases] == [0, 2]
-    assert TrainConfig().clean_epochs == 0 and TrainConfig.recipe("long").clean_epochs == 0
+def test_a_clean_tail_that_reaches_into_the_crops_shortens_them(tiny_data):
+    cfg = config(crop_fraction=0.75, clean_fraction=0.5)
+    assert (cfg.crop_epochs, cfg.clean_epochs) == (2, 2)
+    _, train, _, _ = experiment.prepare(tiny_data, cfg, CPU)
+    assert [(start, "RandomCrop" in _augmentations(loader), _augmentations(loader)["Affine"])
+            for start, loader in train.phases] == [(0, True, 0.5), (2, False, 0.0)]
+    assert "random 24x24 crops for epochs 1-2, whole images for the last 2 (the clean tail's 2 among them)" \
+        in cfg.describe("cpu")
+
+
+@pytest.mark.parametrize("settings", [dict(clean_fraction=1.0), dict(crop_size=None, clean_fraction=1.0),
+                                      dict(crop_fraction=0.0, clean_fraction=1.0), dict(epochs=1, clean_fraction=1.0)])
+def test_a_clean_tail_of_every_epoch_trains_only_on_clean_whole_images(tiny_data, settings):
+    cfg = config(**settings)
+    assert cfg.crop_epochs == 0 and cfg.clean_epochs == cfg.epochs
+    _, train, _, _ = experiment.prepare(tiny_data, cfg, CPU)
+    assert _augmentations(train) == {"HorizontalFlip": 0.5, "Affine": 0.0, "CoarseDropout": 0.0}
 
 
 def test_a_run_interrupted_before_the_clean_tail_resumes_to_the_same_history(tiny_data, tmp_path):
@@ -83,7 +107,7 @@ def test_a_run_interrupted_before_the_clean_tail_resumes_to_the_same_history(tin
     assert part.interrupted and part.epoch == [1, 2, 3]
     resumed = experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None).history
     assert resumed.train_loss == whole.train_loss and resumed.test_acc == whole.test_acc
-    with pytest.raises(Exception, match=re.escape("clean_fraction=0.25")):   # not continued under another tail
+    with pytest.raises(CheckpointError, match=re.escape("clean_fraction=0.25")):   # not continued under another tail
         experiment.train(tiny_model, tiny_data, config(clean_fraction=0.5), CPU, checkpoint=ckpt, resume=True, log=None)
 
 
@@ -91,31 +115,37 @@ def test_clean_epochs_round_down_and_are_described():
     assert [TrainConfig(epochs=e, clean_fraction=0.1).clean_epochs for e in (5, 10, 40, 60)] == [0, 1, 4, 6]
     text = TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")
     assert "clean tail: the last 15 epochs on whole images with flips only" in text
+    assert "clean tail: the last epoch on whole images" in TrainConfig(epochs=10, clean_fraction=0.1).describe("cpu")
     assert "clean tail" not in TrainConfig.recipe("long").describe("cpu")
 
 
-@pytest.mark.parametrize("settings, message", [
-    (dict(clean_fraction=-0.1), "clean_fraction must be a finite number from 0 to 1, got -0.1"),
-    (dict(clean_fraction=float("inf")), "clean_fraction must be a finite number from 0 to 1"),
-    (dict(crop_fraction=0.75, clean_fraction=0.5),
-     "crop_fraction (0.75) and clean_fraction (0.5) add up to more than 1: the clean tail trains on whole images, "
-     "after the crops; lower one of them"),
-])
-def test_bad_clean_settings_are_refused_naming_them(settings, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        TrainConfig(**settings)
-    TrainConfig(crop_size=None, crop_fraction=0.75, clean_fraction=0.5)   # no crops: nothing to collide with
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("inf"), float("nan")])
+def test_bad_clean_settings_are_refused_naming_them(value):
+    with pytest.raises(ValueError, match=re.escape("clean_fraction must be a finite number from 0 to 1, got")):
+        TrainConfig(clean_fraction=value)
+
+
+def test_the_cli_sets_the_clean_tail_for_any_recipe():
+    from course_utils.__main__ import build_parser
+
+    for recipe in ("course", "fast", "long"):
+        args = build_parser().parse_args(["train", "--recipe", recipe, "--set", "clean_fraction=0.5"])
+        assert args.settings == [("clean_fraction", 0.5)]
 
 
 def test_the_phased_loader_refuses_phases_it_cannot_serve(tiny_data):
     a, _ = make_loaders(tiny_data, 16)
     b, _ = make_loaders(tiny_data, 8)
-    with pytest.raises(ValueError, match="the first phase must start at epoch 0"):
+    with pytest.raises(ValueError, match=re.escape("the first phase must start at epoch 0, got phases starting at [1]")):
         PhasedLoader([(1, a)])
+    with pytest.raises(ValueError, match="got phases starting at none"):
+        PhasedLoader([])
     with pytest.raises(ValueError, match=re.escape("phases must start at increasing epochs, got [0, 2, 2]")):
         PhasedLoader([(0, a), (2, a), (2, a)])
     with pytest.raises(ValueError, match="the phases need the same number of batches per epoch"):
         PhasedLoader([(0, a), (1, b)])
+    with pytest.raises(ValueError, match="epochs count from 0, got -1"):
+        PhasedLoader([(0, a), (1, a)]).set_epoch(-1)
 
 
 def test_a_clean_tail_names_its_checkpoint_and_the_published_names_still_hold():
