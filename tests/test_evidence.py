@@ -4,6 +4,7 @@ kit's accuracy claim on the real test set."""
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -345,21 +346,50 @@ def test_readme_regularisation_screen_changes_one_setting_per_variant():
     """The Recipes section's screen of regularisation strengths: each variant is the course recipe with
     at most one learning setting changed (named as the --set that makes it), 3 seeds or more each,
     every row quoting its published record and the summary their mean and spread."""
+    runs, summary = [t for t in _tables("Recipes") if t][2:4]
+    _check_seed_comparison(runs, summary, _one_change, variants=4)
+
+
+def _one_change(config):
+    """A course-length variant's name: "the course recipe", or the one ``--set`` that makes it from it."""
     from course_utils.config import LEARNING_SETTINGS
 
     course = TrainConfig()
+    assert (config.epochs, config.batch_size) == (course.epochs, course.batch_size)
+    differ = [k for k in LEARNING_SETTINGS if getattr(config, k) != getattr(course, k)]
+    assert len(differ) <= 1, differ                                   # one factor per variant
+    if not differ:
+        return "the course recipe"
+    value = getattr(config, differ[0])
+    return f"`--set {differ[0]}={value:g}`" if isinstance(value, float) else f"`--set {differ[0]}={value}`"
 
-    def change(config):
-        assert (config.epochs, config.batch_size) == (course.epochs, course.batch_size)
-        differ = [k for k in LEARNING_SETTINGS if getattr(config, k) != getattr(course, k)]
-        assert len(differ) <= 1, differ                                   # one factor per variant
-        if not differ:
-            return "the course recipe"
-        value = getattr(config, differ[0])
-        return f"`--set {differ[0]}={value:g}`" if isinstance(value, float) else f"`--set {differ[0]}={value}`"
 
-    runs, summary = [t for t in _tables("Recipes") if t][2:4]
-    _check_seed_comparison(runs, summary, change, variants=4)
+def _assert_paired(tail_record: dict, pair_record: dict) -> None:
+    """A clean-tail run and its pair: the same settings but the tail, and the same history (the same
+    computation) for every epoch before the tail began."""
+    tail, pair = (TrainConfig.from_dict(r["config"]) for r in (tail_record, pair_record))
+    assert tail.clean_epochs > 0 and pair.clean_epochs == 0
+    assert replace(tail, clean_fraction=0.0) == pair
+    shared = tail.epochs - tail.clean_epochs
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert tail_record["history"][key][:shared] == pair_record["history"][key][:shared], key
+        assert tail_record["history"][key][shared] != pair_record["history"][key][shared], key   # then they part
+
+
+def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_the_tail():
+    """The long-length clean-tail runs and the run without a tail share every epoch before their tails, so
+    each pair differs in the tail alone, as the README's Results say."""
+    def record(suffix):
+        return json.loads((REPO_ROOT / f"figures/runs/cifarnet_fullres-full-e60-s1-{suffix}.json").read_text())
+
+    pair = record("notail")
+    for suffix, clean in (("xee08b8", 6), ("x5a6f4b", 15)):
+        tail = record(suffix)
+        assert TrainConfig.from_dict(tail["config"]).clean_epochs == clean
+        _assert_paired(tail, pair)
+    text = (REPO_ROOT / "README.md").read_text()
+    for name in ("notail", "xee08b8", "x5a6f4b"):
+        assert f"figures/runs/cifarnet_fullres-full-e60-s1-{name}.json" in text
 
 
 def test_readme_ablation_table_quotes_the_committed_study():
