@@ -413,3 +413,24 @@ def test_readme_ablation_table_quotes_the_committed_study():
         assert seeds == ("—" if name == "reference" else words[verdicts[name]]), name
         quoted.append(name)
     assert quoted == [v.name for v in ablation.VARIANTS]
+
+
+def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail():
+    """The Recipes section's screen of the clean tail at the course length: 3 seeds or more of the course
+    recipe with ``--set clean_fraction=0.1`` and of their pairs (the course recipe), each row quoting its
+    record and the summary their mean and spread; each seed's two runs share every epoch before the tail,
+    and the table of differences is tail minus pair, seed by seed, from the records."""
+    tables = [t for t in _tables("Recipes") if t]
+    runs, summary, differences = tables[4:7]
+    _check_seed_comparison(runs, summary, _one_change)
+    by_seed: dict[int, dict[str, dict]] = {}
+    for variant, seed, *_, source in runs:
+        name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
+        by_seed.setdefault(int(seed), {})[variant] = json.loads((REPO_ROOT / name).read_text())
+    assert [int(row[0]) for row in differences] == sorted(by_seed)
+    for seed, val, test in differences:
+        pair = by_seed[int(seed)]
+        tail, plain = pair["`--set clean_fraction=0.1`"], pair["the course recipe"]
+        _assert_paired(tail, plain)
+        assert val == f"{tail['final_val_acc'] - plain['final_val_acc']:+.2f}", seed
+        assert test == f"{tail['final_test_acc'] - plain['final_test_acc']:+.2f}", seed
