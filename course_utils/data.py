@@ -680,9 +680,11 @@ class PhasedLoader:
     refer to that phase's loader. All phases have the same images and batch size, so the same number of
     steps per epoch (OneCycle counts on it).
 
-    ``experiment.prepare`` builds up to three: random crops (progressive resizing, ``TrainConfig.crop_size``;
-    ``ProgressiveLoader`` is that two-phase case), whole augmented images, and a clean tail
-    (``TrainConfig.clean_fraction``).
+    ``experiment.prepare`` builds up to three: random crops (progressive resizing, ``TrainConfig.crop_size``:
+    smaller images, so cheaper steps, then whole images, so the network ends on the resolution it is tested
+    at; Touvron et al. 2019, "Fixing the train-test resolution discrepancy", arXiv:1906.06423; Tan & Le
+    2021, EfficientNetV2's progressive learning, arXiv:2104.00298), whole augmented images, and a clean
+    tail (``TrainConfig.clean_fraction``).
     """
 
     def __init__(self, phases: "Sequence[tuple[int, DataLoader]]") -> None:
@@ -717,23 +719,6 @@ class PhasedLoader:
     @property
     def generator(self):
         return self.current.generator
-
-
-class ProgressiveLoader(PhasedLoader):
-    """Progressive resizing: the training loader of the first ``crop_epochs`` epochs gives random crops
-    (smaller images, so cheaper steps), the one after gives whole images, so the network ends on the
-    resolution it is tested at (Touvron et al. 2019, "Fixing the train-test resolution discrepancy",
-    arXiv:1906.06423; Tan & Le 2021, EfficientNetV2's progressive learning, arXiv:2104.00298).
-    A ``PhasedLoader`` of two phases."""
-
-    def __init__(self, crop_loader: DataLoader, full_loader: DataLoader, crop_epochs: int) -> None:
-        if len(crop_loader) != len(full_loader):
-            raise ValueError(f"the two phases need the same number of batches per epoch, got {len(crop_loader)} "
-                             f"(crops) and {len(full_loader)} (whole images)")
-        if crop_epochs < 0:
-            raise ValueError(f"crop_epochs must be 0 or more, got {crop_epochs}")
-        super().__init__([(0, crop_loader), (crop_epochs, full_loader)] if crop_epochs > 0 else [(0, full_loader)])
-        self.crop_loader, self.full_loader, self.crop_epochs = crop_loader, full_loader, crop_epochs
 
 
 def val_loader(data: CIFAR10Data, batch_size: int = 1000, num_workers: int = 0,

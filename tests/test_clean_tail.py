@@ -9,25 +9,21 @@ import torch
 
 from course_utils import experiment
 from course_utils.config import TrainConfig
-from course_utils.data import PhasedLoader, load_cifar10, make_loaders
 from course_utils.checkpoint import CheckpointError
+from course_utils.data import PhasedLoader, make_loaders
 from course_utils.experiment import checkpoint_path
 from course_utils.training import fit
 
-from test_progressive import StopAt, tiny_model, tiny_model_seeded
+from test_progressive import StopAt, tiny_data, tiny_model, tiny_model_seeded  # noqa: F401 (tiny_data: a fixture)
+from test_progressive import config as progressive_config
 
 CPU = torch.device("cpu")
 RUNS = Path(__file__).resolve().parents[1] / "figures" / "runs"
 
 
-@pytest.fixture
-def tiny_data(image_folder):
-    return load_cifar10(image_folder, download=False)
-
-
 def config(**kw):
-    return TrainConfig(**{**dict(epochs=4, batch_size=16, lr=0.05, seed=3, validation=False, crop_size=24,
-                                 crop_fraction=0.5, clean_fraction=0.25), **kw})
+    """test_progressive's tiny config (4 epochs, the first 2 on crops) with a tail of the last epoch."""
+    return progressive_config(**{"clean_fraction": 0.25, **kw})
 
 
 def _augmentations(loader):

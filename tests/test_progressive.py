@@ -8,7 +8,7 @@ import torch
 
 from course_utils import experiment
 from course_utils.config import TrainConfig
-from course_utils.data import (AugmentConfig, ProgressiveLoader, load_cifar10, make_loaders, make_train_loader,
+from course_utils.data import (AugmentConfig, PhasedLoader, load_cifar10, make_loaders, make_train_loader,
                                train_transforms)
 from course_utils.models import CifarNet, CifarNetConfig
 from course_utils.training import fit
@@ -54,7 +54,7 @@ def test_a_crop_larger_than_the_images_is_refused_naming_the_sizes(tiny_data):
 def test_the_loader_switches_from_crops_to_whole_images_at_the_epoch_asked_for(tiny_data):
     crops = make_train_loader(tiny_data, 16, seed=1, augment_config=AugmentConfig(crop=20))
     full, _ = make_loaders(tiny_data, 16, seed=1)
-    loader = ProgressiveLoader(crops, full, crop_epochs=2)
+    loader = PhasedLoader([(0, crops), (2, full)])
     sides = []
     for epoch in range(4):
         loader.set_epoch(epoch)
@@ -67,7 +67,7 @@ def test_phases_of_different_lengths_are_refused(tiny_data):
     crops = make_train_loader(tiny_data, 8, augment_config=AugmentConfig(crop=20))
     full, _ = make_loaders(tiny_data, 16)
     with pytest.raises(ValueError, match="same number of batches per epoch"):
-        ProgressiveLoader(crops, full, crop_epochs=1)
+        PhasedLoader([(0, crops), (1, full)])
 
 
 def _sides_seen(model):
