@@ -110,7 +110,7 @@ def _se_in_c4_params() -> int:
     from .layers import SqueezeExcitation
     from .models import CifarNetConfig
 
-    return sum(p.numel() for p in SqueezeExcitation(CifarNetConfig().c4).parameters())
+    return sum(p.numel() for p in SqueezeExcitation(CifarNetConfig().c4, reduction=8).parameters())
 
 
 def _batchnorm_counts() -> tuple[int, int]:
@@ -258,8 +258,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "a few seconds", "a class name (str)", _check_01_1),
     Exercise("01.2", "draw indices with `np.random.default_rng(0).choice(50_000, 1_000, replace=False)`; "
              "compare with `data.mean` and `data.std` channel by channel", "a few seconds"),
-    Exercise("01.3", "`A.Compose([A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), "
-             "hole_width_range=(16, 16), p=1.0)])` and `plots.augmentation_preview`", "a few seconds"),
+    Exercise("01.3", "`import albumentations as A`; `A.Compose([A.CoarseDropout(num_holes_range=(1, 1), "
+             "hole_height_range=(16, 16), hole_width_range=(16, 16), fill=tuple(round(255 * m) for m in data.mean), "
+             "p=1.0)])` (without `fill` the hole is black) and `plots.augmentation_preview`", "a few seconds"),
     Exercise("02.1", "the dilated kernel spans d(k − 1) + 1 pixels; \"same\" needs half of (span − 1) on each side",
              "instant", "an int", _simple(_padding_same_5x5_d2, "the padding that keeps the size")),
     Exercise("02.2", "`receptive_field_of_stack([(3, 1), (3, 2)] * 5)` gives the field after every layer",
@@ -271,7 +272,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "a pair (C_out for k = 3, C_out for k = 5)", _check_03_1),
     Exercise("03.2", "time with `torch.utils.benchmark.Timer` or `time.perf_counter` over 50 calls, after a warm-up",
              "about a minute"),
-    Exercise("03.3", "build the residual body from `DepthwiseSeparableConv2d`; `count_parameters` before and after; "
+    Exercise("03.3", "build the residual body from `DepthwiseSeparableConv2d`, the second with `dilation=2` (`train_design` "
+             "refuses a design that breaks an assignment rule); `count_parameters` before and after; "
              "train both a few epochs with `train_design` (`from course_utils.assignment import train_design`: it takes a "
              "module; `run_training` takes a registered model's name)", "about 5 minutes"),
     Exercise("04.1", "each layer adds one of 3 offsets (−d, 0, +d); three layers make at most 3³ sums",
@@ -291,8 +293,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("06.2", "`icnr_` initialises one sub-kernel and copies it to the r² sub-pixel positions", "on paper"),
     Exercise("06.3", "target: `F.interpolate(x, scale_factor=2, mode='bilinear')`; same optimiser and seed for both",
              "about a minute"),
-    Exercise("07.1", "`SqueezeExcitation(C)` has two 1×1 convs, C → C/r → C (r = 16), with biases", "instant", "an int",
-             _simple(_se_in_c4_params, "the parameter count of one SE gate on C4")),
+    Exercise("07.1", "`SqueezeExcitation(C, reduction=8)` has two 1×1 convs, C → C/r → C (r = 8 here; section 1's table "
+             "used 16), with biases", "instant", "an int",
+             _simple(_se_in_c4_params, "the parameter count of one SE gate with r = 8 on C4")),
     Exercise("07.2", "a softmax over channels sums to 1: can every channel stay fully on?", "on paper"),
     Exercise("07.3", "`capture(trained[\"se\"], lambda n, m: n.endswith('gate'))` collects every SE gate's excitations",
              "a few minutes"),
@@ -348,7 +351,7 @@ def check(exercise_id: str, answer: Any) -> bool | None:
     e = _get(exercise_id)
     if e.check is None:
         print(f"{e.id}: no automatic check (the answer is an observation or a plot); "
-              "instructors find a worked answer in course_utils.solutions")
+              f"instructors find a worked note in course_utils.solutions.NOTES[{e.id!r}]")
         return None
     if answer is None:
         print(f"{e.id}: no answer yet: replace None by your answer ({e.answer_kind})")

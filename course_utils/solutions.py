@@ -63,4 +63,81 @@ NOTES = {
             "output channel); ICNR makes the 9 sub-kernels of each group equal.",
     "07.2": "A softmax makes the channel weights compete (they sum to 1), so the gate can no longer keep every "
             "channel fully on: it can only redistribute; the sigmoid gates each channel independently.",
+    "01.3": "One 16x16 hole per image (p=1.0 here; the course pipeline cuts it with p=0.25), filled with the data "
+            "set's mean colour when fill= is given and black without it: notebook 08 says why the mean is the "
+            "better fill. The hole hides a quarter of a 32x32 image and stays whole inside it, so on a small "
+            "object it can hide all of it: the label then has to come from the context.",
+    "03.3": "C2's body is two full 3x3 convs of CifarNet's c1 = 32 channels: 2 x (9 x 32 x 32 + 64 BatchNorm) = "
+            "18,560 parameters; two depthwise-separable ones, the second with dilation=2 (C2's dilated conv is the "
+            "network's only one), cost 2 x (9 x 32 + 64 + 32 x 32 + 64) = 2,880: 15,680 fewer, 175,370 in all "
+            "against 191,050 (tests/test_exercises.py builds it). The accuracy is the learner's measurement: train "
+            "both with train_design at the same seed and compare validation, and treat a difference smaller than "
+            "the seed spread (0.38 points on validation between the 40-epoch recipe's three seeds, README, Results) as no finding.",
+    "05.3": "Yes, it can go away entirely: TransposedUpsample(1, 1, 2, kernel_size=3) is a ConvTranspose2d with "
+            "stride 2, padding 1 and output_padding 1, and the kernel [0, 1, 1] x [0, 1, 1] (outer product), bias 0, "
+            "is exactly nearest-neighbour upsampling (tests/test_exercises.py checks it). The checkerboard of the "
+            "first steps comes from the random kernel, whose taps overlap unevenly; training moves the kernel "
+            "towards that solution and the loss towards zero.",
+    "06.3": "ICNR starts the sub-pixel conv as a nearest-neighbour upsampler (the r x r outputs of each group "
+            "equal), so its first outputs are already free of the checkerboard and close to a bilinear target: "
+            "look at the loss of the first steps, where the ICNR run should start lower, and at whether the plain "
+            "run catches up by step 100. Use the same seed for both, as the hint says, so that only the "
+            "initialisation differs.",
+    "07.3": "For each gate, take the mean excitation vector of each class and compare their spread across the "
+            "10 classes (for example the standard deviation over the class means, averaged over channels) with "
+            "the spread within a class. Hu et al. 2018 (the SE paper, section 7) found early gates nearly the "
+            "same for every class and the last ones class-specific; whether CifarNet's 4-epoch SE variant shows "
+            "the same is what the exercise measures.",
+    "08.1": "A 45-degree tilt makes images unlike the test set's: look at ships, cars and trucks, which usually "
+            "stand on a horizontal line; the corners it rotates in are filled "
+            "by the border mode (reflection), which can add a mirrored copy of part of the object. Classes "
+            "without a fixed orientation (cats, frogs, birds in any pose) lose least.",
+    "08.2": "Pad-and-crop shifts by up to 4 pixels (12.5%), close to Affine's +-10% (3.2 pixels), but only "
+            "shifts: no scaling, no rotation. PadIfNeeded pads with black by default in albumentations 2.x "
+            "(border_mode=cv2.BORDER_CONSTANT, fill=0), so the preview shows black bands where Affine shows "
+            "reflected content.",
+    "08.3": "Time the pipeline with and without the CoarseDropout step, then with 2 and 4 holes: the difference "
+            "is what the holes cost. Affine interpolates every pixel of the image, the hole only overwrites a "
+            "rectangle, so the hole should not be the expensive step; pipeline_throughput gives the numbers on "
+            "the learner's machine.",
+    "09.1": "The factor costs no parameters: a dilated 3x3 conv has the same 9 weights per channel pair as an "
+            "ordinary one. It changes the receptive field: c2_dilation=1 gives 73 pixels against CifarNet's 77 "
+            "(tests/test_exercises.py computes both). Whether 4 extra pixels of field matter is the study's "
+            "answer, to be read like the others: different only where all seeds lie beyond all of the "
+            "reference's.",
+    "09.2": "For each variant, subtract the reference's accuracy of the same seed from the variant's, then take "
+            "the mean and the standard deviation of the three differences; compare that deviation with "
+            "sqrt(s_variant^2 + s_reference^2), the spread of a difference of unpaired means. Where it is "
+            "smaller, runs of the same seed share part of their noise (the same data order), and pairing "
+            "can find a smaller effect with the same runs.",
+    "09.3": "This is the question the README's Ablation section leaves open: after 4 epochs no augmentation "
+            "ends ahead; each transform makes the training task harder, and a longer schedule is where that "
+            "can turn into a gain. The recorded 40-epoch runs (README, Results) all train with the full "
+            "augmentation, so they do not answer it.",
+    "10.3": "Measured on section 5's batch with seed 0 (tests/test_exercises.py recomputes it on the real "
+            "data): the plain stack's first-layer gradient grows from 0.77 at 20 layers to 28.9 at 40, and "
+            "the ratio of its largest to its smallest layer gradient from 10 to 424; the residual stack's goes "
+            "from 0.93 to 1.15, its ratio from 2.0 to 2.7. A deep plain stack with BatchNorm does not vanish "
+            "at initialisation here, it explodes towards the input; the skip connections keep every layer's "
+            "gradient on one scale.",
+    "11.1": "The recorded runs give one answer (README, Results; one seed each, course recipe, 40 epochs): "
+            "BaselineNet ends at 78.98% on validation (figures/runs/baseline-full-e40-s1.json) against "
+            "CifarNet's 85.20% (figures/runs/cifarnet-full-e40-s1.json): about six points are the architecture, "
+            "with the recipe held fixed.",
+    "11.2": "Not measured in the kit at p = 0. The course recipe already uses a light hole (p = 0.25) because "
+            "a short run underfits (README, Recipes); without the hole the training task is easier, so a "
+            "40-epoch run may gain on validation; a longer schedule, which fits the training set better, is "
+            "where a regulariser like Cutout tends to pay (DeVries & Taylor 2017 trained for 200 epochs).",
+    "11.3": "Halving the epochs also halves the OneCycle schedule: the learning rate rises and anneals twice as "
+            "fast. Plot both histories against the fraction of the schedule: a recorded pair of the whole-image "
+            "recipe at 15 and 40 epochs is in figures/runs (cifarnet-full-e15-s1.json, "
+            "cifarnet-full-e40-s1-whole.json; 81.50% against 85.08% on validation).",
+    "12.2": "The rules fix a minimum depth (the receptive field needs the four stages and their convs), not a "
+            "width: CifarNet's layers at widths stem 4, C2 4, C3 8, C4 8 (CifarNetConfig(stem=4, c1=4, c3=8, "
+            "c4=8)) pass every rule with 1,594 parameters (tests/test_exercises.py checks it). What such a "
+            "design loses in validation accuracy after 5 epochs is the learner's measurement.",
+    "12.3": "stages(CifarNet()) shows where the budget sits: most parameters in C4 (132,944 of 191,050), most "
+            "multiply-accumulates in C2 (45%). The kit's own answer for the long recipe was to widen the stem "
+            "and C2 (cifarnet_wide, README, Recipes), and moving still more weight into the 16x16 stage "
+            "(cifarnet_wider) did not help; compare at the same seed and 5 epochs, on validation.",
 }

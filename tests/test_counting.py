@@ -98,3 +98,28 @@ def test_summary_without_shared_modules_is_torchsummarys_table_unchanged():
     info = summary(MODELS["cifarnet"](), (3, 32, 32), print_table=False)
     assert _row_sum(info["table"]) == info["total_params"]
     assert "Note:" not in info["table"]
+
+
+def test_the_pointwise_share_of_cifarnets_macs_is_what_notebook_03_says():
+    """Notebook 03 (section 3) says CifarNet's six 1×1 convs do 3.84 M of its 10.41 M multiply-accumulates,
+    37%: each 1×1 conv counted alone, by ``count_macs``, at the input size it sees inside the network."""
+    import json
+
+    from course_utils.models import CifarNet
+    from course_utils.runtime import REPO_ROOT
+
+    model = CifarNet().eval()
+    pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.__setitem__(m, tuple(i[0].shape[1:]))) for m in pointwise]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    share = sum(count_macs(m, inputs[m]) for m in pointwise)
+    total = count_macs(model)
+    assert len(pointwise) == 6
+    said = f"({share / 1e6:.2f} M of {total / 1e6:.2f} M, {share / total:.0%}"
+    assert said == "(3.84 M of 10.41 M, 37%"
+    cells = json.loads((REPO_ROOT / "notebooks" / "03_depthwise_separable.ipynb").read_text())["cells"]
+    assert any(said in "".join(c["source"]) for c in cells if c["cell_type"] == "markdown")

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from course_utils import exercises, solutions
@@ -25,7 +26,7 @@ WRONG = {  # plausible mistakes, each of which the check must reject
     "04.3": [lambda d: 1, lambda d: 2 * d, lambda d: d - 1],
     "05.1": [0, 1],
     "06.1": [(12, 3), (6, 6), (3, 6)],
-    "07.1": [0, 2 * 16],
+    "07.1": [0, 2 * 16, 2 * 224 * 14 + 14 + 224],   # 6,510: r = 16, the table's gate, not the r = 8 asked for
     "10.1": [(128, 128), (64, 129), (256, 129)],
     "10.2": [CifarNetConfig().c4 * 16 * 10 + 10, CifarNetConfig().c3 * 10 + 10, CifarNetConfig().c3 * 64 * 10],
     "12.1": [nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -88,7 +89,7 @@ def test_answers_follow_the_kit():
     from course_utils.models import CifarNetConfig
 
     c4 = CifarNetConfig().c4
-    assert _solution("07.1") == 2 * c4 * (c4 // 16) + c4 // 16 + c4
+    assert _solution("07.1") == 2 * c4 * (c4 // 8) + c4 // 8 + c4    # r = 8, not the 16 of section 1's table
     assert _solution("03.1") == (12, 7)                      # 1/(1/12 + 1/9) = 5.14 >= 5 > 1/(1/11 + 1/9)
     assert _solution("02.1") == 4 and _solution("05.1") == 2 and _solution("06.1") == (12, 6)
     assert _solution("10.1") == (2 * 64, 2 * 64 + 1)
@@ -135,3 +136,95 @@ def test_every_notebook_exercise_is_registered_with_its_hint_and_cpu_time():
         assert f"*Hint:* {e.hint}" in text, exercise_id
         assert f"*CPU:* {e.runtime}" in text, exercise_id
     assert checked == set(CHECKED)   # a check cell for each checkable exercise, in its notebook
+
+
+def test_every_exercise_without_a_check_has_a_worked_note_and_check_points_to_it(capsys):
+    """The notebooks say worked answers for instructors are in course_utils.solutions: a checked exercise
+    has a solution there, every other one a note, and check() names the note."""
+    unchecked = {i for i, e in EXERCISES.items() if e.check is None}
+    assert unchecked == set(solutions.NOTES)
+    assert all(len(note) > 80 for note in solutions.NOTES.values())
+    for exercise_id in sorted(unchecked):
+        assert check(exercise_id, "anything") is None
+        assert f"course_utils.solutions.NOTES['{exercise_id}']" in capsys.readouterr().out
+
+
+def test_the_notes_numbers_are_the_kits():
+    """The counts and fields the notes quote, computed from the kit."""
+    from course_utils.assignment import check as rules
+    from course_utils.inspection import receptive_field
+    from course_utils.layers import DepthwiseSeparableConv2d, Residual
+    from course_utils.models import CifarNet, count_parameters
+
+    notes = solutions.NOTES
+    # 03.3: C2's residual body made separable, the dilation kept; the design still passes every rule
+    net = CifarNet()
+    c = net.config.c1
+    net.c2[0] = Residual(DepthwiseSeparableConv2d(c, c), DepthwiseSeparableConv2d(c, c, dilation=2))
+    before, after = count_parameters(CifarNet()), count_parameters(net)
+    assert all(r.passed for r in rules(net))
+    assert f"{before - after:,} fewer, {after:,} in all against {before:,}" in notes["03.3"]
+    # 09.1: no dilation in C2, the same parameters, a smaller field
+    plain = CifarNet(CifarNetConfig(c2_dilation=1))
+    assert count_parameters(plain) == before
+    assert f"gives {receptive_field(plain).final} pixels against CifarNet's {receptive_field(CifarNet()).final}" in notes["09.1"]
+    # 12.2: the smallest design the note names passes every rule
+    tiny = CifarNet(CifarNetConfig(stem=4, c1=4, c3=8, c4=8))
+    assert all(r.passed for r in rules(tiny))
+    assert f"pass every rule with {count_parameters(tiny):,} parameters" in notes["12.2"]
+
+
+def test_the_05_3_note_kernel_is_exactly_nearest_neighbour_upsampling():
+    import torch.nn.functional as F
+
+    from course_utils.layers import TransposedUpsample
+
+    up = TransposedUpsample(1, 1, 2, kernel_size=3)
+    taps = torch.tensor([0.0, 1.0, 1.0])
+    with torch.no_grad():
+        up.conv.weight.copy_(torch.outer(taps, taps).view(1, 1, 3, 3))
+        up.conv.bias.zero_()
+    x = torch.randn(2, 1, 7, 7)
+    torch.testing.assert_close(up(x), F.interpolate(x, scale_factor=2, mode="nearest"))
+    assert "[0, 1, 1] x [0, 1, 1]" in solutions.NOTES["05.3"]
+
+
+def test_the_10_3_note_gradients_are_measured_on_section_5s_batch():
+    """Notebook 10's section 5 batch (the first 128 of a stratified 1,000 training images, seed 0), real data."""
+    from course_utils import blocks
+    from course_utils.data import load_cifar10, stratified_indices
+
+    try:
+        data = load_cifar10(download=False)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 is not in data/ (CI extracts it; see README, Data)")
+    if len(data.train_labels) != 50_000:
+        pytest.skip("not the full training set")
+    pick = stratified_indices(data.train_labels, 1000, seed=0)[:128]
+    x = blocks.normalized_tensor(data.train_images[pick], data.mean, data.std)
+    y = torch.from_numpy(data.train_labels[pick])
+    g = {}
+    for depth in (20, 40):
+        for residual in (False, True):
+            torch.manual_seed(0)
+            g[depth, residual] = blocks.gradient_norms(blocks.ConvStack(depth, residual=residual), x, y)
+    note = solutions.NOTES["10.3"]
+    assert (f"first-layer gradient grows from {g[20, False][0]:.2f} at 20 layers to {g[40, False][0]:.1f} at 40"
+            in note)
+    ratio = {k: v.max() / v.min() for k, v in g.items()}
+    assert f"from {ratio[20, False]:.0f} to {ratio[40, False]:.0f}" in note
+    assert f"goes from {g[20, True][0]:.2f} to {g[40, True][0]:.2f}, its ratio from {ratio[20, True]:.1f} to {ratio[40, True]:.1f}" in note
+
+
+def test_the_11_notes_quote_their_records():
+    import json
+
+    from course_utils.runtime import REPO_ROOT
+
+    runs = REPO_ROOT / "figures" / "runs"
+    val = {name: json.loads((runs / f"{name}.json").read_text())["final_val_acc"]
+           for name in ("baseline-full-e40-s1", "cifarnet-full-e40-s1", "cifarnet-full-e15-s1", "cifarnet-full-e40-s1-whole")}
+    assert f"{val['baseline-full-e40-s1']:.2f}% on validation" in solutions.NOTES["11.1"]
+    assert f"CifarNet's {val['cifarnet-full-e40-s1']:.2f}%" in solutions.NOTES["11.1"]
+    assert (f"{val['cifarnet-full-e15-s1']:.2f}% against {val['cifarnet-full-e40-s1-whole']:.2f}% on validation"
+            in solutions.NOTES["11.3"])
