@@ -285,6 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
                  if config.crop_epochs else "")
               + (f" (the last {config.clean_epochs} clean: flips only)" if config.clean_epochs else "")
+              + (f"; a weight average (EMA {config.ema_decay:g}) scored beside" if config.ema_decay else "")
               + ("; changed: " + ", ".join(f"{n}={getattr(config, n)}" for n in settings) if settings else ""))
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":
@@ -304,6 +305,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         val = f"final validation accuracy {r['final_val_acc']:.2f}%, " if r["final_val_acc"] == r["final_val_acc"] else ""
         print(f"{val}final test accuracy {r['final_test_acc']:.2f}% "
               f"(with test-time flip averaging: {r['final_test_acc_flip_tta']:.2f}%)")
+        if r.get("final_ema_test_acc") is not None:
+            ema_val = r["final_ema_val_acc"]
+            print("the weight average (EMA), beside: "
+                  + (f"validation {ema_val:.2f}%, " if ema_val == ema_val else "")
+                  + f"test {r['final_ema_test_acc']:.2f}%")
     print(f"run record: {result.record_path}")
     return 130 if r["interrupted"] else 0
 

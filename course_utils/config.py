@@ -53,7 +53,7 @@ _RECIPE_OVERRIDES = {"course": {}, "fast": FAST_RECIPE, "long": LONG_RECIPE}
 #: gets a fingerprint of them in its checkpoint's name (``experiment.checkpoint_path``).
 LEARNING_SETTINGS = ("optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "pct_start", "div_factor",
                      "final_div_factor", "validation", "flip_p", "affine_p", "dropout_p", "crop_size", "crop_fraction",
-                     "clean_fraction")
+                     "clean_fraction", "ema_decay")
 
 
 def setting_name(text: str) -> str:
@@ -105,8 +105,8 @@ def choose_recipe(recipe: str = "auto", device: "str | None" = None) -> str:
 
 
 #: What a saved config that lacks a setting did: runs recorded before progressive resizing existed
-#: trained on whole images throughout, and those before the clean tail had none.
-_ABSENT_MEANS = {**WHOLE_IMAGES, "clean_fraction": 0.0}
+#: trained on whole images throughout, and those before the clean tail or the weight average had none.
+_ABSENT_MEANS = {**WHOLE_IMAGES, "clean_fraction": 0.0, "ema_decay": 0.0}
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class TrainConfig:
     crop_size: int | None = 24       # progressive resizing: random crop_size² crops (after the augmentation)
     crop_fraction: float = 0.75      # for this fraction of the epochs (rounded down), whole images after
     clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) on whole images, flips only
+    ema_decay: float = 0.0           # an exponential moving average of the weights, scored beside them; 0 = none
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -157,6 +158,9 @@ class TrainConfig:
             raise ValueError(f"seed must be 0 or more, got {self.seed}")
         if not (math.isfinite(self.crop_fraction) and 0.0 <= self.crop_fraction <= 1.0):
             raise ValueError(f"crop_fraction must be a finite number from 0 to 1, got {self.crop_fraction}")
+        if not (math.isfinite(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be a number from 0 (no average) up to, not including, 1 (0.999 "
+                             f"averages over about the last 1,000 steps), got {self.ema_decay}")
         if not (math.isfinite(self.clean_fraction) and 0.0 <= self.clean_fraction <= 1.0):
             raise ValueError(f"clean_fraction must be a finite number from 0 to 1, got {self.clean_fraction}")
         if self.crop_size is not None and not (isinstance(self.crop_size, int) and self.crop_size >= 1):
@@ -231,6 +235,9 @@ class TrainConfig:
             n = self.clean_epochs
             lines.append(f"clean tail: the last {'epoch' if n == 1 else f'{n} epochs'} on whole images with flips only "
                          "(no shift-scale-rotate, no coarse dropout)")
+        if self.ema_decay:
+            lines.append(f"weight average: an EMA of the weights (decay {self.ema_decay:g}, about the last "
+                         f"{round(1 / (1 - self.ema_decay)):,} steps), scored on validation beside the trained weights")
         if dev.type == "cuda":
             from .runtime import mixed_precision, precision_name
 

@@ -54,7 +54,7 @@ _NAMELESS = LEARNING_SETTINGS + ("amp",)
 
 #: Settings added after runs were published, with the value that does nothing: left out of the fingerprint at
 #: that value, so the names of the runs recorded before them still hold.
-_LATER = {"clean_fraction": 0.0}
+_LATER = {"clean_fraction": 0.0, "ema_decay": 0.0}
 
 
 def _fingerprint(config: TrainConfig) -> str:
@@ -183,6 +183,9 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "final_val_acc": history.final_val_acc,
         "final_test_acc": history.final_test_acc,
         "final_test_acc_flip_tta": tta,
+        # the weight average (config.ema_decay), scored beside the trained weights; None without one
+        "final_ema_val_acc": history.final_ema_val_acc if config.ema_decay else None,
+        "final_ema_test_acc": history.final_ema_test_acc if config.ema_decay else None,
         "train_seconds": history.total_seconds,
         "wall_seconds_this_call": wall,
         "interrupted": history.interrupted,

@@ -2,6 +2,9 @@
 
 OneCycle schedule: Smith & Topin, "Super-Convergence", 2017, https://arxiv.org/abs/1708.07120.
 Label smoothing: Szegedy et al., "Rethinking the Inception Architecture", 2015.
+Weight averaging (``TrainConfig.ema_decay``): an exponential moving average of the weights, Polyak &
+Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992; as used for image classifiers in
+Tan & Le, "EfficientNet", 2019 (https://arxiv.org/abs/1905.11946), and timm's ``ModelEmaV2``.
 """
 from __future__ import annotations
 
@@ -41,6 +44,10 @@ class History:
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     train_seconds: list[float] = field(default_factory=list)  # the training pass alone (no evaluation)
+    # the weight average's scores (TrainConfig.ema_decay > 0), beside the trained weights': empty without one
+    ema_val_loss: list[float] = field(default_factory=list)
+    ema_val_acc: list[float] = field(default_factory=list)
+    ema_test_acc: list[float | None] = field(default_factory=list)  # read when test_acc is, else None
     interrupted: bool = False
     compile_seconds: float | None = None  # the first compiled step, compiling included (inside epoch 1's seconds)
 
@@ -64,6 +71,15 @@ class History:
     @property
     def final_val_acc(self) -> float:
         return self.val_acc[-1] if self.val_acc else float("nan")
+
+    @property
+    def final_ema_val_acc(self) -> float:
+        """The weight average's validation accuracy after the last epoch (NaN without a weight average)."""
+        return self.ema_val_acc[-1] if self.ema_val_acc else float("nan")
+
+    @property
+    def final_ema_test_acc(self) -> float:
+        return self.ema_test_acc[-1] if self.ema_test_acc and self.ema_test_acc[-1] is not None else float("nan")
 
     @property
     def total_seconds(self) -> float:
@@ -171,8 +187,10 @@ def _progress(iterable, enabled: bool, **kwargs):
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, scheduler=None, loss_fn: Callable | None = None,
                     amp: bool = True, channels_last: bool = False, scaler: torch.amp.GradScaler | None = None,
-                    progress: bool = True, desc: str = "train") -> tuple[float, float]:
-    """One pass over ``loader``. Returns (mean loss per image, accuracy %).
+                    progress: bool = True, desc: str = "train",
+                    after_step: Callable[[], None] | None = None) -> tuple[float, float]:
+    """One pass over ``loader``. Returns (mean loss per image, accuracy %). ``after_step`` is called after
+    every optimizer step (``fit`` updates its weight average there).
 
     The reported loss is plain cross-entropy of the training batches' logits, whatever ``loss_fn``
     the gradient comes from (label smoothing, say), so that training and validation/test losses sit
@@ -191,6 +209,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         total_loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
@@ -294,8 +314,23 @@ def _reseed_epoch(loader: DataLoader, seed: int) -> None:
 def _epoch_line(h: History, i: int, epochs: int) -> str:
     val = f"val loss {h.val_loss[i]:.4f} acc {h.val_acc[i]:6.2f}%  " if h.val_acc else ""
     test = f"test loss {h.test_loss[i]:.4f} acc {h.test_acc[i]:6.2f}%  " if h.test_acc[i] is not None else ""
+    ema = f"EMA val acc {h.ema_val_acc[i]:6.2f}%  " if h.ema_val_acc else ""
+    if h.ema_test_acc and h.ema_test_acc[i] is not None:
+        ema += f"EMA test acc {h.ema_test_acc[i]:6.2f}%  "
     return (f"epoch {h.epoch[i]:3d}/{epochs}  train loss {h.train_loss[i]:.4f} acc {h.train_acc[i]:6.2f}%  "
-            f"{val}{test}lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
+            f"{val}{test}{ema}lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
+
+
+def weight_average(model: nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics, or None when
+    ``decay`` is 0: after every step ``average = decay · average + (1 − decay) · weights``, so it weighs
+    about the last ``1 / (1 − decay)`` steps (Polyak & Juditsky 1992). ``update_parameters(model)``
+    takes a step; ``.module`` is the averaged network, scored like any model."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class CompileGuard(nn.Module):
@@ -380,6 +415,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     amp = dtype is not None
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dtype) else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    ema = weight_average(model, config.ema_decay)
     history = History()
     start_epoch = 0
 
@@ -400,6 +436,11 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if not state.get("ema"):
+                raise CheckpointError(f"{shown_path(resume)} holds no weight average (ema_decay={config.ema_decay}); "
+                                      "start the run afresh, without resume")
+            ema.load_state_dict(state["ema"])
         history = History.from_dict(state["history"])
         history.interrupted = False
         start_epoch = int(state["epoch"])
@@ -419,7 +460,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             train_loss, train_acc = train_one_epoch(
                 train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
                 channels_last=config.channels_last, scaler=scaler, progress=progress,
-                desc=f"epoch {epoch + 1}/{config.epochs}")
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                after_step=None if ema is None else lambda: ema.update_parameters(model))
             synchronize(device)
             train_seconds = time.perf_counter() - t0
             if isinstance(train_model, CompileGuard) and history.compile_seconds is None:
@@ -434,6 +476,12 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
                 test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
                                                channels_last=config.channels_last)
+            if ema is not None:  # the weight average, scored beside the trained weights on the same images
+                if val_loader is not None:
+                    val["ema_val_loss"], val["ema_val_acc"] = evaluate(ema.module, val_loader, device, amp=amp,
+                                                                       channels_last=config.channels_last)
+                val["ema_test_acc"] = None if test_loss is None else evaluate(
+                    ema.module, test_loader, device, amp=amp, channels_last=config.channels_last)[1]
             for split, loss in (("validation", val.get("val_loss")), ("test", test_loss)):
                 if loss is not None and not math.isfinite(loss):
                     raise TrainingDivergedError(
@@ -447,6 +495,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             if checkpoint:
                 save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
+                                ema=ema.state_dict() if ema is not None else {},
                                 history=history.to_dict(), epoch=epoch + 1, config=config.to_dict())
     except KeyboardInterrupt:
         history.interrupted = True

@@ -1,0 +1,142 @@
+"""The weight average (``TrainConfig.ema_decay``): an exponential moving average of the weights, updated
+after every step and scored beside the trained weights, through the kit's one training path."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import experiment
+from course_utils.checkpoint import CheckpointError
+from course_utils.config import TrainConfig, parse_setting
+from course_utils.training import fit, train_one_epoch, weight_average
+
+from test_progressive import StopAt, tiny_data, tiny_model, tiny_model_seeded  # noqa: F401 (tiny_data: a fixture)
+from test_progressive import config as progressive_config
+
+CPU = torch.device("cpu")
+
+
+def config(**kw):
+    """test_progressive's tiny config (4 epochs, the first 2 on crops) with a validation split and an average."""
+    return progressive_config(**{"ema_decay": 0.9, "validation": True, **kw})
+
+
+def test_the_average_follows_the_formula_step_by_step(tiny_data):
+    """After the first step the average is the weights; after each later one decay·average + (1 − decay)·weights,
+    BatchNorm's running statistics included."""
+    cfg = config(epochs=1, crop_size=None)
+    _, train, _, _ = experiment.prepare(tiny_data, cfg, CPU)
+    model = tiny_model_seeded(cfg)
+    ema = weight_average(model, 0.9)
+    snapshots = []
+
+    def step():
+        ema.update_parameters(model)
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()})
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train_one_epoch(model, train, optimizer, CPU, progress=False, after_step=step)
+    assert len(snapshots) == len(train) >= 3
+    expected = snapshots[0]
+    for weights in snapshots[1:]:
+        expected = {k: 0.9 * expected[k] + 0.1 * weights[k] for k in expected}
+    averaged = ema.module.state_dict()
+    for k, v in expected.items():
+        torch.testing.assert_close(averaged[k], v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(averaged["head.weight"], model.state_dict()["head.weight"])  # an average, not a copy
+
+
+def test_no_average_at_decay_zero_and_out_of_range_decays_are_refused():
+    assert weight_average(nn.Linear(2, 2), 0.0) is None
+    for bad in (-0.1, 1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"ema_decay must be a number from 0 .* up to, not including, 1"):
+            TrainConfig(ema_decay=bad)
+    assert parse_setting("ema_decay=0.999", ("ema_decay",)) == ("ema_decay", 0.999)
+
+
+def test_a_run_scores_the_average_beside_its_weights_and_reads_the_test_set_once(tiny_data):
+    cfg = config()
+    lines = []
+    run = experiment.train(tiny_model, tiny_data, cfg, CPU, log=lines.append)
+    h = run.history
+    assert len(h.ema_val_acc) == len(h.ema_val_loss) == len(h.val_acc) == 4
+    assert h.ema_test_acc[:3] == [None] * 3 and h.test_acc[:3] == [None] * 3       # the test set read once
+    assert h.final_ema_test_acc == h.ema_test_acc[-1] and 0 <= h.final_ema_test_acc <= 100
+    assert h.final_ema_val_acc == h.ema_val_acc[-1]
+    assert all("EMA val acc" in line for line in lines) and "EMA test acc" in lines[-1]
+    plain = experiment.train(tiny_model, tiny_data, config(ema_decay=0.0), CPU, log=None).history
+    assert plain.ema_val_acc == [] and plain.ema_test_acc == [] and str(plain.final_ema_val_acc) == "nan"
+    # the average only watches: the trained weights' history is the run's without one
+    assert plain.train_loss == h.train_loss and plain.val_acc == h.val_acc and plain.test_acc == h.test_acc
+
+
+def test_an_interrupted_run_resumes_with_its_average_to_the_same_history(tiny_data, tmp_path):
+    cfg = config()
+    whole = experiment.train(tiny_model, tiny_data, cfg, CPU, log=None).history
+    _, train, test, valid = experiment.prepare(tiny_data, cfg, CPU)
+    ckpt = tmp_path / "run.pt"
+    part = fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None,
+               val_loader=valid)
+    assert part.interrupted and part.epoch == [1, 2]
+    resumed = experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None).history
+    assert resumed.ema_val_acc == whole.ema_val_acc and resumed.ema_test_acc == whole.ema_test_acc
+    assert resumed.val_acc == whole.val_acc
+    with pytest.raises(CheckpointError, match=re.escape("ema_decay=0.9")):   # not continued under another average
+        experiment.train(tiny_model, tiny_data, config(ema_decay=0.99), CPU, checkpoint=ckpt, resume=True, log=None)
+
+
+def test_a_checkpoint_without_its_average_is_refused_with_the_fix(tiny_data, tmp_path):
+    cfg = config(epochs=2)
+    _, train, test, valid = experiment.prepare(tiny_data, cfg, CPU)
+    ckpt = tmp_path / "run.pt"
+    fit(tiny_model_seeded(cfg), StopAt(train, 2), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None,
+        val_loader=valid)
+    state = torch.load(ckpt, weights_only=True)
+    state["ema"] = {}
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="holds no weight average.*start the run afresh"):
+        experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None)
+
+
+def test_the_average_names_its_runs_and_leaves_earlier_names_alone():
+    course = TrainConfig()
+    assert experiment.checkpoint_path("cifarnet", course).name == "cifarnet-full-e40-s1.pt"
+    averaged = experiment.checkpoint_path("cifarnet", TrainConfig(ema_decay=0.999)).name
+    assert re.fullmatch(r"cifarnet-full-e40-s1-x[0-9a-f]{6}\.pt", averaged)
+    # a record saved before the setting existed reads as a run without an average
+    assert TrainConfig.from_dict({k: v for k, v in course.to_dict().items() if k != "ema_decay"}).ema_decay == 0.0
+    text = TrainConfig(ema_decay=0.999).describe("cpu")
+    assert "an EMA of the weights (decay 0.999, about the last 1,000 steps)" in text
+    assert "EMA" not in course.describe("cpu")
+
+
+def test_run_training_records_the_averages_final_accuracies(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "load_cifar10", lambda *a, **k: tiny_data)
+    run = experiment.run_training("cifarnet", config(epochs=2, crop_size=None), device="cpu", progress=False,
+                                  log=None, checkpoint_dir=tmp_path)
+    record = json.loads(run.record_path.read_text())
+    assert record["final_ema_val_acc"] == run.history.ema_val_acc[-1]
+    assert record["final_ema_test_acc"] == run.history.ema_test_acc[-1]
+    assert record["config"]["ema_decay"] == 0.9
+
+
+def test_the_cli_takes_the_average_as_a_setting():
+    out = subprocess.run([sys.executable, "-m", "course_utils", "train", "--set", "ema_decay=1", "--epochs", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "ema_decay must be a number from 0" in out.stderr
+
+
+def test_the_cli_reports_the_average_beside_the_trained_weights(image_folder, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "course_utils", "train", "--data-dir", str(image_folder), "--epochs", "2",
+                          "--batch-size", "16", "--device", "cpu", "--no-progress", "--set", "ema_decay=0.9"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "; a weight average (EMA 0.9) scored beside" in out.stdout
+    report = re.search(r"the weight average \(EMA\), beside: validation (\d+\.\d\d)%, test (\d+\.\d\d)%", out.stdout)
+    record = json.loads(open(re.search(r"run record: (\S+)", out.stdout)[1]).read())
+    assert report and float(report[2]) == pytest.approx(record["final_ema_test_acc"], abs=0.005)
+    assert float(report[1]) == pytest.approx(record["final_ema_val_acc"], abs=0.005)
