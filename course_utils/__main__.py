@@ -285,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"
                  if config.crop_epochs else "")
               + (f" (the last {config.clean_epochs} clean: flips only)" if config.clean_epochs else "")
-              + (f"; a weight average (EMA {config.ema_decay:g}) scored beside" if config.ema_decay else "")
+              + (f"; a weight average (EMA {config.ema_decay}) scored beside" if config.ema_decay else "")
               + ("; changed: " + ", ".join(f"{n}={getattr(config, n)}" for n in settings) if settings else ""))
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":

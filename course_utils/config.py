@@ -236,8 +236,8 @@ class TrainConfig:
             lines.append(f"clean tail: the last {'epoch' if n == 1 else f'{n} epochs'} on whole images with flips only "
                          "(no shift-scale-rotate, no coarse dropout)")
         if self.ema_decay:
-            lines.append(f"weight average: an EMA of the weights (decay {self.ema_decay:g}, about the last "
-                         f"{round(1 / (1 - self.ema_decay)):,} steps), scored on validation beside the trained weights")
+            lines.append(f"weight average: an EMA of the weights (decay {self.ema_decay}, about the last "
+                         f"{round(1 / (1 - self.ema_decay)):,} steps), scored beside the trained weights")
         if dev.type == "cuda":
             from .runtime import mixed_precision, precision_name
 
