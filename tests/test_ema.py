@@ -12,7 +12,7 @@ from torch import nn
 from course_utils import experiment
 from course_utils.checkpoint import CheckpointError
 from course_utils.config import TrainConfig, parse_setting
-from course_utils.training import fit, train_one_epoch, weight_average
+from course_utils.training import fit, refresh_batchnorm, train_one_epoch, weight_average
 
 from test_progressive import StopAt, tiny_data, tiny_model, tiny_model_seeded  # noqa: F401 (tiny_data: a fixture)
 from test_progressive import config as progressive_config
@@ -26,8 +26,8 @@ def config(**kw):
 
 
 def test_the_average_follows_the_formula_step_by_step(tiny_data):
-    """After the first step the average is the weights; after each later one decay·average + (1 − decay)·weights,
-    BatchNorm's running statistics included."""
+    """After the first step the average is the weights; after each later one decay·average + (1 − decay)·weights.
+    BatchNorm's running statistics are not averaged (refresh_batchnorm measures them for the averaged weights)."""
     cfg = config(epochs=1, crop_size=None)
     _, train, _, _ = experiment.prepare(tiny_data, cfg, CPU)
     model = tiny_model_seeded(cfg)
@@ -36,7 +36,7 @@ def test_the_average_follows_the_formula_step_by_step(tiny_data):
 
     def step():
         ema.update_parameters(model)
-        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()})
+        snapshots.append({k: v.detach().clone() for k, v in model.named_parameters()})
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     train_one_epoch(model, train, optimizer, CPU, progress=False, after_step=step)
@@ -48,6 +48,23 @@ def test_the_average_follows_the_formula_step_by_step(tiny_data):
     for k, v in expected.items():
         torch.testing.assert_close(averaged[k], v, rtol=1e-5, atol=1e-6)
     assert not torch.equal(averaged["head.weight"], model.state_dict()["head.weight"])  # an average, not a copy
+    # the statistics are not averaged: AveragedModel keeps the trained weights' (refresh_batchnorm replaces them)
+    assert all(torch.equal(averaged[k], v) for k, v in model.state_dict().items() if "running" in k)
+
+
+def test_refresh_batchnorm_measures_the_statistics_of_the_batches_it_is_given():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, momentum=0.1))
+    batches = [(torch.randn(4, 2, 5, 5) * 3 + 1, torch.zeros(4)) for _ in range(6)]
+    model[1].running_mean.fill_(7.0)
+    refresh_batchnorm(model, batches, CPU, batches=5)
+    with torch.no_grad():
+        outs = [model[0](x) for x, _ in batches[:5]]           # the first 5 batches only
+    torch.testing.assert_close(model[1].running_mean, torch.stack([o.mean((0, 2, 3)) for o in outs]).mean(0))
+    n = outs[0][:, 0].numel()
+    unbiased = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outs]).mean(0)
+    torch.testing.assert_close(model[1].running_var, unbiased)
+    assert model[1].momentum == 0.1 and not model.training and n == 100
 
 
 def test_no_average_at_decay_zero_and_out_of_range_decays_are_refused():
