@@ -326,10 +326,10 @@ def weight_average(model: nn.Module, decay: float):
     """An exponential moving average of ``model``'s weights, or None when ``decay`` is 0: after every step
     ``average = decay · average + (1 − decay) · weights``, so it weighs about the last ``1 / (1 − decay)``
     steps (Polyak & Juditsky 1992). ``update_parameters(model)`` takes a step; ``.module`` is the averaged
-    network. Its BatchNorm statistics are not averaged: the running statistics of weights that moved
-    describe none of them (averaged, they scored at chance in a 40-epoch run whose averaged weights, with
-    their statistics measured again, scored like the trained ones), so ``refresh_batchnorm`` measures them
-    for the averaged weights before it is scored, as SWA does (Izmailov et al. 2018, arXiv:1803.05407)."""
+    network. Its BatchNorm statistics are not averaged: an average of the statistics of weights that kept
+    moving describes none of them, and early in a run it can leave the averaged network near chance, so
+    ``refresh_batchnorm`` measures them for the averaged weights before it is scored, as SWA does
+    (Izmailov et al. 2018, arXiv:1803.05407)."""
     if not decay:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
