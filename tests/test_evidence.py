@@ -434,3 +434,50 @@ def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail(
         _assert_paired(tail, plain)
         assert val == f"{tail['final_val_acc'] - plain['final_val_acc']:+.2f}", seed
         assert test == f"{tail['final_test_acc'] - plain['final_test_acc']:+.2f}", seed
+
+
+def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_weights():
+    """The Recipes section's screen of the weight average at the course length: per seed, one run of the course
+    recipe with ``--set ema_decay=0.999``, its trained weights and their average scored on the same images
+    after the same last epoch; every cell from the record, the differences average minus weights, the summary
+    the mean and spread of the rows. The average only watches: each run's trained weights have the history of
+    the course recipe's own run of that seed (the clean-tail screen's pair), epoch for epoch."""
+    import statistics
+
+    tables = [t for t in _tables("Recipes") if t]
+    runs, summary = tables[7:9]
+    assert len(runs) >= 3
+    cells = {"weights": ([], []), "average": ([], [])}
+    same_threads = 0
+    for seed, val, ema_val, val_diff, test, ema_test, test_diff, minutes, source in runs:
+        name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
+        record = json.loads((REPO_ROOT / name).read_text())
+        assert TrainConfig.from_dict(record["config"]) == TrainConfig(seed=int(seed), ema_decay=0.999), name
+        assert not record["interrupted"] and not record["smoke"] and record["data"]["train"] == 45_000
+        assert (val, ema_val) == (f"{record['final_val_acc']:.2f}%", f"{record['final_ema_val_acc']:.2f}%")
+        assert (test, ema_test) == (f"{record['final_test_acc']:.2f}%", f"{record['final_ema_test_acc']:.2f}%")
+        assert val_diff == f"{record['final_ema_val_acc'] - record['final_val_acc']:+.2f}", seed
+        assert test_diff == f"{record['final_ema_test_acc'] - record['final_test_acc']:+.2f}", seed
+        assert minutes.startswith(f"{record['train_seconds'] / 60:.1f}"), name
+        plain = json.loads((REPO_ROOT / f"figures/runs/cifarnet-full-e40-s{seed}-notail.json").read_text())
+        # the pair ran its last epochs (after the clean tail's start) on another thread count for some seed:
+        # the sums' order changes, so the histories agree up to there
+        tail = TrainConfig(clean_fraction=0.1)
+        shared = 40 if plain["threads"] == record["threads"] else tail.epochs - tail.clean_epochs
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc"):
+            assert record["history"][key][:shared] == plain["history"][key][:shared], (seed, key)
+        same_threads += plain["threads"] == record["threads"]
+        for kind, v, t in (("weights", "final_val_acc", "final_test_acc"),
+                           ("average", "final_ema_val_acc", "final_ema_test_acc")):
+            cells[kind][0].append(record[v])
+            cells[kind][1].append(record[t])
+    assert same_threads >= 2       # two seeds' histories agree over all 40 epochs with a run without the average
+    history = json.loads((REPO_ROOT / "figures/runs/cifarnet-full-e40-s1-x494dbc.json").read_text())["history"]
+    text = (REPO_ROOT / "README.md").read_text()
+    assert (f"seed 1 after epoch 26:\n  {history['ema_val_acc'][25]:.2f}% on validation against {history['val_acc'][25]:.2f}%"
+            in text)
+    assert [row[0] for row in summary] == ["the trained weights", "their average (`--set ema_decay=0.999`)"]
+    for (_, seeds, val, test), kind in zip(summary, ("weights", "average")):
+        assert seeds == str(len(runs))
+        for cell, values in zip((val, test), cells[kind]):
+            assert cell == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%", (kind, cell)
