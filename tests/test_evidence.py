@@ -474,7 +474,7 @@ def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_w
     assert same_threads >= 2       # two seeds' histories agree over all 40 epochs with a run without the average
     history = json.loads((REPO_ROOT / "figures/runs/cifarnet-full-e40-s1-x494dbc.json").read_text())["history"]
     text = (REPO_ROOT / "README.md").read_text()
-    assert (f"seed 1 after epoch 26:\n  {history['ema_val_acc'][25]:.2f}% on validation against {history['val_acc'][25]:.2f}%"
+    assert (f"seed 1 after epoch 26, at half the peak:\n  {history['ema_val_acc'][25]:.2f}% on validation against {history['val_acc'][25]:.2f}%"
             in text)
     assert [row[0] for row in summary] == ["the trained weights", "their average (`--set ema_decay=0.999`)"]
     for (_, seeds, val, test), kind in zip(summary, ("weights", "average")):
