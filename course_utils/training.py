@@ -63,24 +63,29 @@ class History:
     def best_test_acc(self) -> float:
         return max((a for a in self.test_acc if a is not None), default=float("nan"))
 
+    @staticmethod
+    def _final(values: list) -> float:
+        """The value after the last epoch; NaN where there is none (an empty list, or a split not read then)."""
+        return values[-1] if values and values[-1] is not None else float("nan")
+
     @property
     def final_test_acc(self) -> float:
         """The test accuracy after the last epoch: the number a run reports (never the best epoch's,
         which would be a choice made on the test set)."""
-        return self.test_acc[-1] if self.test_acc and self.test_acc[-1] is not None else float("nan")
+        return self._final(self.test_acc)
 
     @property
     def final_val_acc(self) -> float:
-        return self.val_acc[-1] if self.val_acc else float("nan")
+        return self._final(self.val_acc)
 
     @property
     def final_ema_val_acc(self) -> float:
         """The weight average's validation accuracy after the last epoch (NaN without a weight average)."""
-        return self.ema_val_acc[-1] if self.ema_val_acc else float("nan")
+        return self._final(self.ema_val_acc)
 
     @property
     def final_ema_test_acc(self) -> float:
-        return self.ema_test_acc[-1] if self.ema_test_acc and self.ema_test_acc[-1] is not None else float("nan")
+        return self._final(self.ema_test_acc)
 
     @property
     def total_seconds(self) -> float:
@@ -341,21 +346,14 @@ def weight_average(model: nn.Module, decay: float):
 BN_REFRESH_BATCHES = 20
 
 
-@torch.no_grad()
 def refresh_batchnorm(model: nn.Module, loader, device: torch.device, batches: int = BN_REFRESH_BATCHES,
                       channels_last: bool = False) -> None:
     """Measure every BatchNorm layer's running mean and variance afresh, as the plain average over the first
-    ``batches`` batches of ``loader`` (training mode, no gradients), and leave ``model`` in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    model.train()
-    for x, _ in itertools.islice(loader, batches):
-        model(_to_device(x, device, channels_last))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+    ``batches`` batches of ``loader`` (training mode, no gradients: ``torch.optim.swa_utils.update_bn``), and
+    leave ``model`` in eval mode."""
+    from torch.optim.swa_utils import update_bn
+
+    update_bn((_to_device(x, device, channels_last) for x, _ in itertools.islice(loader, batches)), model)
     model.eval()
 
 
