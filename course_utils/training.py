@@ -492,10 +492,10 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 history.compile_seconds = train_model.first_call_seconds
             # evaluation runs the eager model: only training is compiled (eval mode and the last,
             # smaller batch would each cost a recompile for a few seconds of work)
-            val = {}
+            scores = {}  # validation's, and the weight average's (validation and test)
             if val_loader is not None:
                 val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=config.channels_last)
-                val = dict(val_loss=val_loss, val_acc=val_acc)
+                scores = dict(val_loss=val_loss, val_acc=val_acc)
             test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
             if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
                 test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
@@ -503,18 +503,18 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             if ema is not None:  # the weight average, scored beside the trained weights on the same images
                 refresh_batchnorm(ema.module, train_loader, device, channels_last=config.channels_last)
                 if val_loader is not None:
-                    val["ema_val_loss"], val["ema_val_acc"] = evaluate(ema.module, val_loader, device, amp=amp,
-                                                                       channels_last=config.channels_last)
-                val["ema_test_acc"] = None if test_loss is None else evaluate(
+                    scores["ema_val_loss"], scores["ema_val_acc"] = evaluate(
+                        ema.module, val_loader, device, amp=amp, channels_last=config.channels_last)
+                scores["ema_test_acc"] = None if test_loss is None else evaluate(
                     ema.module, test_loader, device, amp=amp, channels_last=config.channels_last)[1]
-            for split, loss in (("validation", val.get("val_loss")), ("test", test_loss)):
+            for split, loss in (("validation", scores.get("val_loss")), ("test", test_loss)):
                 if loss is not None and not math.isfinite(loss):
                     raise TrainingDivergedError(
                         f"the {split} loss became {loss}; lower the learning rate (lr) or check the input data")
             synchronize(device)
             seconds = time.perf_counter() - t0
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                           test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **val)
+                           test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
             if log:
                 log(_epoch_line(history, -1, config.epochs))
             if checkpoint:
