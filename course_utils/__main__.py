@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Measure images/s of the augmentation pipeline for 0, 1, 2, ... loader workers, "
                                        "training steps of the course models, and on CUDA the time CifarNet takes to reach "
                                        "85% test accuracy. Prints a table and writes a JSON record under runs/bench/.")
-    bench.add_argument("--quick", action="store_true", help="a CPU-sized run that takes about a minute")
+    bench.add_argument("--quick", action="store_true", help="a CPU-sized run: 3 steps per row (noisy)")
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     ablate = sub.add_parser("ablate", help="train the ablation variants, several seeds each; CSVs and figure to figures/",

@@ -118,7 +118,7 @@ def relative_throughput(builds: "dict[str, Callable[[], object]]", device, refer
                         passes: int = 5, batch_size: int = 128, steps: int = 10, channels_last: bool = True,
                         measure: Callable | None = None) -> list[RelativeSpeed]:
     """Training speed of each model against ``reference`` (default: the first of ``builds``), robust to
-    a machine whose speed drifts (a shared or throttled CPU can differ by 10-20% from one minute to the
+    a machine whose speed drifts (a shared or throttled CPU's speed changes from one minute to the
     next): ``passes`` interleaved passes each time every model once, close together, and each model's
     ratio is taken to the reference timed in the same pass. Returns one ``RelativeSpeed`` per model, in
     the order of ``builds`` (the reference's ratios are all 1).

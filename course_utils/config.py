@@ -20,9 +20,10 @@ SMOKE_EPOCHS = 2
 
 #: Three recipes. ``course`` (the ``TrainConfig()`` defaults below) is the CPU recipe: 40 epochs, the
 #: length chosen on the validation split (15, 30 and 40 epochs of whole images gave 80.94%, 84.08% and
-#: 84.74% at the previous widths; see README, Results), the first 30 of them on random 24×24 crops
-#: (progressive resizing: a 24×24 step costs about half a 32×32 one, and the last 10 epochs on whole
-#: images undo the change of resolution). Chosen on the validation split, 3 seeds each, against the
+#: 84.74% at the previous widths, one seed each: session notes, not kept as records; see README, Results), the
+#: first 30 of them on random 24×24 crops (progressive resizing: in notebook 11's run an epoch on 24×24 crops took
+#: about two thirds of one on whole images, 18.5 s against 28.8 s, ``figures/runs/cifarnet-full-e40-s1.json``;
+#: the last 10 epochs on whole images undo the change of resolution). Chosen on the validation split, 3 seeds each, against the
 #: other way to fit the same minutes (30 epochs of whole images): see README, Recipes.
 #: ``fast`` is for a GPU: twice the batch with the peak learning rate scaled by the same factor (the
 #: linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD", arXiv:1706.02677;
@@ -33,7 +34,7 @@ SMOKE_EPOCHS = 2
 #: ``long`` is for the best accuracy under the same rules: the course recipe (crops included) for 60
 #: epochs, for ``cifarnet_wide`` (``LONG_RECIPE_MODEL``, what ``train --recipe long`` trains unless told
 #: otherwise). The 40-epoch run ended with its training accuracy (on augmented images) barely above its
-#: validation accuracy (86.34% against 85.08%), and 60 epochs of whole images added only 0.66 points on
+#: validation accuracy (86.34% against 85.08%, ``figures/runs/cifarnet-full-e40-s1-whole.json``), and 60 epochs of whole images added only 0.66 points on
 #: validation (``figures/runs/cifarnet-full-e60-s1.json``, the long recipe until 2026-12-02):
 #: ``cifarnet`` is limited by fitting, so the long recipe trains a wider network (``models.WIDE``) for
 #: longer, not with more regularisation. Nor with less: at the course length (3 seeds each, validation)
@@ -114,7 +115,7 @@ class TrainConfig:
     epochs: int = 40                 # full passes over the 45k training images (50k minus validation)
     batch_size: int = 256            # images per step; the OneCycle peak below is tuned for it
     optimizer: str = "sgd"           # "sgd" (Nesterov momentum) or "adam"
-    lr: float = 0.2                  # OneCycle peak learning rate (SGD); use ~3e-3 for Adam
+    lr: float = 0.2                  # OneCycle peak learning rate (SGD); Adam needs a far smaller one (not tuned here)
     momentum: float = 0.9            # SGD (Nesterov) momentum, cycled by OneCycle 0.05 either side: 0.95 -> 0.85 -> 0.95; Adam ignores it
     weight_decay: float = 5e-4       # L2 on all weights; with batch norm it mostly sets the effective step (1e-4 fit less and scored lower)
     label_smoothing: float = 0.1     # softer targets: about +0.5 point on short schedules
@@ -124,7 +125,7 @@ class TrainConfig:
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
     num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
-    channels_last: bool = True       # NHWC layout: faster for CifarNet's depthwise convs (see README, Benchmark)
+    channels_last: bool = True       # NHWC layout: faster for CifarNet on both CPUs benchmarked (README, Benchmark)
     compile: bool = False            # torch.compile the model on CUDA (ignored elsewhere, like amp)
     train_per_class: int | None = None  # stratified subset of the train split; None = all 4,500 per class
     test_per_class: int | None = None   # likewise for the test (and validation) split; None = all

@@ -129,8 +129,8 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, .
     """Per-channel mean and std of uint8 HWC images, on the 0–1 scale.
 
     A chunk of images and one channel at a time (a float64 copy of tens of MB however large the data
-    set), accumulating the sum and the sum of squares in float64: exact to float64 rounding, and about
-    half a second for CIFAR-10's 50,000 training images."""
+    set), accumulating the sum and the sum of squares in float64: exact to float64 rounding, in one pass
+    over the data."""
     channels = images.shape[-1]
     total, squares, n = np.zeros(channels), np.zeros(channels), 0
     for start in range(0, len(images), chunk):
@@ -433,7 +433,7 @@ def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
 def _fingerprint(root: Path) -> str | None:
     """A digest of what a cache in ``root`` is built from: every file of the image folder (relative path,
     size, modification time) or of torchvision's ``cifar-10-batches-py/``; None when neither is there.
-    Stat-ing 60,000 files takes a fraction of a second; decoding them takes half a minute."""
+    Stat-ing the files is far cheaper than decoding them again."""
     folder = _find_image_folder(root)
     batches = root / "cifar-10-batches-py"
     tops = [folder / "train", folder / "test"] if folder is not None else [batches] if batches.is_dir() else []
@@ -593,7 +593,7 @@ class BatchNormalize:
 
     The result is a float tensor shaped ``(N, 3, H, W)`` whose memory is laid out channels-last (it is
     the NHWC batch, permuted): the layout the course's models train in, with no copy to get there.
-    Doing this per image in the augmentation pipeline costs more than the flip and the hole together.
+    Done here once per batch, not per image in the augmentation pipeline.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:

@@ -332,7 +332,7 @@ def weight_average(model: nn.Module, decay: float):
     ``average = decay · average + (1 − decay) · weights``, so it weighs about the last ``1 / (1 − decay)``
     steps (Polyak & Juditsky 1992). ``update_parameters(model)`` takes a step; ``.module`` is the averaged
     network. Its BatchNorm statistics are not averaged: an average of the statistics of weights that kept
-    moving describes none of them, and early in a run it can leave the averaged network near chance, so
+    moving describes none of them (early in a run, far from it), so
     ``refresh_batchnorm`` measures them for the averaged weights before it is scored, as SWA does
     (Izmailov et al. 2018, arXiv:1803.05407)."""
     if not decay:
@@ -401,7 +401,7 @@ class CompileGuard(nn.Module):
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
     """``torch.compile(model)`` where it pays: on CUDA with Triton installed, behind a ``CompileGuard``
     that falls back to the eager model if the first compiled step fails. On a CPU inductor needs a
-    C++ compiler and a minute of warm-up for little gain, and without Triton (Windows, some older
+    C++ compiler and a warm-up of its own (not measured here), and without Triton (Windows, some older
     installs) compiling a CUDA model fails at its first step, so there the model is returned as it is,
     with a note through ``log``."""
     if torch.device(device).type != "cuda":

@@ -100,6 +100,18 @@ def test_summary_without_shared_modules_is_torchsummarys_table_unchanged():
     assert "Note:" not in info["table"]
 
 
+def _conv_inputs(model: nn.Module) -> dict:
+    """Each ``nn.Conv2d`` of ``model`` and the (channels, height, width) it reads on a 32×32 image."""
+    inputs = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.__setitem__(m, tuple(i[0].shape[1:]))) for m in convs]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    return inputs
+
+
 def test_the_pointwise_share_of_cifarnets_macs_is_what_notebook_03_says():
     """Notebook 03 (section 3) says CifarNet's six 1×1 convs do 3.84 M of its 10.41 M multiply-accumulates,
     37%: each 1×1 conv counted alone, by ``count_macs``, at the input size it sees inside the network."""
@@ -109,13 +121,8 @@ def test_the_pointwise_share_of_cifarnets_macs_is_what_notebook_03_says():
     from course_utils.runtime import REPO_ROOT
 
     model = CifarNet().eval()
-    pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
-    inputs = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: inputs.__setitem__(m, tuple(i[0].shape[1:]))) for m in pointwise]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 32, 32))
-    for h in hooks:
-        h.remove()
+    inputs = _conv_inputs(model)
+    pointwise = [m for m in inputs if m.kernel_size == (1, 1)]
     share = sum(count_macs(m, inputs[m]) for m in pointwise)
     total = count_macs(model)
     assert len(pointwise) == 6
@@ -123,3 +130,17 @@ def test_the_pointwise_share_of_cifarnets_macs_is_what_notebook_03_says():
     assert said == "(3.84 M of 10.41 M, 37%"
     cells = json.loads((REPO_ROOT / "notebooks" / "03_depthwise_separable.ipynb").read_text())["cells"]
     assert any(said in "".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+def test_v1s_full_3x3_convs_at_32x32_and_16x16_do_90_percent_of_its_macs():
+    """``CifarNetV1``'s docstring, the README (CifarNet) and notebook 11 say that 90% of v1's 37.5 M
+    multiply-accumulates sit in full 3×3 convs at 32×32 and 16×16 (issue 10's reason for the redesign):
+    each such conv (groups 1, reading a 32×32 or 16×16 map) counted alone by ``count_macs``."""
+    from course_utils.models import CifarNetV1
+
+    model = CifarNetV1().eval()
+    inputs = _conv_inputs(model)
+    full = [m for m in inputs if m.kernel_size == (3, 3) and m.groups == 1 and inputs[m][1] in (32, 16)]
+    share = sum(count_macs(m, inputs[m]) for m in full) / count_macs(model)
+    assert len(full) == 5   # two convs at 32×32, the stride-2 one that leaves it, two at 16×16 (one dilated)
+    assert f"{count_macs(model) / 1e6:.1f} M" == "37.5 M" and f"{share:.0%}" == "90%"
