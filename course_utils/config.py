@@ -118,7 +118,7 @@ class TrainConfig:
     lr: float = 0.2                  # OneCycle peak learning rate (SGD); Adam needs a far smaller one (not tuned here)
     momentum: float = 0.9            # SGD (Nesterov) momentum, cycled by OneCycle 0.05 either side: 0.95 -> 0.85 -> 0.95; Adam ignores it
     weight_decay: float = 5e-4       # L2 on all weights; with batch norm it mostly sets the effective step (1e-4 fit less and scored lower)
-    label_smoothing: float = 0.1     # softer targets: about +0.5 point on short schedules
+    label_smoothing: float = 0.1     # softer targets (Szegedy et al. 2015); off, level at 40 epochs (README, Recipes)
     pct_start: float = 0.25          # fraction of steps spent warming up to the peak (0.5 at most)
     div_factor: float = 10.0         # start at lr / 10
     final_div_factor: float = 100.0  # end at lr / 1000
@@ -133,7 +133,7 @@ class TrainConfig:
     test_each_epoch: bool = False    # with a validation split the test set is read once, after the last epoch
     flip_p: float = 0.5              # augmentation (albumentations): probability of a horizontal flip,
     affine_p: float = 0.5            # of a shift-scale-rotate (Affine: ±10%, 0.9-1.1, ±15°),
-    dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (less in a short run: it underfits)
+    dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (at 0.5 lower, at 0.1 level: README, Recipes)
     crop_size: int | None = 24       # progressive resizing: random crop_size² crops (after the augmentation)
     crop_fraction: float = 0.75      # for this fraction of the epochs (rounded down), whole images after
     clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) on whole images, flips only

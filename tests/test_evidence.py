@@ -436,6 +436,27 @@ def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail(
         assert test == f"{tail['final_test_acc'] - plain['final_test_acc']:+.2f}", seed
 
 
+def test_readme_label_smoothing_and_hole_screen_changes_one_setting_per_variant():
+    """The Recipes section's screen of label smoothing and of the coarse-dropout hole's probability at the
+    course length: each variant is the course recipe with one setting changed (named as the --set that makes
+    it), 3 seeds or more each, every row quoting its published record and the summary their mean and spread;
+    the reference is the course recipe's one-thread runs on the same machine (the clean-tail screen's pairs)."""
+    tables = [t for t in _tables("Recipes") if t]
+    runs, summary = tables[9:11]
+    _check_seed_comparison(runs, summary, _one_change, variants=4)
+    variants = {row[0] for row in summary}
+    assert variants == {"the course recipe", "`--set label_smoothing=0`", "`--set dropout_p=0.1`", "`--set dropout_p=0.5`"}
+    references = [row[-1] for row in runs if row[0] == "the course recipe"]
+    assert all("-notail.json" in source for source in references) and len(references) >= 3
+    # the lighter hole's per-seed differences, as the prose quotes them
+    by_seed: dict[int, dict[str, float]] = {}
+    for variant, seed, val, *_ in runs:
+        by_seed.setdefault(int(seed), {})[variant] = float(val.rstrip("%"))
+    lighter = [f"{by_seed[s]['`--set dropout_p=0.1`'] - by_seed[s]['the course recipe']:.2f}" for s in sorted(by_seed)]
+    prose = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert f"by {lighter[0]}, {lighter[1]} and {lighter[2]} points" in prose
+
+
 def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_weights():
     """The Recipes section's screen of the weight average at the course length: per seed, one run of the course
     recipe with ``--set ema_decay=0.999``, its trained weights and their average scored on the same images
