@@ -20,28 +20,32 @@ SMOKE_EPOCHS = 2
 
 #: Three recipes. ``course`` (the ``TrainConfig()`` defaults below) is the CPU recipe: 40 epochs, the
 #: length chosen on the validation split (15, 30 and 40 epochs of whole images gave 80.94%, 84.08% and
-#: 84.74% at the previous widths, one seed each: session notes, not kept as records; see README, Results), the
-#: first 30 of them on random 24×24 crops (progressive resizing: in notebook 11's run an epoch on 24×24 crops took
-#: about two thirds of one on whole images, 18.5 s against 28.8 s, ``figures/runs/cifarnet-full-e40-s1.json``;
-#: the last 10 epochs on whole images undo the change of resolution). Chosen on the validation split, 3 seeds each, against the
-#: other way to fit the same minutes (30 epochs of whole images): see README, Recipes.
+#: 84.74% at the previous widths, one seed each: session notes, not kept as records; see README, Results),
+#: the first 30 of them on random 24×24 crops (progressive resizing: in notebook 11's run an epoch on 24×24
+#: crops took about two thirds of one on whole images, 18.5 s against 28.8 s,
+#: ``figures/runs/cifarnet-full-e40-s1.json``; the last 10 epochs on whole images undo the change of
+#: resolution). Chosen on the validation split, 3 seeds each, against the other way to fit the same
+#: minutes (30 epochs of whole images): see README, Recipes.
 #: ``fast`` is for a GPU: twice the batch with the peak learning rate scaled by the same factor (the
 #: linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD", arXiv:1706.02677;
 #: OneCycle's warm-up plays the part of their gradual warm-up) and torch.compile, on whole images (a
 #: GPU is not short of arithmetic for a net this small, and one input shape keeps one compiled graph).
-#: A large batch keeps a GPU busy with a net this small; on a CPU it gains nothing per image, so "auto"
-#: picks it only on CUDA.
+#: A large batch should keep a GPU busier with a net this small (not measured: no GPU lent); on a CPU it
+#: gains nothing per image, so "auto" picks it only on CUDA.
 #: ``long`` is for the best accuracy under the same rules: the course recipe (crops included) for 60
 #: epochs, for ``cifarnet_wide`` (``LONG_RECIPE_MODEL``, what ``train --recipe long`` trains unless told
 #: otherwise). The 40-epoch run ended with its training accuracy (on augmented images) barely above its
-#: validation accuracy (86.34% against 85.08%, ``figures/runs/cifarnet-full-e40-s1-whole.json``), and 60 epochs of whole images added only 0.66 points on
-#: validation (``figures/runs/cifarnet-full-e60-s1.json``, the long recipe until 2026-12-02):
-#: ``cifarnet`` is limited by fitting, so the long recipe trains a wider network (``models.WIDE``) for
-#: longer, not with more regularisation. Nor with less: at the course length (3 seeds each, validation)
-#: weight decay 1e-4 ended below the recipe's 5e-4 on every seed, 1e-3 no better, and affine_p 0.25 level
-#: with 0.5 (README, Recipes, "Regularisation strength"). A clean tail (``clean_fraction``) of 6 epochs ended
-#: 0.24 points above its paired run on validation, one seed; 15 overfit (README, Results); at the course length
-#: a 4-epoch tail gained 0.13 points on validation, paired, 3 seeds (README, Recipes, "A clean tail"): not adopted.
+#: validation accuracy (86.34% against 85.08%, ``figures/runs/cifarnet-full-e40-s1-whole.json``), and 60
+#: epochs of whole images added only 0.66 points on validation (``figures/runs/cifarnet-full-e60-s1.json``,
+#: the long recipe until 2026-12-02): ``cifarnet`` is limited by fitting, so the long recipe trains a
+#: wider network (``models.WIDE``) for longer, not with more regularisation, nor with less: at the course
+#: length (3 seeds each, validation) weight decay 1e-4 ended below the recipe's 5e-4 on every seed, 1e-3
+#: no better, affine_p 0.25 level with 0.5 (README, Recipes, "Regularisation strength"), label smoothing
+#: off level with 0.1, and the hole at dropout_p 0.5 below 0.25 on every seed, at 0.1 leaning higher with
+#: overlapping ranges (README, Recipes, "Label smoothing and the coarse-dropout hole"). A clean tail
+#: (``clean_fraction``) of 6 epochs ended 0.24 points above its paired run on validation, one seed; 15
+#: overfit (README, Results); at the course length a 4-epoch tail gained 0.13 points on validation,
+#: paired, 3 seeds (README, Recipes, "A clean tail"): not adopted.
 WHOLE_IMAGES = dict(crop_size=None, crop_fraction=0.0)
 FAST_RECIPE = dict(batch_size=512, lr=0.4, compile=True, **WHOLE_IMAGES)
 LONG_RECIPE = dict(epochs=60)

@@ -129,7 +129,8 @@ NOTES = {
     "11.2": "Not measured in the kit at p = 0. Measured beside it (README, Recipes, 3 seeds each): at p = 0.5 "
             "every seed ended below the recipe's p = 0.25 on validation and fitted less of its training set, at "
             "p = 0.1 the seeds leaned higher (85.40% against 85.07%) with overlapping ranges; without the hole "
-            "the training task is easier still, so a 40-epoch run may gain on validation; a longer schedule, which fits the training set better, is "
+            "the training task is easier still, so a 40-epoch run may gain on validation; a longer schedule, which "
+            "fits the training set better, is "
             "where a regulariser like Cutout tends to pay (DeVries & Taylor 2017 trained for 200 epochs).",
     "11.3": "Halving the epochs also halves the OneCycle schedule: the learning rate rises and anneals twice as "
             "fast. Plot both histories against the fraction of the schedule: a recorded pair of the whole-image "

@@ -332,7 +332,7 @@ def weight_average(model: nn.Module, decay: float):
     ``average = decay · average + (1 − decay) · weights``, so it weighs about the last ``1 / (1 − decay)``
     steps (Polyak & Juditsky 1992). ``update_parameters(model)`` takes a step; ``.module`` is the averaged
     network. Its BatchNorm statistics are not averaged: an average of the statistics of weights that kept
-    moving describes none of them (early in a run, far from it), so
+    moving describes none of them, least of all early in a run, so
     ``refresh_batchnorm`` measures them for the averaged weights before it is scored, as SWA does
     (Izmailov et al. 2018, arXiv:1803.05407)."""
     if not decay:
