@@ -232,7 +232,15 @@ def test_batch_normalisation_matches_the_per_image_pipeline(image_folder):
 
 
 def _epochs(loader, n=2):
-    return [[x.clone() for x, _ in loader] for _ in range(n)]
+    """``n`` epochs of ``loader``'s batches; then its persistent workers are shut down, so the next loader
+    does not fork while this one's worker queues (and their feeder threads) are alive: a fork then can
+    copy a held lock into the new worker, and the test hung once that way (a dry run of .ci/run,
+    2026-12-03, both sides waiting on their queues)."""
+    epochs = [[x.clone() for x, _ in loader] for _ in range(n)]
+    if loader._iterator is not None:
+        loader._iterator._shutdown_workers()
+        loader._iterator = None
+    return epochs
 
 
 def test_loaders_with_two_workers_are_seeded_per_worker_and_repeatable(image_folder):
