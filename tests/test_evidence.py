@@ -415,6 +415,15 @@ def test_readme_ablation_table_quotes_the_committed_study():
     assert quoted == [v.name for v in ablation.VARIANTS]
 
 
+def _records_by_seed(runs) -> dict[int, dict[str, dict]]:
+    """A seed comparison's rows (variant, seed, ..., record) as each seed's published record per variant."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for variant, seed, *_, source in runs:
+        name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
+        by_seed.setdefault(int(seed), {})[variant] = json.loads((REPO_ROOT / name).read_text())
+    return by_seed
+
+
 def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail():
     """The Recipes section's screen of the clean tail at the course length: 3 seeds or more of the course
     recipe with ``--set clean_fraction=0.1`` and of their pairs (the course recipe), each row quoting its
@@ -423,10 +432,7 @@ def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail(
     tables = [t for t in _tables("Recipes") if t]
     runs, summary, differences = tables[4:7]
     _check_seed_comparison(runs, summary, _one_change)
-    by_seed: dict[int, dict[str, dict]] = {}
-    for variant, seed, *_, source in runs:
-        name = re.search(r"figures/runs/[\w.-]+\.json", source).group(0)
-        by_seed.setdefault(int(seed), {})[variant] = json.loads((REPO_ROOT / name).read_text())
+    by_seed = _records_by_seed(runs)
     assert [int(row[0]) for row in differences] == sorted(by_seed)
     for seed, val, test in differences:
         pair = by_seed[int(seed)]
@@ -449,10 +455,9 @@ def test_readme_label_smoothing_and_hole_screen_changes_one_setting_per_variant(
     references = [row[-1] for row in runs if row[0] == "the course recipe"]
     assert all("-notail.json" in source for source in references) and len(references) >= 3
     # the lighter hole's per-seed differences, as the prose quotes them
-    by_seed: dict[int, dict[str, float]] = {}
-    for variant, seed, val, *_ in runs:
-        by_seed.setdefault(int(seed), {})[variant] = float(val.rstrip("%"))
-    lighter = [f"{by_seed[s]['`--set dropout_p=0.1`'] - by_seed[s]['the course recipe']:.2f}" for s in sorted(by_seed)]
+    by_seed = _records_by_seed(runs)
+    lighter = [f"{r['`--set dropout_p=0.1`']['final_val_acc'] - r['the course recipe']['final_val_acc']:.2f}"
+               for _, r in sorted(by_seed.items())]
     prose = " ".join((REPO_ROOT / "README.md").read_text().split())
     assert f"by {lighter[0]}, {lighter[1]} and {lighter[2]} points" in prose
 
