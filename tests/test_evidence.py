@@ -392,6 +392,36 @@ def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_
         assert f"figures/runs/cifarnet_fullres-full-e60-s1-{name}.json" in text
 
 
+def test_readme_hole_and_batch_at_the_long_length_each_change_one_setting_of_the_one_thread_run():
+    """The long-length runs with the smaller hole and with batch 128 each differ from the one-thread long
+    run without a tail (same model, seed, threads and epochs) in what their README bullet names, and the
+    bullet's differences and training accuracies are computed from the records."""
+    from course_utils.config import LEARNING_SETTINGS
+
+    def record(name):
+        return json.loads((REPO_ROOT / f"figures/runs/{name}.json").read_text())
+
+    reference = record("cifarnet_fullres-full-e60-s1-notail")
+    hole, batch = record("cifarnet_fullres-full-e60-s1-x6d2118"), record("cifarnet_fullres-full-e60-b128-s1-x39d7f3")
+    base = TrainConfig.from_dict({**reference["config"], "clean_fraction": 0.0})
+    assert base == TrainConfig.recipe("long")
+    for run, changed in ((hole, {"dropout_p": 0.1}), (batch, {"batch_size": 128, "lr": 0.1})):
+        config = TrainConfig.from_dict(run["config"])
+        assert config == replace(base, **changed), changed                  # that setting and nothing else
+        assert set(changed) - {"batch_size"} <= set(LEARNING_SETTINGS)
+        assert (run["model"], run["threads"], run["epochs"]) == (reference["model"], 1, 60)
+    prose = " ".join((REPO_ROOT / "README.md").read_text().split())
+
+    def points(a, b, key):
+        return f"{a[key] - b[key]:.2f}"
+
+    assert (f"{points(hole, reference, 'final_val_acc')} points above on validation and "
+            f"{points(hole, reference, 'final_test_acc')} on test") in prose
+    assert (f"augmented images at {hole['history']['train_acc'][-1]:.2f}% against "
+            f"{reference['history']['train_acc'][-1]:.2f}%") in prose
+    assert f"level on validation (+{points(batch, reference, 'final_val_acc')})" in prose
+
+
 def test_readme_ablation_table_quotes_the_committed_study():
     """The README's ablation table has one row per variant of the committed study, each quoting its
     summary's validation and test mean ± std and the seed-range verdict of ``compare_to_reference``
