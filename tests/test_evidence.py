@@ -376,15 +376,17 @@ def _assert_paired(tail_record: dict, pair_record: dict) -> None:
         assert tail_record["history"][key][shared] != pair_record["history"][key][shared], key   # then they part
 
 
+def _published(name: str) -> dict:
+    """The published run record ``figures/runs/<name>.json``."""
+    return json.loads((REPO_ROOT / f"figures/runs/{name}.json").read_text())
+
+
 def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_the_tail():
     """The long-length clean-tail runs and the run without a tail share every epoch before their tails, so
     each pair differs in the tail alone, as the README's Results say."""
-    def record(suffix):
-        return json.loads((REPO_ROOT / f"figures/runs/cifarnet_fullres-full-e60-s1-{suffix}.json").read_text())
-
-    pair = record("notail")
+    pair = _published("cifarnet_fullres-full-e60-s1-notail")
     for suffix, clean in (("xee08b8", 6), ("x5a6f4b", 15)):
-        tail = record(suffix)
+        tail = _published(f"cifarnet_fullres-full-e60-s1-{suffix}")
         assert TrainConfig.from_dict(tail["config"]).clean_epochs == clean
         _assert_paired(tail, pair)
     text = (REPO_ROOT / "README.md").read_text()
@@ -396,12 +398,10 @@ def test_readme_hole_and_batch_at_the_long_length_each_change_one_setting_of_the
     """The long-length runs with the smaller hole and with batch 128 each differ from the one-thread long
     run without a tail (same model, seed, threads and epochs) in what their README bullet names, and the
     bullet's differences and training accuracies are computed from the records."""
-    def record(name):
-        return json.loads((REPO_ROOT / f"figures/runs/{name}.json").read_text())
-
-    reference = record("cifarnet_fullres-full-e60-s1-notail")
-    hole, batch = record("cifarnet_fullres-full-e60-s1-x6d2118"), record("cifarnet_fullres-full-e60-b128-s1-x39d7f3")
-    base = TrainConfig.from_dict({**reference["config"], "clean_fraction": 0.0})
+    reference = _published("cifarnet_fullres-full-e60-s1-notail")
+    hole = _published("cifarnet_fullres-full-e60-s1-x6d2118")
+    batch = _published("cifarnet_fullres-full-e60-b128-s1-x39d7f3")
+    base = TrainConfig.from_dict(reference["config"])
     assert base == TrainConfig.recipe("long")
     for run, changed in ((hole, {"dropout_p": 0.1}), (batch, {"batch_size": 128, "lr": 0.1})):
         config = TrainConfig.from_dict(run["config"])
@@ -512,7 +512,7 @@ def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_w
         assert val_diff == f"{record['final_ema_val_acc'] - record['final_val_acc']:+.2f}", seed
         assert test_diff == f"{record['final_ema_test_acc'] - record['final_test_acc']:+.2f}", seed
         assert minutes.startswith(f"{record['train_seconds'] / 60:.1f}"), name
-        plain = json.loads((REPO_ROOT / f"figures/runs/cifarnet-full-e40-s{seed}-notail.json").read_text())
+        plain = _published(f"cifarnet-full-e40-s{seed}-notail")
         # the pair ran its last epochs (after the clean tail's start) on another thread count for some seed:
         # the sums' order changes, so the histories agree up to there
         tail = TrainConfig(clean_fraction=0.1)
@@ -525,7 +525,7 @@ def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_w
             cells[kind][0].append(record[v])
             cells[kind][1].append(record[t])
     assert same_threads >= 2       # two seeds' histories agree over all 40 epochs with a run without the average
-    history = json.loads((REPO_ROOT / "figures/runs/cifarnet-full-e40-s1-x494dbc.json").read_text())["history"]
+    history = _published("cifarnet-full-e40-s1-x494dbc")["history"]
     text = (REPO_ROOT / "README.md").read_text()
     assert (f"seed 1 after epoch 26, at half the peak:\n  {history['ema_val_acc'][25]:.2f}% on validation against {history['val_acc'][25]:.2f}%"
             in text)
