@@ -115,6 +115,26 @@ def smooth(values: list[float], window: int = 20) -> tuple[np.ndarray, np.ndarra
     return np.arange(window, len(v) + 1), np.convolve(v, np.ones(window) / window, mode="valid")
 
 
+def plot_losses(losses: "dict[str, list[float]]", title: str, window: int = 20, batch_size: int = 128,
+                classes: "int | None" = None):
+    """One curve per entry of ``losses`` (a label and the per-step losses ``train_steps`` returned), each
+    smoothed by ``smooth`` over ``window`` steps; ``classes`` draws the loss of a uniform guess among that
+    many classes, ``ln(classes)``, as a dotted line. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name, values in losses.items():
+        ax.plot(*smooth(values, window), label=name)
+    if classes is not None:
+        ax.axhline(np.log(classes), color="0.6", ls=":", label=f"chance (ln {classes})")
+    ax.set_xlabel(f"training step ({batch_size} images; each point the mean of the {window} steps ending there)")
+    ax.set_ylabel(f"training loss (cross-entropy, {window}-step mean)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def shift_images(x: torch.Tensor, pixels: int) -> torch.Tensor:
     """Shift a batch ``pixels`` to the right, filling the uncovered columns with zeros (the mean of
     normalised data)."""

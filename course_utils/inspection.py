@@ -37,6 +37,16 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _probe(model: nn.Module, hooks: list, input_size: tuple[int, ...]) -> None:
+    """One zero image through ``model`` (eval mode, no gradients) for ``hooks`` to watch; then remove them."""
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, *input_size, device=_model_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_table: bool = True) -> dict:
     """torchsummary's layer table, on whatever device the model is (CPU-only machines included).
 
@@ -336,14 +346,8 @@ def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) 
             counts[name] = counts.get(name, 0) + macs
         return conv_or_linear
 
-    hooks = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
-             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    try:
-        with _eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, *input_size, device=_model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
+    _probe(model, [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+                   if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))], input_size)
     return counts
 
 
@@ -420,13 +424,7 @@ def stages(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_ta
                 shapes[name] = tuple(out.shape[1:])
         return hook
 
-    hooks = [child.register_forward_hook(record(name)) for name, child in children]
-    try:
-        with _eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, *input_size, device=_model_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
+    _probe(model, [child.register_forward_hook(record(name)) for name, child in children], input_size)
     table = StageTable()
     for name, child in children:
         table.append(StageRow(name, _layer_kinds(child), shapes.get(name, ()),

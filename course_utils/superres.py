@@ -31,6 +31,16 @@ SCALE = 2
 UPSAMPLERS = ("transposed", "resize_conv", "pixel_shuffle")
 
 
+def smooth_bump(size: int = 16, channels: int = 8) -> torch.Tensor:
+    """A smooth test input of shape ``(1, channels, size, size)``: ``exp(-2 r^2)`` on a grid over
+    [-1, 1]^2, 1 at the centre and ``exp(-4)`` in the corners, the same in every channel. Nothing in it
+    changes from one pixel to the next, so any pattern an upsampler's output shows is the upsampler's."""
+    if size < 2 or channels < 1:
+        raise ValueError(f"smooth_bump: size must be at least 2 and channels at least 1, got {size} and {channels}")
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    return torch.exp(-(xx ** 2 + yy ** 2) * 2)[None, None].repeat(1, channels, 1, 1)
+
+
 def make_upsampler(kind: str, in_ch: int, out_ch: int) -> nn.Module:
     """One of the three ×2 upsamplers, each with ``36·in_ch·out_ch`` weights (plus biases)."""
     if kind == "transposed":

@@ -77,3 +77,19 @@ def test_shift_smooth_and_normalise():
     images[..., 0] = 255
     t = blocks.normalized_tensor(images, (0.5, 0.0, 0.0), (0.5, 1.0, 1.0))
     assert t.shape == (2, 3, 2, 2) and torch.allclose(t[:, 0], torch.ones(2, 2, 2))
+
+
+def test_plot_losses_draws_each_smoothed_curve_and_the_chance_line():
+    losses = {"a": [3.0] * 30, "b": list(np.linspace(2.0, 1.0, 30))}
+    fig = blocks.plot_losses(losses, "two runs", window=10, classes=10)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"a", "b", "chance (ln 10)"}
+    steps, means = blocks.smooth(losses["b"], 10)
+    assert np.allclose(lines["b"].get_xdata(), steps) and np.allclose(lines["b"].get_ydata(), means)
+    assert lines["b"].get_xdata()[0] == 10                         # each curve starts where its first window ends
+    assert np.allclose(lines["chance (ln 10)"].get_ydata(), np.log(10))
+    assert "mean of the 10 steps" in ax.get_xlabel() and ax.get_title() == "two runs"
+    assert len(blocks.plot_losses(losses, "no chance line").axes[0].get_lines()) == 2
+    import matplotlib.pyplot as plt
+    plt.close("all")

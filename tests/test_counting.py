@@ -144,3 +144,20 @@ def test_v1s_full_3x3_convs_at_32x32_and_16x16_do_90_percent_of_its_macs():
     share = sum(count_macs(m, inputs[m]) for m in full) / count_macs(model)
     assert len(full) == 5   # two convs at 32×32, the stride-2 one that leaves it, two at 16×16 (one dilated)
     assert f"{count_macs(model) / 1e6:.1f} M" == "37.5 M" and f"{share:.0%}" == "90%"
+
+
+def test_counting_macs_and_stages_leave_no_hooks_and_keep_the_mode_even_when_the_forward_fails():
+    from course_utils.inspection import macs_by_module, stages
+
+    def hook_count(model):
+        return sum(len(m._forward_hooks) for m in model.modules())
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    model.train()
+    macs = macs_by_module(model, (3, 8, 8))
+    assert macs == {"0": 8 * 8 * 4 * 3 * 9, "3": 4 * 8 * 8 * 2}
+    stages(model, (3, 8, 8), print_table=False)
+    assert hook_count(model) == 0 and model.training
+    with pytest.raises(RuntimeError):
+        macs_by_module(model, (3, 9, 9))                    # the Linear layer gets the wrong number of features
+    assert hook_count(model) == 0 and model.training

@@ -85,3 +85,15 @@ def test_comparison_figure_has_a_row_per_method_and_a_column_per_image():
     fig = sr.comparison_figure(nets, images, crop=16)
     assert len(fig.axes) == (2 + 3 + 1) * 3
     assert [fig.axes[i * 3].get_ylabel() for i in range(6)] == ["input 16x16", "bilinear", *sr.UPSAMPLERS, "original 32x32"]
+
+
+def test_smooth_bump_is_one_at_the_centre_and_the_same_in_every_channel():
+    x = sr.smooth_bump(16, channels=8)
+    assert x.shape == (1, 8, 16, 16)
+    assert torch.equal(x[0, 0], x[0, 7])
+    assert torch.isclose(x[0, 0, 0, 0], torch.exp(torch.tensor(-4.0)))           # a corner: r^2 = 2
+    odd = sr.smooth_bump(5, channels=1)
+    assert odd[0, 0, 2, 2] == 1.0 and odd.max() == 1.0                         # the centre pixel of an odd grid
+    assert torch.equal(odd[0, 0], odd[0, 0].flip(0)) and torch.equal(odd[0, 0], odd[0, 0].T)
+    with pytest.raises(ValueError, match="size must be at least 2"):
+        sr.smooth_bump(1)
