@@ -88,9 +88,10 @@ def _stage_parts(model: str, c, attention: Callable[[int], nn.Module] | None):
 
     wide = DepthwiseSeparableConv2d if c.separable else ConvBNAct
 
-    def wide_blocks(ch: int, n: int = 1) -> list[nn.Module]:
-        """``n`` residual blocks, each of two wide-stage convs (and the attention layer, if any)."""
-        return [Residual(wide(ch, ch), wide(ch, ch), *attn(ch)) for _ in range(n)]
+    def wide_blocks(ch: int, n: int = 1, conv: Callable[..., nn.Module] = wide) -> list[nn.Module]:
+        """``n`` residual blocks, each of two ``conv`` (default: the wide stages' conv) and the attention
+        layer, if any."""
+        return [Residual(conv(ch, ch), conv(ch, ch), *attn(ch)) for _ in range(n)]
 
     return attn, wide, down, wide_blocks
 
@@ -151,6 +152,8 @@ class CifarNetConfig:
     in_channels: int = 3
     blocks: tuple[int, int, int] = (1, 1, 1)  # residual blocks in C2, C3, C4; C2's after its first are separable
     stem_blocks: int = 0        # residual blocks of two full 3x3 convs (``stem`` channels) at 32x32, in C1
+    standard_stages: tuple[str, ...] = ()  # of "c2", "c3", "c4": stages built of standard 3x3 convs, not separable
+    c3_stride: int = 2          # stride of C3's first conv; 1 keeps C3 at 16x16 and C4 at 8x8 (same weights)
 
     def __post_init__(self) -> None:
         def count(n, least: int) -> bool:
@@ -165,6 +168,13 @@ class CifarNetConfig:
             raise ValueError(f"CifarNet: blocks must be three whole numbers of residual blocks (C2, C3, C4), "
                              f"each 1 or more, like (1, 1, 1); got {b!r}")
         object.__setattr__(self, "blocks", tuple(b))
+        stages = self.standard_stages
+        if isinstance(stages, str) or not all(st in ("c2", "c3", "c4") for st in stages):
+            raise ValueError(f"CifarNet: standard_stages must be a tuple of stage names among 'c2', 'c3', 'c4', "
+                             f"like ('c2', 'c3'); got {stages!r}")
+        object.__setattr__(self, "standard_stages", tuple(stages))
+        if self.c3_stride not in (1, 2) or isinstance(self.c3_stride, bool):
+            raise ValueError(f"CifarNet: c3_stride must be 2 (C3 halves the map) or 1 (it keeps 16x16), got {self.c3_stride!r}")
 
 
 class CifarNet(_FourStages):
@@ -190,7 +200,9 @@ class CifarNet(_FourStages):
     the model itself. ``CifarNetConfig.blocks`` sets how many residual blocks C2, C3 and C4 hold (one
     each above); C2's blocks after its first are depthwise-separable, like C3's and C4's.
     ``CifarNetConfig.stem_blocks`` adds residual blocks of two full 3×3 convs at 32×32 to C1, after the
-    stem (none above: ``cifarnet_fullres`` has two).
+    stem (none above: ``cifarnet_fullres`` has two). ``CifarNetConfig.standard_stages`` builds the named
+    stages of standard 3×3 convs instead of separable ones (``cifarnet_res20``: C2 and C3), and
+    ``CifarNetConfig.c3_stride=1`` keeps C3 at 16×16 (C4 then works at 8×8) with the same weights.
     """
 
     def __init__(self, config: CifarNetConfig = CifarNetConfig(), *, attention: Callable[[int], nn.Module] | None = None):
@@ -210,17 +222,21 @@ class CifarNet(_FourStages):
             down(ConvBNAct, c.stem, c.c1),                                  # 32 -> 16
         )
         b2, b3, b4 = c.blocks
+
+        def conv(stage: str) -> Callable[..., nn.Module]:
+            return ConvBNAct if stage in c.standard_stages else wide
+
         self.c2 = nn.Sequential(
             Residual(ConvBNAct(c.c1, c.c1), ConvBNAct(c.c1, c.c1, dilation=c.c2_dilation), *attn(c.c1)),
-            *wide_blocks(c.c1, b2 - 1),
+            *wide_blocks(c.c1, b2 - 1, conv("c2")),
         )
         self.c3 = nn.Sequential(
-            down(wide, c.c1, c.c3),                                         # 16 -> 8
-            *wide_blocks(c.c3, b3),
+            down(conv("c3"), c.c1, c.c3) if c.c3_stride == 2 else conv("c3")(c.c1, c.c3),   # 16 -> 8 (or 16)
+            *wide_blocks(c.c3, b3, conv("c3")),
         )
         self.c4 = nn.Sequential(
-            down(wide, c.c3, c.c4),                                         # 8 -> 4
-            *wide_blocks(c.c4, b4),
+            down(conv("c4"), c.c3, c.c4),                                   # 8 -> 4 (or 16 -> 8)
+            *wide_blocks(c.c4, b4, conv("c4")),
         )
         self._output(c)
 
@@ -426,6 +442,21 @@ def cifarnet_fullres(**settings) -> CifarNet:
     return CifarNet(_configured("cifarnet_fullres", CifarNetConfig, {**FULLRES, **settings}))
 
 
+#: ResNet-20's shape inside CifarNet's rules, tried 2026-12-04 for the long recipe: ResNet-20 (He et al.
+#: 2016, https://arxiv.org/abs/1512.03385, 270k parameters, 91.25% on CIFAR-10) has three stages of 16, 32
+#: and 64 channels at 32×32, 16×16 and 8×8, three residual blocks of standard 3×3 convs each. Here C1 is
+#: the stem and three such blocks at 32×32, C2 three blocks at 32 channels (its first block's second conv
+#: dilated), C3 a stride-2 conv to 64 channels and one block, all standard convs, and C4 the
+#: depthwise-separable stage at 4×4 (96 channels). 196,314 parameters, 36.3 M MACs (``FULLRES``:
+#: 194,810 and 34.0 M): the weights sit in standard convs at 16×16 and 8×8 instead of in separable ones.
+RES20 = dict(stem=16, stem_blocks=3, c1=32, c3=64, c4=96, blocks=(3, 1, 1), standard_stages=("c2", "c3"))
+
+
+def cifarnet_res20(**settings) -> CifarNet:
+    """CifarNet at ``RES20``'s widths, depths and convolutions; ``settings`` override them like ``cifarnet``'s."""
+    return CifarNet(_configured("cifarnet_res20", CifarNetConfig, {**RES20, **settings}))
+
+
 def cifarnet_v1(**settings) -> CifarNetV1:
     """CifarNet v1; ``settings`` are ``CifarNetV1Config`` fields."""
     return CifarNetV1(_configured("cifarnet_v1", CifarNetV1Config, settings))
@@ -452,6 +483,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cifarnet_deep": cifarnet_deep,
     "cifarnet_wider": cifarnet_wider,
     "cifarnet_fullres": cifarnet_fullres,
+    "cifarnet_res20": cifarnet_res20,
     "cifarnet_v1": cifarnet_v1,
     "cifarnet10": CifarNet10,
     "baseline": BaselineNet,

@@ -8,38 +8,47 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import DEEP, FULLRES, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
+from course_utils.models import DEEP, FULLRES, RES20, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
 #: Every rule holds for the course network, for the long recipe's wider one (``cifarnet_wide``) and for
 #: the three tried against it (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
-#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32).
+#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32; ``cifarnet_res20``: ResNet-20's
+#: shape, standard convs in C2 and C3).
 NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP),
-        "cifarnet_wider": CifarNetConfig(**WIDER), "cifarnet_fullres": CifarNetConfig(**FULLRES)}
+        "cifarnet_wider": CifarNetConfig(**WIDER), "cifarnet_fullres": CifarNetConfig(**FULLRES),
+        "cifarnet_res20": CifarNetConfig(**RES20)}
 each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
 def expected_parameters(c=CFG):
     b2, b3, b4 = c.blocks
+    conv = {stage: conv_bn if stage in c.standard_stages else separable for stage in ("c2", "c3", "c4")}
     return (conv_bn(3, c.stem) + conv_bn(c.stem, c.c1)                       # C1
             + 2 * c.stem_blocks * conv_bn(c.stem, c.stem)                    # C1's residual blocks at 32x32
             + 2 * conv_bn(c.c1, c.c1)                                        # C2: residual(conv, dilated conv)
-            + 2 * (b2 - 1) * separable(c.c1, c.c1)                           # C2's further (separable) blocks
-            + separable(c.c1, c.c3) + 2 * b3 * separable(c.c3, c.c3)         # C3
-            + separable(c.c3, c.c4) + 2 * b4 * separable(c.c4, c.c4)         # C4
+            + 2 * (b2 - 1) * conv["c2"](c.c1, c.c1)                          # C2's further blocks
+            + conv["c3"](c.c1, c.c3) + 2 * b3 * conv["c3"](c.c3, c.c3)       # C3
+            + conv["c4"](c.c3, c.c4) + 2 * b4 * conv["c4"](c.c4, c.c4)       # C4
             + c.c4 * c.num_classes + c.num_classes)                          # linear head
 
 
 def expected_macs(c=CFG):
     def sep(cin, cout, size):
         return conv_macs(cin, cin, 3, size, groups=cin) + conv_macs(cin, cout, 1, size)
+
+    def full(cin, cout, size):
+        return conv_macs(cin, cout, 3, size)
+    conv = {stage: full if stage in c.standard_stages else sep for stage in ("c2", "c3", "c4")}
     b2, b3, b4 = c.blocks
+    s3 = 16 // c.c3_stride                                                   # C3's map side; C4's is half of it
     return (conv_macs(3, c.stem, 3, 32) + 2 * c.stem_blocks * conv_macs(c.stem, c.stem, 3, 32)
             + conv_macs(c.stem, c.c1, 3, 16) + 2 * conv_macs(c.c1, c.c1, 3, 16)
-            + 2 * (b2 - 1) * sep(c.c1, c.c1, 16)
-            + sep(c.c1, c.c3, 8) + 2 * b3 * sep(c.c3, c.c3, 8) + sep(c.c3, c.c4, 4) + 2 * b4 * sep(c.c4, c.c4, 4)
+            + 2 * (b2 - 1) * conv["c2"](c.c1, c.c1, 16)
+            + conv["c3"](c.c1, c.c3, s3) + 2 * b3 * conv["c3"](c.c3, c.c3, s3)
+            + conv["c4"](c.c3, c.c4, s3 // 2) + 2 * b4 * conv["c4"](c.c4, c.c4, s3 // 2)
             + c.c4 * c.num_classes)
 
 
@@ -49,7 +58,7 @@ def expected_receptive_field(c=CFG):
     b2, b3, b4 = c.blocks
     block = [(3, 1), (1, 1), (3, 1), (1, 1)]                  # a residual block of two separable convs
     layers = ([(3, 1)] + 2 * c.stem_blocks * [(3, 1)] + [(3, 2), (3, 1), (3, 1, c.c2_dilation)] + (b2 - 1) * block
-              + [(3, 2), (1, 1)] + b3 * block + [(3, 2), (1, 1)] + b4 * block)
+              + [(3, c.c3_stride), (1, 1)] + b3 * block + [(3, 2), (1, 1)] + b4 * block)
     return int(receptive_field_of_stack(layers)[-1][0])
 
 
@@ -98,7 +107,7 @@ def test_rule_global_average_pooling_then_one_linear_layer(name):
 def test_rule_receptive_field_over_44(name):
     rf = receptive_field(get_model(name))
     assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109, "cifarnet_wider": 77,
-                                                                 "cifarnet_fullres": 85}[name]
+                                                                 "cifarnet_fullres": 85, "cifarnet_res20": 105}[name]
     assert rf.final > 44
 
 
@@ -111,6 +120,35 @@ def test_stages_and_their_resolutions(name):
         x = stage(x)
         sizes.append(tuple(x.shape[1:]))
     assert sizes == [(c.c1, 16, 16), (c.c1, 16, 16), (c.c3, 8, 8), (c.c4, 4, 4)]
+
+
+def test_res20_puts_standard_convs_in_c2_and_c3_and_keeps_c4_separable():
+    model, c = get_model("cifarnet_res20"), NETS["cifarnet_res20"]
+    assert c.standard_stages == ("c2", "c3") and (c.stem, c.stem_blocks, c.c1, c.c3, c.c4) == (16, 3, 32, 64, 96)
+    assert count_parameters(model) == expected_parameters(c) == 196_314
+    assert count_macs(model) == expected_macs(c) == 36_262_848
+    for stage, separable_convs in (("c2", 0), ("c3", 0), ("c4", 3)):
+        assert sum(isinstance(m, DepthwiseSeparableConv2d) for m in getattr(model, stage).modules()) == separable_convs
+    # C1: the stem and three residual blocks at 32x32, as ResNet-20's first stage
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.c1.modules()) == 1 + 6 + 1
+
+
+def test_c3_stride_1_keeps_c3_at_16x16_with_the_same_weights():
+    base, c = get_model("cifarnet_fullres"), CifarNetConfig(**{**FULLRES, "c3_stride": 1})
+    model = get_model("cifarnet_fullres", c3_stride=1).eval()
+    assert count_parameters(model) == count_parameters(base) == expected_parameters(c)
+    assert count_macs(model) == expected_macs(c) > count_macs(base)
+    x = torch.randn(1, 3, 32, 32)
+    assert model.c3(model.c2(model.c1(x))).shape[-1] == 16 and model(x).shape == (1, 10)
+    assert receptive_field(model).final == expected_receptive_field(c) < receptive_field(base).final
+
+
+@pytest.mark.parametrize("setting, message", [({"standard_stages": "c2"}, "standard_stages must be a tuple"),
+                                              ({"standard_stages": ("c1",)}, "among 'c2', 'c3', 'c4'"),
+                                              ({"c3_stride": 3}, "c3_stride must be 2")])
+def test_bad_stage_settings_name_the_problem(setting, message):
+    with pytest.raises(ValueError, match=message):
+        CifarNetConfig(**setting)
 
 
 def test_compute_is_a_fraction_of_v1():
