@@ -419,6 +419,30 @@ def test_readme_hole_and_batch_at_the_long_length_each_change_one_setting_of_the
     assert f"level on validation (+{points(batch, reference, 'final_val_acc')})" in prose
 
 
+def test_readme_res20_long_run_is_the_long_recipe_on_another_shape_and_its_bullet_is_computed():
+    """``cifarnet_res20``'s long run differs from ``cifarnet_fullres``'s two-thread long run in the network
+    alone (recipe, seed, threads, epochs), the network is the registered one, and the README bullet's
+    differences, training accuracies, minutes and the spread of the shapes' best validation numbers come
+    from the records."""
+    from course_utils.inspection import count_macs
+    from course_utils.models import count_parameters, get_model
+
+    run, ref = _published("cifarnet_res20-full-e60-s1"), _published("cifarnet_fullres-full-e60-s1")
+    assert TrainConfig.from_dict(run["config"]) == TrainConfig.from_dict(ref["config"]) == TrainConfig.recipe("long")
+    assert (run["threads"], run["epochs"]) == (ref["threads"], ref["epochs"]) == (2, 60)
+    model, prose = get_model("cifarnet_res20"), " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert run["parameters"] == count_parameters(model) and f"{count_macs(model) / 1e6:.2f} M MACs" in prose
+    assert f"{ref['final_test_acc'] - run['final_test_acc']:.2f} points below it on test" in prose
+    assert (f"training accuracy on augmented images at {run['history']['train_acc'][-1]:.2f}% "
+            f"({ref['history']['train_acc'][-1]:.2f}%), in {run['train_seconds'] / 60:.1f} minutes against "
+            f"{ref['train_seconds'] / 60:.1f}") in prose
+    shapes = ["cifarnet_wide-full-e60-s1", "cifarnet_deep-full-e60-s1", "cifarnet_wider-full-e60-s1",
+              "cifarnet_fullres-full-e60-s1", "cifarnet_res20-full-e60-s1"]
+    vals = sorted((_published(n)["final_val_acc"] for n in shapes), reverse=True)
+    assert (f"Five shapes near 195,000 parameters now end between {vals[-1]:.2f}% and {vals[0]:.2f}% on validation, "
+            f"and the three best within {vals[0] - vals[2]:.2f} points of each other") in prose
+
+
 def test_readme_ablation_table_quotes_the_committed_study():
     """The README's ablation table has one row per variant of the committed study, each quoting its
     summary's validation and test mean ± std and the seed-range verdict of ``compare_to_reference``
