@@ -443,6 +443,26 @@ def test_readme_res20_long_run_is_the_long_recipe_on_another_shape_and_its_bulle
             f"and the three best within {vals[0] - vals[2]:.2f} points of each other") in prose
 
 
+def test_readme_c3_at_16x16_long_run_has_fullres_weights_and_its_bullet_is_computed():
+    """The long run with C3 at 16×16 is ``cifarnet_fullres`` with ``c3_stride=1`` (the same parameter count,
+    the README's MACs), the long recipe, seed 1, and the README's differences from ``cifarnet_fullres``'s
+    two-thread run come from the records."""
+    from course_utils.inspection import count_macs
+    from course_utils.models import count_parameters, get_model
+
+    run, ref = _published("cifarnet_fullres_c3s1-full-e60-s1"), _published("cifarnet_fullres-full-e60-s1")
+    assert TrainConfig.from_dict(run["config"]) == TrainConfig.from_dict(ref["config"]) == TrainConfig.recipe("long")
+    model, prose = get_model("cifarnet_fullres", c3_stride=1), " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert run["parameters"] == count_parameters(model) == ref["parameters"]
+    assert f"{count_macs(model) / 1e6:.2f} M MACs instead of {count_macs(get_model('cifarnet_fullres')) / 1e6:.2f} M" in prose
+    assert (f"{ref['final_val_acc'] - run['final_val_acc']:.2f} points below `cifarnet_fullres` on validation "
+            f"({ref['final_val_acc']:.2f}%) and {run['final_test_acc'] - ref['final_test_acc']:.2f} above it on test") in prose
+    best_plain_test = max(json.loads(p.read_text()).get("final_test_acc") or 0.0        # (a record may hold none)
+                          for p in (REPO_ROOT / "figures/runs").glob("*.json"))
+    assert run["final_test_acc"] == best_plain_test
+    assert f"at {run['final_test_acc']:.2f}% on test, the best plain test accuracy recorded" in prose
+
+
 def test_readme_ablation_table_quotes_the_committed_study():
     """The README's ablation table has one row per variant of the committed study, each quoting its
     summary's validation and test mean ± std and the seed-range verdict of ``compare_to_reference``
