@@ -381,6 +381,11 @@ def _published(name: str) -> dict:
     return json.loads((REPO_ROOT / f"figures/runs/{name}.json").read_text())
 
 
+def _readme_prose() -> str:
+    """The README with every run of whitespace made one space, so a quoted phrase matches across line breaks."""
+    return " ".join((REPO_ROOT / "README.md").read_text().split())
+
+
 def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_the_tail():
     """The long-length clean-tail runs and the run without a tail share every epoch before their tails, so
     each pair differs in the tail alone, as the README's Results say."""
@@ -407,7 +412,7 @@ def test_readme_hole_and_batch_at_the_long_length_each_change_one_setting_of_the
         config = TrainConfig.from_dict(run["config"])
         assert config == replace(base, **changed), changed                  # that setting and nothing else
         assert (run["model"], run["threads"], run["epochs"]) == (reference["model"], 1, 60)
-    prose = " ".join((REPO_ROOT / "README.md").read_text().split())
+    prose = _readme_prose()
 
     def points(a, b, key):
         return f"{a[key] - b[key]:.2f}"
@@ -430,7 +435,7 @@ def test_readme_res20_long_run_is_the_long_recipe_on_another_shape_and_its_bulle
     run, ref = _published("cifarnet_res20-full-e60-s1"), _published("cifarnet_fullres-full-e60-s1")
     assert TrainConfig.from_dict(run["config"]) == TrainConfig.from_dict(ref["config"]) == TrainConfig.recipe("long")
     assert (run["threads"], run["epochs"]) == (ref["threads"], ref["epochs"]) == (2, 60)
-    model, prose = get_model("cifarnet_res20"), " ".join((REPO_ROOT / "README.md").read_text().split())
+    model, prose = get_model("cifarnet_res20"), _readme_prose()
     assert run["parameters"] == count_parameters(model) and f"{count_macs(model) / 1e6:.2f} M MACs" in prose
     assert f"{ref['final_test_acc'] - run['final_test_acc']:.2f} points below it on test" in prose
     assert (f"training accuracy on augmented images at {run['history']['train_acc'][-1]:.2f}% "
@@ -452,7 +457,7 @@ def test_readme_c3_at_16x16_long_run_has_fullres_weights_and_its_bullet_is_compu
 
     run, ref = _published("cifarnet_fullres_c3s1-full-e60-s1"), _published("cifarnet_fullres-full-e60-s1")
     assert TrainConfig.from_dict(run["config"]) == TrainConfig.from_dict(ref["config"]) == TrainConfig.recipe("long")
-    model, prose = get_model("cifarnet_fullres", c3_stride=1), " ".join((REPO_ROOT / "README.md").read_text().split())
+    model, prose = get_model("cifarnet_fullres", c3_stride=1), _readme_prose()
     assert run["parameters"] == count_parameters(model) == ref["parameters"]
     assert f"{count_macs(model) / 1e6:.2f} M MACs instead of {count_macs(get_model('cifarnet_fullres')) / 1e6:.2f} M" in prose
     assert (f"{ref['final_val_acc'] - run['final_val_acc']:.2f} points below `cifarnet_fullres` on validation "
@@ -529,7 +534,7 @@ def test_readme_label_smoothing_and_hole_screen_changes_one_setting_per_variant(
     by_seed = _records_by_seed(runs)
     lighter = [f"{r['`--set dropout_p=0.1`']['final_val_acc'] - r['the course recipe']['final_val_acc']:.2f}"
                for _, r in sorted(by_seed.items())]
-    prose = " ".join((REPO_ROOT / "README.md").read_text().split())
+    prose = _readme_prose()
     assert f"by {lighter[0]}, {lighter[1]} and {lighter[2]} points" in prose
 
 
