@@ -75,3 +75,53 @@ def test_the_scan_finds_each_kind_of_problem():
     assert [o["output_type"] for o in notebook["cells"][1]["outputs"]] == ["error", "stream", "stream"]
     assert "figures/x.png" in output_text(notebook["cells"][1]["outputs"][2])   # a relative path is fine
     assert not ABSOLUTE_PATH.search("written: figures/09_ablation.png and runs/x.json")
+
+
+def assigned_names(source: str) -> set[str]:
+    """The names a code cell binds at its top level (``x = ...``, ``a, b = ...``, ``for x in``, imports)."""
+    import ast
+
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    names = set()
+    for node in tree.body:
+        targets = []
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif isinstance(node, (ast.For, ast.With)):
+            targets = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        for target in targets:
+            names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def trained_names_rebound_earlier(notebook: dict) -> list[str]:
+    """For every cell that trains (calls ``run_training``), the names it binds that an earlier cell binds
+    too: re-running that earlier cell after training (to show a table again, in class) would silently
+    replace the trained object with an untrained one for every later cell."""
+    found, earlier = [], {}
+    for i, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        names = assigned_names(source)
+        if "run_training(" in source:
+            found += [f"cell {i} binds {n!r}, which cell {earlier[n]} binds too" for n in sorted(names & earlier.keys())]
+        for n in names:
+            earlier.setdefault(n, i)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_earlier_cell_rebinds_what_a_training_cell_produces(path):
+    assert trained_names_rebound_earlier(json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+def test_the_rebinding_scan_finds_a_clobbered_model():
+    cell = lambda src: {"cell_type": "code", "source": [src], "outputs": []}
+    notebook = {"cells": [cell("model = CifarNet()\ntable = stages(model)"), cell("x, y = 1, 2"),
+                          cell("result = run_training('cifarnet', config)\nhistory, model = result.history, result.model")]}
+    assert trained_names_rebound_earlier(notebook) == ["cell 2 binds 'model', which cell 0 binds too"]
+    notebook["cells"][0] = cell("net = CifarNet()\ntable = stages(net)")
+    assert trained_names_rebound_earlier(notebook) == []
