@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{course.crop_size}x{course.crop_size} crops; fast: batch {fast.batch_size}, "
                             f"lr {fast.lr:g}, {fast.epochs} epochs, torch.compile on CUDA; long (best accuracy, trains "
                             f"{LONG_RECIPE_MODEL} unless --model says otherwise): the course recipe for {long.epochs} "
-                            f"epochs, the first {long.crop_epochs} on crops")
+                            f"epochs, the first {long.crop_epochs} on crops, the coarse-dropout hole at p={long.dropout_p:g}")
     train.add_argument("--epochs", type=_positive, help="epochs (default: the recipe's; 2 in smoke mode)")
     train.add_argument("--batch-size", type=_positive, help="images per step (default: the recipe's)")
     train.add_argument("--lr", type=_positive_float, help="OneCycle peak learning rate (default: the recipe's)")

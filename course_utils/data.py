@@ -505,7 +505,7 @@ class AugmentConfig:
     rotate: float = 15.0        # degrees
     affine_p: float = 0.5
     hole: int = 16              # one 16x16 hole (Cutout, DeVries & Taylor 2017)
-    dropout_p: float = 0.25     # the course recipe's (and the long and fast ones')
+    dropout_p: float = 0.25     # the course recipe's (and the fast one's; the long recipe's is 0.1)
     crop: int | None = None     # then a random crop x crop window (progressive resizing); None: whole images
 
 

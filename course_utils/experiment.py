@@ -57,14 +57,21 @@ _NAMELESS = LEARNING_SETTINGS + ("amp",)
 _LATER = {"clean_fraction": 0.0, "ema_decay": 0.0}
 
 
+#: The recipes whose runs get plain names: the course recipe and the fast one (told apart by the batch in
+#: the name). The long recipe is the course recipe with more epochs and a smaller coarse-dropout hole, a
+#: setting no name spells out, so its runs carry the hole's fingerprint like any other changed setting:
+#: were it plain too, a long run and a course run of the same length would share one checkpoint file.
+_PLAIN_RECIPES = ("course", "fast")
+
+
 def _fingerprint(config: TrainConfig) -> str:
-    """"" for the settings of a named recipe (course, fast, long), else 6 hex digits of the others (a setting
-    in ``_LATER`` only when it is not at its no-op value)."""
+    """"" for the settings of the course or the fast recipe (``_PLAIN_RECIPES``), else 6 hex digits of the
+    others (a setting in ``_LATER`` only when it is not at its no-op value)."""
     def settings(c: TrainConfig) -> dict:
         return {k: getattr(c, k) for k in _NAMELESS if k not in _LATER or getattr(c, k) != _LATER[k]}
 
     mine = settings(config)
-    if any(mine == settings(TrainConfig.recipe(r)) for r in RECIPES):
+    if any(mine == settings(TrainConfig.recipe(r)) for r in _PLAIN_RECIPES):
         return ""
     return "-x" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6]
 
@@ -73,8 +80,9 @@ def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = 
     """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size, epochs,
     batch size, seed, other settings). The batch size is named only when it is not the course recipe's,
     so ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one; a
-    run whose other settings are not a named recipe's (another learning rate, optimizer, augmentation)
-    ends in a fingerprint of them: ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
+    run whose other settings are not the course or fast recipe's (another learning rate, optimizer,
+    augmentation; the long recipe's smaller hole too) ends in a fingerprint of them:
+    ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
     size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
     name = f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}{_fingerprint(config)}.pt"

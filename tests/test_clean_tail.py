@@ -109,8 +109,9 @@ def test_a_run_interrupted_before_the_clean_tail_resumes_to_the_same_history(tin
 
 def test_clean_epochs_round_down_and_are_described():
     assert [TrainConfig(epochs=e, clean_fraction=0.1).clean_epochs for e in (5, 10, 40, 60)] == [0, 1, 4, 6]
-    text = TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")
+    text = TrainConfig(epochs=60, clean_fraction=0.25).describe("cpu")
     assert "clean tail: the last 15 epochs on whole images with flips only" in text
+    assert "clean tail: the last 25 epochs" in TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")
     assert "clean tail: the last epoch on whole images" in TrainConfig(epochs=10, clean_fraction=0.1).describe("cpu")
     assert "clean tail" not in TrainConfig.recipe("long").describe("cpu")
 
@@ -145,8 +146,8 @@ def test_the_phased_loader_refuses_phases_it_cannot_serve(tiny_data):
 
 
 def test_a_clean_tail_names_its_checkpoint_and_the_published_names_still_hold():
-    long = checkpoint_path("cifarnet_fullres", TrainConfig.recipe("long")).name
-    tail = checkpoint_path("cifarnet_fullres", TrainConfig.recipe("long", clean_fraction=0.25)).name
+    long = checkpoint_path("cifarnet_fullres", TrainConfig(epochs=60)).name   # the long recipe until 2026-12-04
+    tail = checkpoint_path("cifarnet_fullres", TrainConfig(epochs=60, clean_fraction=0.25)).name
     assert long == "cifarnet_fullres-full-e60-s1.pt" and re.fullmatch(r"cifarnet_fullres-full-e60-s1-x[0-9a-f]{6}\.pt", tail)
     records = sorted(RUNS.glob("*-x*.json"))
     assert len(records) >= 10

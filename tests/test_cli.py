@@ -63,7 +63,7 @@ def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys)
     assert record["config"]["batch_size"] == 64 and record["config"]["compile"] is False
 
 
-def test_the_long_recipe_trains_its_wider_network_unless_told_otherwise(monkeypatch, capsys):
+def test_the_long_recipe_trains_its_network_unless_told_otherwise(monkeypatch, capsys):
     from course_utils import experiment
 
     calls = []
@@ -76,9 +76,12 @@ def test_the_long_recipe_trains_its_wider_network_unless_told_otherwise(monkeypa
     for args in (["--recipe", "long"], ["--recipe", "long", "--model", "cifarnet"], ["--recipe", "course"]):
         assert main(["train", *args, "--device", "cpu"]) == 1
     out = capsys.readouterr()
+    from course_utils.config import LONG_RECIPE_MODEL
+
+    assert LONG_RECIPE_MODEL == "cifarnet_res20"
     long, course = TrainConfig.for_environment("long"), TrainConfig.for_environment("course")
-    assert calls == [("cifarnet_wide", long), ("cifarnet", long), ("cifarnet", course)]
-    assert out.out.count("model cifarnet_wide: the long recipe's network (--model picks another)") == 1
+    assert calls == [(LONG_RECIPE_MODEL, long), ("cifarnet", long), ("cifarnet", course)]
+    assert out.out.count(f"model {LONG_RECIPE_MODEL}: the long recipe's network (--model picks another)") == 1
     assert out.err.count("error: stopped before training") == 3
 
 

@@ -13,10 +13,10 @@ from course_utils.models import DEEP, FULLRES, RES20, WIDE, WIDER, CifarNet, Cif
 from conftest import conv_bn, separable
 
 CFG = CifarNetConfig()
-#: Every rule holds for the course network, for the long recipe's wider one (``cifarnet_wide``) and for
-#: the three tried against it (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
-#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32; ``cifarnet_res20``: ResNet-20's
-#: shape, standard convs in C2 and C3).
+#: Every rule holds for the course network, for the long recipe's (``cifarnet_res20``: ResNet-20's shape,
+#: standard convs in C2 and C3), for its network until 2026-12-04 (``cifarnet_wide``) and for the shapes
+#: tried against that one (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
+#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32).
 NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP),
         "cifarnet_wider": CifarNetConfig(**WIDER), "cifarnet_fullres": CifarNetConfig(**FULLRES),
         "cifarnet_res20": CifarNetConfig(**RES20)}

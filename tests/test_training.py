@@ -382,12 +382,16 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
         return checkpoint_path("cifarnet", TrainConfig(**settings), tmp_path).name
 
     course = TrainConfig()
-    assert name() == f"cifarnet-full-e{course.epochs}-s{course.seed}.pt"        # the recipes keep plain names
+    assert name() == f"cifarnet-full-e{course.epochs}-s{course.seed}.pt"        # course and fast keep plain names
     fast, long = TrainConfig.recipe("fast"), TrainConfig.recipe("long")
     assert checkpoint_path("cifarnet", fast, tmp_path).name == f"cifarnet-full-e{fast.epochs}-b{fast.batch_size}-s1.pt"
-    assert checkpoint_path("cifarnet", long, tmp_path).name == f"cifarnet-full-e{long.epochs}-s1.pt"  # course, longer
-    assert long.epochs > course.epochs and (long.crop_epochs, course.crop_epochs) == (45, 30)
-    assert replace(long, epochs=course.epochs) == course
+    assert long.epochs > course.epochs and (long.crop_epochs, course.crop_epochs) == (75, 30)
+    assert replace(long, epochs=course.epochs, dropout_p=course.dropout_p) == course  # course, longer, a smaller hole
+    # the hole is a setting no name spells out: a long run carries its fingerprint, so it never shares a file
+    # with a course run of the same length
+    assert re.fullmatch(rf"cifarnet-full-e{long.epochs}-s1-x[0-9a-f]{{6}}\.pt", checkpoint_path("cifarnet", long, tmp_path).name)
+    assert checkpoint_path("cifarnet", long, tmp_path) != checkpoint_path("cifarnet", replace(course, epochs=long.epochs), tmp_path)
+    assert checkpoint_path("cifarnet", long, tmp_path) == checkpoint_path("cifarnet", replace(course, epochs=long.epochs, dropout_p=0.1), tmp_path)
     variants = [name(lr=0.05), name(lr=0.1), name(optimizer="adam", lr=3e-3), name(dropout_p=0.0),
                 name(label_smoothing=0.0), name(weight_decay=5e-5), name(validation=False)]
     assert len(set(variants + [name()])) == len(variants) + 1                # all different, none the course's
