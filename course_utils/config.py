@@ -35,7 +35,8 @@ SMOKE_EPOCHS = 2
 #: ``long`` is for the best accuracy under the same rules: the course recipe (crops included) for 100
 #: epochs with the coarse-dropout hole at p = 0.1, for ``cifarnet_res20`` (``LONG_RECIPE_MODEL``, what
 #: ``train --recipe long`` trains unless told otherwise; ResNet-20's shape inside CifarNet's rules). Its run
-#: ended at 88.86% on validation, the highest of the long runs (``figures/runs/cifarnet_res20-full-e100-s1.json``;
+#: ended at 88.86% on validation, the highest of the long runs
+#: (``figures/runs/cifarnet_res20-full-e100-s1-x6d2118.json``;
 #: README, Results), 1.10 points above the same network at the long recipe until 2026-12-04 (60 epochs,
 #: the hole at 0.25: 87.76%, ``figures/runs/cifarnet_res20-full-e60-s1.json``), one seed each: the two
 #: settings are the two that had leaned upwards alone (the hole at 0.1 at 60 epochs, +0.30 on validation;
