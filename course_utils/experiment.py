@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write_text
-from .config import LEARNING_SETTINGS, RECIPES, TrainConfig, choose_recipe
+from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, load_cifar10, make_loaders, make_train_loader,
                    val_loader)
 from .models import count_parameters, get_model

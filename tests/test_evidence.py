@@ -384,6 +384,11 @@ def _published(name: str) -> dict:
     return json.loads((REPO_ROOT / f"figures/runs/{name}.json").read_text())
 
 
+def _all_published() -> dict[str, dict]:
+    """Every published run record (``figures/runs/*.json``), by name."""
+    return {p.stem: _published(p.stem) for p in sorted((REPO_ROOT / "figures/runs").glob("*.json"))}
+
+
 def _readme_prose() -> str:
     """The README with every run of whitespace made one space, so a quoted phrase matches across line breaks."""
     return " ".join((REPO_ROOT / "README.md").read_text().split())
@@ -470,11 +475,6 @@ def test_readme_c3_at_16x16_long_run_has_fullres_weights_and_its_bullet_is_compu
     assert f"{run['final_test_acc'] - ref['final_test_acc']:.2f} above it on test, the best plain test accuracy at 60 epochs" in prose
 
 
-def _all_published() -> dict[str, dict]:
-    """Every published run record (``figures/runs/*.json``), by name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((REPO_ROOT / "figures/runs").glob("*.json"))}
-
-
 def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed():
     """The run behind today's long recipe trained exactly ``TrainConfig.recipe("long")`` on its network, it
     differs from the same network's 60-epoch run in the two settings the README names (epochs and the hole),
@@ -482,12 +482,13 @@ def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed
     come from the records."""
     from course_utils.config import LONG_RECIPE_MODEL
 
-    run, before = _published("cifarnet_res20-full-e100-s1-x6d2118"), _published("cifarnet_res20-full-e60-s1")
+    name = "cifarnet_res20-full-e100-s1-x6d2118"
+    run, before = _published(name), _published("cifarnet_res20-full-e60-s1")
     long = TrainConfig.recipe("long")
     assert TrainConfig.from_dict(run["config"]) == long and run["model"] == before["model"] == LONG_RECIPE_MODEL
     assert replace(long, epochs=60, dropout_p=0.25) == TrainConfig.from_dict(before["config"]) == LONG_UNTIL_DEC_4
     assert (run["threads"], run["epochs"], run["parameters"]) == (2, 100, before["parameters"])
-    others = [r for n, r in _all_published().items() if n != "cifarnet_res20-full-e100-s1-x6d2118"]
+    others = [r for n, r in _all_published().items() if n != name]
     best_other_val = max(r.get("final_val_acc") or 0.0 for r in others)
     assert run["final_val_acc"] > best_other_val                        # validation chooses it
     assert run["final_test_acc"] > max(r.get("final_test_acc") or 0.0 for r in others)
