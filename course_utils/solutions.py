@@ -141,7 +141,8 @@ NOTES = {
             "c4=8)) pass every rule with 1,594 parameters (tests/test_exercises.py checks it). What such a "
             "design loses in validation accuracy after 5 epochs is the learner's measurement.",
     "12.3": "stages(CifarNet()) shows where the budget sits: most parameters in C4 (132,944 of 191,050), most "
-            "multiply-accumulates in C2 (45%). The kit's own answer for the long recipe was to widen the stem "
-            "and C2 (cifarnet_wide, README, Recipes), and moving still more weight into the 16x16 stage "
-            "(cifarnet_wider) did not help; compare at the same seed and 5 epochs, on validation.",
+            "multiply-accumulates in C2 (45%). The kit's first answer for the long recipe was to widen the stem "
+            "and C2 (cifarnet_wide); moving still more weight into the 16x16 stage (cifarnet_wider) did not "
+            "help; since 2026-12-04 it trains cifarnet_res20, with standard convs in C2 and C3 (README, "
+            "Recipes). Compare at the same seed and 5 epochs, on validation.",
 }

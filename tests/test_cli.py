@@ -125,7 +125,11 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path
     from course_utils.inspection import count_macs
     from course_utils.models import count_parameters, get_model
 
-    assert {r["model"] for r in record["train_step"]} == set(BENCH_MODELS) >= {"cifarnet10", "cifarnet_v1", "cifarnet"}
+    from course_utils.config import LONG_RECIPE_MODEL
+
+    # the seed's layout, v1, today's CifarNet and the long recipe's network, side by side
+    assert {r["model"] for r in record["train_step"]} == set(BENCH_MODELS) >= {"cifarnet10", "cifarnet_v1", "cifarnet",
+                                                                               LONG_RECIPE_MODEL}
     assert all(r["images_per_s"] > 0 for r in record["train_step"])
     for r in record["train_step"]:  # parameters and MACs side by side with the speed
         assert (r["parameters"], r["macs"]) == (count_parameters(get_model(r["model"])), count_macs(get_model(r["model"])))
