@@ -250,7 +250,7 @@ def test_readme_results_rows_quote_their_published_records():
         model, params, _macs, _device, recipe, _time, _ips, val, test, _source = row
         assert params == f"{record['parameters']:,}", (name, params)
         assert recipe.endswith(f", {record['epochs']}"), (name, recipe)
-        if record["config"].get("validation", True):
+        if record.get("config", {}).get("validation", True):
             assert val.startswith(f"{record['final_val_acc']:.2f}%"), (name, val)
         else:  # a final run on all training images: nothing held out, so no validation number
             assert record["final_val_acc"] is None and val.startswith("— (none held out)"), (name, val)
@@ -291,7 +291,7 @@ def test_readme_benchmark_table_quotes_its_record():
             f"{n(cl[('cifarnet_v1', 128)])} images/s at batch 128, {n(cl[('cifarnet', 512)])} against "
             f"{n(cl[('cifarnet_v1', 512)])} at 512, channels_last)") in prose
     share = lambda m, b: f"{100 * cl[(m, b)] / cl[('cifarnet', b)]:.0f}%"  # noqa: E731
-    assert (f"`cifarnet_res20`, with {record_macs(record, 'cifarnet_res20') / record_macs(record, 'cifarnet'):.1f}× "
+    assert (f"`cifarnet_res20`, with {_record_macs(record, 'cifarnet_res20') / _record_macs(record, 'cifarnet'):.1f}× "
             f"CifarNet's MACs, trains at {n(cl[('cifarnet_res20', 128)])} and {n(cl[('cifarnet_res20', 512)])} images/s, "
             f"{share('cifarnet_res20', 128)} and {share('cifarnet_res20', 512)} of CifarNet's speed") in prose
     gains = {k: ips[(*k, True)] / ips[(*k, False)] - 1 for k in cl}
@@ -305,7 +305,7 @@ def test_readme_benchmark_table_quotes_its_record():
             and f"({n(cl[('cifarnet', 128)])} against {n(pipe[0])} images/s)" in prose)
 
 
-def record_macs(record: dict, model: str) -> float:
+def _record_macs(record: dict, model: str) -> float:
     """A model's multiply-accumulates per image, as a bench record lists them."""
     return next(r["macs"] for r in record["train_step"] if r["model"] == model)
 
