@@ -182,7 +182,7 @@ def pointwise_timings(shapes: "list[tuple[int, int, int]]", device="cpu", batch_
 
 
 #: The models whose training steps ``bench`` times: the starting network, the seed's CifarNet10
-#: layout (a reference), the kit's first CifarNet, the current one, the wider one (the long recipe's until
+#: layout (a reference), the kit's first CifarNet, the current one, ``cifarnet_wide`` (the long recipe's until
 #: 2026-12-04), the long recipe's network since (``config.LONG_RECIPE_MODEL``) and v1's SE variant.
 BENCH_MODELS = ("baseline", "cifarnet10", "cifarnet_v1", "cifarnet", "cifarnet_wide", "cifarnet_res20", "cifarnet_se")
 
