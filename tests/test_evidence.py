@@ -250,7 +250,7 @@ def test_readme_results_rows_quote_their_published_records():
         model, params, _macs, _device, recipe, _time, _ips, val, test, _source = row
         assert params == f"{record['parameters']:,}", (name, params)
         assert recipe.endswith(f", {record['epochs']}"), (name, recipe)
-        if record.get("config", {}).get("validation", True):
+        if _held_out_validation(record):
             assert val.startswith(f"{record['final_val_acc']:.2f}%"), (name, val)
         else:  # a final run on all training images: nothing held out, so no validation number
             assert record["final_val_acc"] is None and val.startswith("— (none held out)"), (name, val)
@@ -271,12 +271,13 @@ def test_readme_benchmark_table_quotes_its_record():
               "**CifarNet**": "cifarnet", "CifarNet wide (the long recipe's until 2026-12-04)": "cifarnet_wide",
               "CifarNet ResNet-20-shaped (the long recipe's since 2026-12-04)": "cifarnet_res20",
               "CifarNet v1 + SE": "cifarnet_se"}
+    n = lambda x: f"{int(x + 0.5):,}"  # noqa: E731  (images/s as the README rounds them: half up)
     rows = _results_rows("Benchmark")
     assert [row[0] for row in rows] == list(models)
     for label, params, macs, *cells in rows:
         for cell, (batch, cl) in zip(cells, [(128, False), (128, True), (512, False), (512, True)], strict=True):
             row = steps[(models[label], batch, cl)]
-            assert cell.strip("*") == f"{int(row['images_per_s'] + 0.5):,}", (label, batch, cl)  # half up
+            assert cell.strip("*") == n(row["images_per_s"]), (label, batch, cl)
         assert params == f"{row['parameters']:,}" and macs == f"{row['macs'] / 1e6:.2f} M", label
     # the prose under the table: speeds, ratios and the channels_last range, from the same record
     from course_utils.benchmark import BENCH_MODELS
@@ -284,14 +285,14 @@ def test_readme_benchmark_table_quotes_its_record():
     assert set(models.values()) == set(BENCH_MODELS)            # every model bench times has its row
     ips = {k: r["images_per_s"] for k, r in steps.items()}
     cl = {(m, b): ips[(m, b, True)] for m in models.values() for b in (128, 512)}
-    n = lambda x: f"{int(x + 0.5):,}"  # noqa: E731
     ratio = sorted(cl[("cifarnet", b)] / cl[("cifarnet_v1", b)] for b in (128, 512))
     prose = " ".join(text.split())
     assert (f"CifarNet trains {ratio[0]:.1f}–{ratio[1]:.1f} times as fast as v1 ({n(cl[('cifarnet', 128)])} against "
             f"{n(cl[('cifarnet_v1', 128)])} images/s at batch 128, {n(cl[('cifarnet', 512)])} against "
             f"{n(cl[('cifarnet_v1', 512)])} at 512, channels_last)") in prose
     share = lambda m, b: f"{100 * cl[(m, b)] / cl[('cifarnet', b)]:.0f}%"  # noqa: E731
-    assert (f"`cifarnet_res20`, with {_record_macs(record, 'cifarnet_res20') / _record_macs(record, 'cifarnet'):.1f}× "
+    macs_ratio = steps[("cifarnet_res20", 128, True)]["macs"] / steps[("cifarnet", 128, True)]["macs"]
+    assert (f"`cifarnet_res20`, with {macs_ratio:.1f}× "
             f"CifarNet's MACs, trains at {n(cl[('cifarnet_res20', 128)])} and {n(cl[('cifarnet_res20', 512)])} images/s, "
             f"{share('cifarnet_res20', 128)} and {share('cifarnet_res20', 512)} of CifarNet's speed") in prose
     gains = {k: ips[(*k, True)] / ips[(*k, False)] - 1 for k in cl}
@@ -303,11 +304,6 @@ def test_readme_benchmark_table_quotes_its_record():
     pipe = [p["images_per_s"] for p in record["pipeline"]][:3]
     assert (f"delivers {' / '.join(n(x) for x in pipe)} images/s with 0 / 1 / 2 loader workers" in prose
             and f"({n(cl[('cifarnet', 128)])} against {n(pipe[0])} images/s)" in prose)
-
-
-def _record_macs(record: dict, model: str) -> float:
-    """A model's multiply-accumulates per image, as a bench record lists them."""
-    return next(r["macs"] for r in record["train_step"] if r["model"] == model)
 
 
 def _real_test_set():
@@ -423,6 +419,11 @@ def _all_published() -> dict[str, dict]:
     return {p.stem: _published(p.stem) for p in sorted((REPO_ROOT / "figures/runs").glob("*.json"))}
 
 
+def _held_out_validation(record: dict) -> bool:
+    """Whether a run held the validation split out (records older than the config field did)."""
+    return record.get("config", {}).get("validation", True)
+
+
 def _readme_prose() -> str:
     """The README with every run of whitespace made one space, so a quoted phrase matches across line breaks."""
     return " ".join((REPO_ROOT / "README.md").read_text().split())
@@ -525,7 +526,7 @@ def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed
     others = [r for n, r in _all_published().items() if n != name]
     best_other_val = max(r.get("final_val_acc") or 0.0 for r in others)
     assert run["final_val_acc"] > best_other_val                        # validation chooses it
-    held_out = [r for r in others if r.get("config", {}).get("validation", True)]
+    held_out = [r for r in others if _held_out_validation(r)]
     assert run["final_test_acc"] > max(r.get("final_test_acc") or 0.0 for r in held_out)
     v, t, prose = run["final_val_acc"], run["final_test_acc"], _readme_prose()
     assert (f"It ends at {v:.2f}% on validation, {v - before['final_val_acc']:.2f} points above the same network at "
