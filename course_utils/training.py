@@ -437,7 +437,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     optimizer, scheduler = build_optimizer(model, config, len(train_loader))
     dtype = mixed_precision(device, config.amp)
     amp = dtype is not None
-    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dtype) else None
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None  # fp16 only (a T4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     ema = weight_average(model, config.ema_decay)
     history = History()

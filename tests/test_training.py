@@ -116,6 +116,74 @@ def test_interrupted_run_resumes_to_the_same_weights_and_history(tiny_data, tmp_
         assert torch.equal(a, b), k
 
 
+def recording_scaler(made):
+    """A GradScaler class that keeps every instance in ``made`` and counts its steps and loads. It starts
+    at a scale of 16 so that fp16 on the CPU does not overflow at once."""
+    class Recording(torch.amp.GradScaler):
+        def __init__(self, device="cuda", **kw):
+            super().__init__(device, init_scale=16.0)
+            self.device_type, self.steps, self.loaded = device, 0, []
+            made.append(self)
+
+        def step(self, optimizer, *args, **kw):
+            self.steps += 1
+            return super().step(optimizer, *args, **kw)
+
+        def load_state_dict(self, state):
+            self.loaded.append(dict(state))
+            return super().load_state_dict(state)
+    return Recording
+
+
+def test_fp16_training_scales_the_loss_and_a_resume_restores_the_scale(tiny_data, tmp_path, monkeypatch):
+    """The path of a card below compute capability 8.0 (a T4): float16 autocast and a GradScaler, run on
+    the CPU with ``mixed_precision`` answering float16 as it does there. Every step goes through the
+    scaler, the checkpoint keeps its scale, and a resumed run starts from that scale."""
+    import course_utils.training as training
+
+    monkeypatch.setattr(training, "mixed_precision", lambda device, amp=True: torch.float16 if amp else None)
+    made = []
+    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler(made))
+    config = small_config(epochs=2)
+    torch.manual_seed(config.seed)
+    model = tiny_model()
+    dtypes = set()
+    model.register_forward_hook(lambda m, args, out: dtypes.add(out.dtype))
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    ckpt = tmp_path / "c.pt"
+    part = fit(model, StopAfter(train, 2), test, config, CPU, checkpoint=ckpt, progress=False, log=None)
+    assert part.epoch == [1] and dtypes == {torch.float16}
+    assert len(made) == 1 and made[0].device_type == "cpu"      # the scaler is built for the run's device
+    assert made[0].steps == len(train)                          # every step went through the scaler
+    saved = load_checkpoint(ckpt)["scaler"]
+    assert saved["scale"] == made[0].get_scale() > 0
+
+    state = load_checkpoint(ckpt)
+    state["scaler"]["scale"] = 2.0                              # a scale no fresh scaler starts at
+    atomic_save(state, ckpt)
+    h = fit(tiny_model(), train, test, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=None)
+    assert h.epoch == [1, 2] and len(made) == 2
+    assert [s["scale"] for s in made[1].loaded] == [2.0] and made[1].steps == len(train)
+
+
+def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
+    """bfloat16 keeps float32's exponent (capability 8.0 and later) and fp32 needs nothing: no scaler is
+    built, and the checkpoint's scaler entry is empty."""
+    import course_utils.training as training
+
+    made = []
+    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler(made))
+    for answer in (torch.bfloat16, None):
+        monkeypatch.setattr(training, "mixed_precision", lambda device, amp=True, a=answer: a if amp else None)
+        model = tiny_model()
+        dtypes = set()
+        model.register_forward_hook(lambda m, args, out: dtypes.add(out.dtype))
+        train, test = make_loaders(tiny_data, 16, seed=3)
+        fit(model, train, test, small_config(epochs=1), CPU, checkpoint=tmp_path / "c.pt", progress=False, log=None)
+        assert dtypes == {answer or torch.float32}
+        assert made == [] and load_checkpoint(tmp_path / "c.pt")["scaler"] == {}
+
+
 def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
     run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="resume with the same settings"):
