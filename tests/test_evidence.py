@@ -1,10 +1,12 @@
 """Evidence rules in code: a validation split for decisions, the test set read once (after the last
 epoch), the final epoch reported, plain cross-entropy logged, and shipped weights that prove the
 kit's accuracy claim on the real test set."""
+import hashlib
 import json
 import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,10 +154,14 @@ def test_load_pretrained_refuses_an_altered_file(tmp_path):
     shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
     model = load_pretrained("cifarnet", folder)
     assert not model.training
+    shipped = torch.load(folder / "cifarnet.pt", weights_only=True)["model"]
+    assert model.state_dict().keys() == shipped.keys()
+    assert all(torch.equal(value, shipped[key]) for key, value in model.state_dict().items())   # the file's weights
     raw = bytearray((folder / "cifarnet.pt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (folder / "cifarnet.pt").write_bytes(bytes(raw))
-    with pytest.raises(PretrainedError, match="does not match its card"):
+    with pytest.raises(PretrainedError, match=r"does not match its card: SHA-256 .*restore it \(git checkout -- "
+                                              r"course_utils/weights\) or reinstall the kit"):
         load_pretrained("cifarnet", folder)
 
 
@@ -163,9 +169,11 @@ def test_load_pretrained_names_what_is_missing(tmp_path):
     folder = tmp_path / "weights"
     shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
     (folder / "cifarnet.pt").unlink()
-    with pytest.raises(PretrainedError, match="cifarnet.pt is missing"):
+    with pytest.raises(PretrainedError, match=r"cifarnet.pt is missing, though its card cifarnet.json is there. "
+                                              r"Restore it from the repository \(git checkout -- course_utils/weights\)"):
         load_pretrained("cifarnet", folder)
-    with pytest.raises(PretrainedError, match="no shipped weights named 'resnet'.*available: cifarnet"):
+    with pytest.raises(PretrainedError, match="no shipped weights named 'resnet'.*available: cifarnet. Reinstall the kit, "
+                                              "or train one with python -m course_utils train and export it"):
         load_pretrained("resnet", folder)
 
 
@@ -180,6 +188,59 @@ def test_shipped_weights_are_small_and_their_card_is_complete():
     # the precision the run actually trained in (its config's amp switch is ignored on a CPU)
     record = json.loads((REPO_ROOT / "figures" / "runs" / info["run_record"]).read_text())
     assert info["precision"] == record["precision"] == ("fp32" if info["device"] == "cpu" else info["precision"])
+
+
+class _LeavesAMark:
+    """Pickled, it asks the loader to call ``Path.write_text``: what a checkpoint carrying code would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.write_text, (Path(self.path), "code ran")
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_its_code_never_runs(tmp_path):
+    from course_utils.checkpoint import FORMAT, CheckpointError, load_checkpoint
+
+    mark = tmp_path / "mark.txt"
+    folder = tmp_path / "weights"
+    shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
+    torch.save({"format": FORMAT, "model_class": "CifarNet", "model": {}, "extra": _LeavesAMark(mark)},
+               folder / "cifarnet.pt")
+    with pytest.raises(CheckpointError, match=r"(?s)is not a readable checkpoint .*delete it to start afresh"):
+        load_checkpoint(folder / "cifarnet.pt")
+    info = json.loads((folder / "cifarnet.json").read_text())
+    (folder / "cifarnet.json").write_text(json.dumps({**info, "sha256": sha256(folder / "cifarnet.pt")}))
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        load_pretrained("cifarnet", folder)            # the hash matches its card, and still nothing runs
+    assert not mark.exists()
+
+
+def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, tmp_path):
+    from course_utils import experiment
+    from course_utils.checkpoint import atomic_save, load_checkpoint
+
+    run = experiment.run_training("cifarnet", TrainConfig(epochs=1, batch_size=16, lr=0.05, crop_size=None,
+                                                          crop_fraction=0.0),
+                                  device="cpu", data=data, progress=False, log=None, recipe="auto",
+                                  checkpoint_dir=tmp_path / "runs")
+    weights, card_path = export_pretrained(run.record_path, folder=tmp_path / "weights")
+    info = json.loads(card_path.read_text())
+    assert info["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert info["bytes"] == weights.stat().st_size and info["file"] == "cifarnet.pt"
+    assert info["recipe"] == "course"                  # what auto chose on a CPU
+    assert info["epochs"] == 1 and info["final_test_acc"] == run.history.test_acc[-1]
+    assert info["run_record"] == run.record_path.name and info["precision"] == "fp32"
+    loaded = load_pretrained("cifarnet", tmp_path / "weights")
+    trained = run.model.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in loaded.state_dict().items())
+
+    state = load_checkpoint(run.checkpoint)            # a later run of the same name overwrote the checkpoint
+    atomic_save({**state, "epoch": 2}, run.checkpoint)
+    with pytest.raises(ValueError, match="is not the run this record describes .epoch 2.*overwritten by a later run"):
+        export_pretrained(run.record_path, folder=tmp_path / "other")
+    assert not (tmp_path / "other").exists()           # nothing half-written
 
 
 def test_export_refuses_unfinished_and_smoke_runs(tmp_path):

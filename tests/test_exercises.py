@@ -94,6 +94,14 @@ def test_answers_follow_the_kit():
     assert _solution("02.1") == 4 and _solution("05.1") == 2 and _solution("06.1") == (12, 6)
     assert _solution("10.1") == (2 * 64, 2 * 64 + 1)
     assert _solution("10.2") == CifarNetConfig().c3 * 8 * 8 * 10 + 10   # C3's map is 8x8 on a 32x32 image
+    # 02.2: r += (k - 1) * jump, jump *= s over (3, 1), (3, 2), ...: 3, 5, 9, 13, 21, 29, 45; 45 is the first past 32
+    assert _solution("02.2") == 7
+    # 02.3: C1 to C3 see 37 pixels in theory (3 + 2 + 4 + 8 + 4 + 8 + 8, the arithmetic notebook's table), more
+    # than the 32-pixel image: the non-zero gradient of the centre output spans the whole image
+    assert _solution("02.3") == 32
+    # 04.2: C2's dilated 3x3 conv sits where the jump is 2; dilation 3 spans 7 pixels of its input instead
+    # of 5, so the final field of 77 grows by (7 - 5) * 2
+    assert _solution("04.2") == 77 + (7 - 5) * 2
 
 
 def test_no_answer_no_check_and_bad_input_say_so(capsys):
