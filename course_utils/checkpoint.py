@@ -6,6 +6,7 @@ the old checkpoint: a save that dies midway leaves the last good checkpoint unto
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -66,6 +67,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **state: Any) -> 
     return atomic_save(payload, path)
 
 
+def _load_failure(err: Exception) -> str:
+    """torch.load's error in a few words: its type and first sentence. An unpickling error's own advice
+    (load again with weights_only=False) is left out: that would run whatever code the file holds."""
+    if isinstance(err, pickle.UnpicklingError):
+        return type(err).__name__
+    first = str(err).split(". ")[0].split("\n")[0]
+    return f"{type(err).__name__}: {first[:150]}"
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint (``weights_only=True``: no code runs) and, if ``model`` is given, load its weights.
@@ -79,8 +89,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle, zip and EOF errors all mean the same thing here
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may be truncated or from "
-            "another program; delete it to start afresh."
+            f"{path} is not a readable checkpoint ({_load_failure(err)}). It may be truncated, from another "
+            "program, or hold objects other than tensors and plain values, which weights_only=True refuses to "
+            "unpickle so that no code in a file runs; delete it to start afresh."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a course_utils checkpoint (format {FORMAT!r} expected)")
@@ -103,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
             detail = "; ".join(mismatched[:3] + [f"missing {missing[:3]}"] * bool(missing)
                                + [f"unexpected {unexpected[:3]}"] * bool(unexpected))
             raise CheckpointError(
-                f"{path} does not fit this {type(model).__name__} (another width or version?): {detail}"
+                f"{path} does not fit this {type(model).__name__} (another width or version?): {detail}. "
+                "Build the model it was saved from (its run record names the model and config), or start without resume"
             )
         model.load_state_dict(weights)
     return payload

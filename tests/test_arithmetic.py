@@ -29,15 +29,16 @@ def test_transposed_output_size_matches_pytorch(size, kernel, stride, padding, o
 
 
 def test_conv_output_size_errors_name_the_numbers():
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match=r"a kernel spanning 5 pixels \(kernel=5, dilation=1\) does not fit in an "
+                                         r"input of 3 pixels padded by 0 on each side \(3 pixels\)"):
         conv_output_size(3, 5)  # 5x5 kernel on a 3-pixel input, no padding
-    with pytest.raises(ValueError, match="spanning 9"):
-        conv_output_size(8, 3, dilation=4)
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ValueError, match=r"spanning 9 pixels \(kernel=3, dilation=4\) does not fit .* of 8 pixels"):
+        conv_output_size(8, 3, dilation=4)  # (3 - 1) * 4 + 1 = 9
+    with pytest.raises(ValueError, match="stride must be an integer >= 1, got 0"):
         conv_output_size(8, 3, stride=0)
-    with pytest.raises(ValueError, match="output_padding"):
+    with pytest.raises(ValueError, match="output_padding=2 must be smaller than stride=2 or dilation=1"):
         conv_output_size(8, 3, stride=2, transposed=True, output_padding=2)
-    with pytest.raises(ValueError, match="transposed"):
+    with pytest.raises(ValueError, match=r"output_padding only applies to transposed convolutions \(transposed=True\)"):
         conv_output_size(8, 3, output_padding=1)
 
 

@@ -26,6 +26,7 @@ def test_missing_data_is_one_clear_line(tmp_path, capsys):
     code = main(["train", "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: CIFAR-10 not found") and "Traceback" not in err
+    assert f"the data folder {tmp_path / 'empty'} does not exist (a typo?). Point it at the folder that holds your copy" in err
 
 
 def test_train_end_to_end(image_folder, tmp_path):

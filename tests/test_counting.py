@@ -158,6 +158,6 @@ def test_counting_macs_and_stages_leave_no_hooks_and_keep_the_mode_even_when_the
     assert macs == {"0": 8 * 8 * 4 * 3 * 9, "3": 4 * 8 * 8 * 2}
     stages(model, (3, 8, 8), print_table=False)
     assert hook_count(model) == 0 and model.training
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(1x324 and 256x2\)"):
         macs_by_module(model, (3, 9, 9))                    # the Linear layer gets the wrong number of features
     assert hook_count(model) == 0 and model.training

@@ -31,6 +31,24 @@ def data(image_folder):
     return load_cifar10(image_folder, download=False)
 
 
+def test_a_runs_validation_split_is_held_out_before_its_subset_and_is_the_same_for_every_seed(data):
+    """``experiment.split``: the validation images come out of the training set first, then ``--subset``
+    draws from what is left, so a subset never holds a validation image and every seed decides on the
+    same validation images."""
+    from course_utils.experiment import split
+
+    runs = {seed: split(data, TrainConfig(train_per_class=3, seed=seed)) for seed in (1, 2)}
+    val = [img.tobytes() for img in runs[1].val_images]
+    assert val == [img.tobytes() for img in runs[2].val_images]
+    assert np.bincount(runs[1].val_labels).tolist() == [1] * 10          # 6 per class: a tenth, at least one
+    for run in runs.values():
+        assert np.bincount(run.train_labels).tolist() == [3] * 10
+        assert not {img.tobytes() for img in run.train_images} & set(val)
+    assert ({img.tobytes() for img in runs[1].train_images} != {img.tobytes() for img in runs[2].train_images})
+    whole = split(data, TrainConfig(validation=False, train_per_class=3, seed=1))
+    assert whole.val_images is None and len(whole.train_labels) == 30   # nothing held out
+
+
 def test_validation_split_is_stratified_disjoint_and_fixed(data):
     split = data.with_validation(per_class=2)
     assert np.bincount(split.val_labels).tolist() == [2] * 10
@@ -208,7 +226,8 @@ def test_a_checkpoint_carrying_code_is_refused_and_its_code_never_runs(tmp_path)
     shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
     torch.save({"format": FORMAT, "model_class": "CifarNet", "model": {}, "extra": _LeavesAMark(mark)},
                folder / "cifarnet.pt")
-    with pytest.raises(CheckpointError, match=r"(?s)is not a readable checkpoint .*delete it to start afresh"):
+    with pytest.raises(CheckpointError, match=r"is not a readable checkpoint \(UnpicklingError\)\. .*hold objects "
+                                              r"other than tensors and plain values.*delete it to start afresh"):
         load_checkpoint(folder / "cifarnet.pt")
     info = json.loads((folder / "cifarnet.json").read_text())
     (folder / "cifarnet.json").write_text(json.dumps({**info, "sha256": sha256(folder / "cifarnet.pt")}))

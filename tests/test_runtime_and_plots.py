@@ -15,7 +15,7 @@ def test_get_device_picks_the_first_available_of_cuda_mps_cpu(monkeypatch, cuda,
 
 def test_get_device():
     assert get_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="unknown device 'tpu0'"):
+    with pytest.raises(ValueError, match="unknown device 'tpu0'; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"):
         get_device("tpu0")
 
 

@@ -254,21 +254,40 @@ def test_failed_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_wrong_or_corrupt_checkpoints_get_clear_errors(tmp_path):
     save_checkpoint(tmp_path / "cifar.pt", tiny_model())
-    with pytest.raises(CheckpointError, match="holds a CifarNet, but the model given is a BaselineNet"):
+    with pytest.raises(CheckpointError, match="holds a CifarNet, but the model given is a BaselineNet; "
+                                              "build a CifarNet to load it, or start without resume"):
         load_checkpoint(tmp_path / "cifar.pt", BaselineNet())
-    with pytest.raises(CheckpointError, match="does not fit this CifarNet"):
+    fix = "Build the model it was saved from .its run record names the model and config., or start without resume"
+    with pytest.raises(CheckpointError, match=r"does not fit this CifarNet \(another width or version\?\): "
+                                              r"c1\.0\.0\.weight: checkpoint \(8, 3, 3, 3\) vs model \(\d+, 3, 3, 3\).*" + fix):
         load_checkpoint(tmp_path / "cifar.pt", CifarNet())
+    state = load_checkpoint(tmp_path / "cifar.pt")
+    extra = {**state, "model": {**state["model"], "head.extra": torch.zeros(1)}}
+    save_path = tmp_path / "extra.pt"
+    atomic_save(extra, save_path)
+    with pytest.raises(CheckpointError, match=r"unexpected \['head.extra'\]\. " + fix):
+        load_checkpoint(save_path, tiny_model())
+    first = next(iter(state["model"]))
+    atomic_save({**state, "model": {k: v for k, v in state["model"].items() if k != first}}, save_path)
+    with pytest.raises(CheckpointError, match=rf"missing \['{re.escape(first)}'\]\. " + fix):
+        load_checkpoint(save_path, tiny_model())
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"bad.pt is not a readable checkpoint \(UnpicklingError\)\. It may be "
+                                              r"truncated, .*delete it to start afresh\.$") as err:
         load_checkpoint(tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="no checkpoint at"):
+    assert "False" not in str(err.value)    # torch's advice to load with weights_only=False is not passed on
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint \(RuntimeError: PytorchStreamReader failed "
+                                              r"reading zip archive: [^.]*\)\. It may be truncated"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at .*missing.pt; check the path, or start without resume"):
         load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
-    with pytest.raises(ValueError, match="optimizer must be"):
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")
 
 
