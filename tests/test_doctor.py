@@ -59,3 +59,17 @@ def test_doctor_on_a_simulated_a100(fake_gpu, image_folder):
     fake_gpu("NVIDIA A100", (8, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert found["precision"].text.startswith("bf16") and "falls back to eager" in found["precision"].text
+
+
+def test_doctor_on_a_simulated_machine_with_two_cards_reports_the_one_asked_for(fake_gpu, monkeypatch, image_folder):
+    fake_gpu("Tesla T4", (7, 5))
+    names, capabilities = {0: "Tesla T4", 1: "NVIDIA A100"}, {0: (7, 5), 1: (8, 0)}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: names[index])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    second = {f.topic: f for f in doctor.diagnose("cuda:1", str(image_folder))}
+    assert "cuda:1 (NVIDIA A100, compute capability 8.0)" in second["device"].text
+    assert second["precision"].text.startswith("bf16")
+    first = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}   # the current card, cuda:0
+    assert "(Tesla T4, compute capability 7.5)" in first["device"].text
+    assert first["precision"].text.startswith("fp16 + GradScaler")

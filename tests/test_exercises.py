@@ -14,6 +14,8 @@ from course_utils.exercises import EXERCISES, check, hint
 from course_utils.models import CifarNetConfig
 from course_utils.runtime import REPO_ROOT
 
+from conftest import skip_without_real_data
+
 CHECKED = [k for k, e in EXERCISES.items() if e.check is not None]
 
 WRONG = {  # plausible mistakes, each of which the check must reject
@@ -205,9 +207,9 @@ def test_the_10_3_note_gradients_are_measured_on_section_5s_batch():
     try:
         data = load_cifar10(download=False)
     except FileNotFoundError:
-        pytest.skip("CIFAR-10 is not in data/ (CI extracts it; see README, Data)")
+        skip_without_real_data("CIFAR-10 is not in data/ (CI extracts it; see README, Data)")
     if len(data.train_labels) != 50_000:
-        pytest.skip("not the full training set")
+        skip_without_real_data(f"data/ holds {len(data.train_labels):,} training images, not CIFAR-10's 50,000")
     pick = stratified_indices(data.train_labels, 1000, seed=0)[:128]
     x = blocks.normalized_tensor(data.train_images[pick], data.mean, data.std)
     y = torch.from_numpy(data.train_labels[pick])

@@ -33,6 +33,17 @@ def test_dtype_and_scaler_per_card(card, name, expected):
     assert precision_name(dtype) == ("bf16" if expected == torch.bfloat16 else "fp16 + GradScaler")
 
 
+@pytest.mark.parametrize("current", [0, 1])
+def test_a_machine_with_two_cards_asks_the_card_it_trains_on(monkeypatch, current):
+    """A T4 as cuda:0 beside an A100 as cuda:1: each device asks its own card; "cuda" means the current one."""
+    cards = {0: CARDS["T4"], 1: CARDS["A100"]}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: cards[index])   # no default: say which
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    assert mixed_precision("cuda:0") == torch.float16 and mixed_precision("cuda:1") == torch.bfloat16
+    assert mixed_precision("cuda") == (torch.float16, torch.bfloat16)[current]
+    assert mixed_precision(torch.device("cuda", 1)) == torch.bfloat16
+
+
 def test_cpu_and_mps_train_in_fp32_unless_asked(card):
     card(CARDS["H100"])  # even with a capable GPU in the machine
     assert mixed_precision("cpu") is None and mixed_precision("mps") is None

@@ -65,12 +65,14 @@ def test_to_display_undoes_normalisation():
     assert np.allclose(plots.to_display(chw, mean, std), img)
 
 
-def test_loader_workers():
+@pytest.mark.parametrize("cores, cuda, mps", [(2, 2, 2), (16, 8, 2), (1, 1, 1), (None, 1, 1)])
+def test_loader_workers(monkeypatch, cores, cuda, mps):
+    """min(8, cores) on CUDA, min(2, cores) on MPS, none on a CPU; os.cpu_count() may say None."""
     from course_utils.runtime import loader_workers
 
-    assert loader_workers(torch.device("cpu")) == 0
-    assert loader_workers(torch.device("cpu"), 3) == 3
-    assert 1 <= loader_workers(torch.device("cuda")) <= 8
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert loader_workers(torch.device("cpu")) == 0 and loader_workers(torch.device("cpu"), 3) == 3
+    assert loader_workers(torch.device("cuda")) == cuda and loader_workers(torch.device("mps")) == mps
 
 
 def test_conv_positions_draws_one_panel_per_position_up_to_max_side():

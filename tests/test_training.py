@@ -76,6 +76,8 @@ def test_same_seed_gives_the_same_history(tiny_data):
     _, a = run(tiny_data, small_config(epochs=2))
     _, b = run(tiny_data, small_config(epochs=2))
     assert a.train_loss == b.train_loss and a.test_acc == b.test_acc
+    _, other = run(tiny_data, small_config(epochs=2, seed=4))
+    assert other.train_loss != a.train_loss         # the seed is what makes them equal
 
 
 class StopAfter:
@@ -428,6 +430,13 @@ def test_schedule_works_for_very_short_runs(steps):
         opt.step()
         sched.step()
     assert all(0 < lr <= 0.1 + 1e-12 for lr in lrs)
+    if steps < 3:                                   # one or two steps: no cycle, the peak throughout
+        assert lrs == [pytest.approx(0.1)] * steps
+    else:                                           # lr / div_factor, up, then down to lr / (10 * 100)
+        peak = lrs.index(max(lrs))
+        assert lrs[0] == pytest.approx(0.1 / 10) and lrs[-1] == pytest.approx(0.1 / 1000)
+        assert 0 < peak < steps - 1 and lrs[:peak + 1] == sorted(lrs[:peak + 1])
+        assert lrs[peak:] == sorted(lrs[peak:], reverse=True)
 
 
 @pytest.mark.parametrize("momentum, high, low", [(0.9, 0.95, 0.85), (0.8, 0.85, 0.75), (0.02, 0.07, 0.0)])
