@@ -102,7 +102,7 @@ VARIANTS: tuple[Variant, ...] = (
             model={"attention": "eca"}),
     Variant("cbam", "attention", "CBAM (channel, then spatial attention) after each residual body (widths "
             "unchanged)", model={"attention": "cbam"}),
-    Variant("no-augmentation", "augmentation", "no augmentation at all", augment=dict.fromkeys(AUGMENTATION, 0.0)),
+    Variant("no-augmentation", "augmentation", "none of the three transforms (the recipe's random 24x24 crops stay)", augment=dict.fromkeys(AUGMENTATION, 0.0)),
     Variant("flip-only", "augmentation", "horizontal flip alone", augment=_alone("flip_p")),
     Variant("affine-only", "augmentation", "shift-scale-rotate alone", augment=_alone("affine_p")),
     Variant("dropout-only", "augmentation", "the 16x16 coarse-dropout hole alone", augment=_alone("dropout_p")),

@@ -302,9 +302,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("08.1", "`A.Affine(rotate=(-45, 45))` in the pipeline; `plots.augmentation_preview`", "a few seconds"),
     Exercise("08.2", "`A.Compose([A.PadIfNeeded(40, 40), A.RandomCrop(32, 32), ...])`; compare the previews", "a few seconds"),
     Exercise("08.3", "`pipeline_throughput(transform, images)` (imported at the top) for each pipeline", "about a minute"),
-    Exercise("09.1", "`FACTORS[\"dilation\"] = {\"c2_dilation\"}`, then `no_dilation = Variant(\"no-dilation\", "
-             "\"dilation\", \"What does C2's dilation buy?\", model={\"c2_dilation\": 1})`; both import from "
-             "`course_utils.ablation`", "about 15 minutes on two cores (3 runs of about 7 minutes, two at a time: "
+    Exercise("09.1", "`no_dilation = Variant(\"no-dilation\", \"dilation\", \"What does C2's dilation buy?\", "
+             "model={\"c2_dilation\": 1})`; `Variant` imports from `course_utils.ablation`", "about 15 minutes on two cores (3 runs of about 7 minutes, two at a time: "
              "`jobs=2`)"),
     Exercise("09.2", "`read_csv` (imported at the top), then pair the rows by seed", "instant"),
     Exercise("09.3", "`compare_to_reference` (imported at the top) on each study's runs CSV: do the seed ranges separate at 4 "

@@ -112,8 +112,8 @@ NOTES = {
             "sqrt(s_variant^2 + s_reference^2), the spread of a difference of unpaired means. Where it is "
             "smaller, runs of the same seed share part of their noise (the same data order), and pairing "
             "can find a smaller effect with the same runs.",
-    "09.3": "This is the question the README's Ablation section leaves open: after 4 epochs no augmentation "
-            "ends ahead; each transform makes the training task harder, and a longer schedule is where that "
+    "09.3": "This is the question the README's Ablation section leaves open: after 4 epochs the variant without "
+            "the three transforms (the random crops of the first 3 epochs stay) ends ahead; each transform makes the training task harder, and a longer schedule is where that "
             "can turn into a gain. The recorded 40-epoch runs (README, Results) all train with the full "
             "augmentation, so they do not answer it.",
     "10.3": "Measured on section 5's batch with seed 0 (tests/test_exercises.py recomputes it on the real "
