@@ -293,6 +293,28 @@ def empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int
     return x.grad[0].abs().sum(0).cpu().numpy()
 
 
+def mean_empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32),
+                                   inputs: int = 8) -> "np.ndarray":
+    """``empirical_receptive_field`` averaged over ``inputs`` random inputs (seeds 0 to ``inputs - 1``):
+    one input's gradient is noisy, their mean shows the field's shape (Luo et al. 2016 average too)."""
+    if inputs < 1:
+        raise ValueError(f"inputs must be at least 1, got {inputs}")
+    return sum(empirical_receptive_field(module, input_size, seed=s) for s in range(inputs)) / inputs
+
+
+def central_share(grad: "np.ndarray", side: int, centre: "int | None" = None) -> float:
+    """The share of ``grad``'s total that lies in the ``side``×``side`` square around pixel
+    (``centre``, ``centre``) (default: the middle of ``grad``): rows and columns from
+    ``centre - side // 2`` on, clipped to the array. How concentrated an empirical receptive field is;
+    an odd ``side`` centres the square exactly, and the image's own side takes all of it."""
+    if side < 1:
+        raise ValueError(f"side must be at least 1 pixel, got {side}")
+    centre = grad.shape[0] // 2 if centre is None else centre
+    lo = max(0, centre - side // 2)
+    hi = centre - side // 2 + side
+    return float(grad[lo:hi, lo:hi].sum() / grad.sum())
+
+
 def stack_footprint(dilations: list[int], kernel: int = 3, size: int | None = None) -> "np.ndarray":
     """How many paths lead from the centre output of a stack of k×k convs with the given dilations
     to each input pixel (all weights 1, no non-linearity). Zeros inside the covered square are

@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -218,3 +219,38 @@ def test_a_dilated_stride_2_conv_reads_a_quarter_of_its_input():
     assert input_positions_read(8, 1, stride=2) == [0, 2, 4, 6]
     with pytest.raises(ValueError, match="stride must be an integer >= 1"):
         input_positions_read(8, 3, stride=0)
+
+
+def test_the_empirical_receptive_field_is_nonzero_exactly_on_the_theoretical_taps():
+    """Two stacked 3x3 convs reach a 5x5 square around the centre output; a dilated (d = 2) 3x3 conv
+    reaches its nine taps, two pixels apart, and nothing between them. For one linear conv the gradient
+    is the kernel's magnitude, summed over channels."""
+    from course_utils.inspection import empirical_receptive_field
+
+    torch.manual_seed(0)
+    two = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 1, 3, padding=1))
+    rows, cols = np.nonzero(empirical_receptive_field(two, (2, 11, 11)))
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 7, 3, 7) and len(rows) == 25
+    dilated = nn.Conv2d(1, 1, 3, padding=2, dilation=2)
+    grad = empirical_receptive_field(dilated, (1, 11, 11))
+    assert sorted(zip(*np.nonzero(grad))) == [(r, c) for r in (3, 5, 7) for c in (3, 5, 7)]
+    assert np.allclose(grad[3:8:2, 3:8:2], dilated.weight[0, 0].abs().detach().numpy())
+
+
+def test_mean_empirical_receptive_field_averages_the_seeds_and_central_share_measures_squares():
+    from course_utils.inspection import central_share, empirical_receptive_field, mean_empirical_receptive_field
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1))
+    mean = mean_empirical_receptive_field(net, (1, 9, 9), inputs=3)
+    assert np.allclose(mean, sum(empirical_receptive_field(net, (1, 9, 9), seed=s) for s in range(3)) / 3)
+    with pytest.raises(ValueError, match="inputs must be at least 1, got 0"):
+        mean_empirical_receptive_field(net, (1, 9, 9), inputs=0)
+    ones = np.ones((5, 5))
+    assert central_share(ones, 3) == pytest.approx(9 / 25) and central_share(ones, 5) == 1.0
+    assert central_share(ones, 3, centre=0) == pytest.approx(4 / 25)     # clipped at the top-left corner
+    assert central_share(ones, 4, centre=2) == pytest.approx(16 / 25)    # rows and columns 0-3
+    peak = np.zeros((5, 5)); peak[2, 2] = 3.0; peak[0, 0] = 1.0
+    assert central_share(peak, 1) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="side must be at least 1 pixel, got 0"):
+        central_share(ones, 0)

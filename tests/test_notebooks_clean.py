@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.nbclean import WIDGET_VIEW, strip_widgets
+from course_utils.nbclean import WIDGET_VIEW, merge_streams, strip_widgets
 from course_utils.runtime import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -75,6 +75,29 @@ def test_the_scan_finds_each_kind_of_problem():
     assert [o["output_type"] for o in notebook["cells"][1]["outputs"]] == ["error", "stream", "stream"]
     assert "figures/x.png" in output_text(notebook["cells"][1]["outputs"][2])   # a relative path is fine
     assert not ABSOLUTE_PATH.search("written: figures/09_ablation.png and runs/x.json")
+
+
+def test_the_cleaner_joins_a_cells_split_streams_and_keeps_their_text_and_order():
+    out = lambda name, *lines: {"output_type": "stream", "name": name, "text": list(lines)}
+    notebook = {"cells": [
+        {"cell_type": "code", "source": [], "outputs": [
+            out("stdout", "a\n"), out("stdout", "b\n", "c"), out("stdout", "d\n"),    # one print split in three
+            out("stderr", "w\n"), out("stdout", "e\n"),
+            {"output_type": "display_data", "metadata": {}, "data": {"text/plain": "<Figure>"}},
+            out("stdout", "f\n")]},
+        {"cell_type": "markdown", "source": ["x"]}]}
+    assert merge_streams(notebook) == 2
+    kept = notebook["cells"][0]["outputs"]
+    assert [(o["output_type"], o.get("name")) for o in kept] == [
+        ("stream", "stdout"), ("stream", "stderr"), ("stream", "stdout"), ("display_data", None), ("stream", "stdout")]
+    assert kept[0]["text"] == ["a\n", "b\n", "cd\n"] and "outputs" not in notebook["cells"][1]
+    assert merge_streams(notebook) == 0                       # already joined: nothing to do
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_have_no_split_streams(path):
+    """What nbclean leaves: a re-run whose text is the same leaves the file the same."""
+    assert merge_streams(json.loads(path.read_text(encoding="utf-8"))) == 0, "run python -m course_utils.nbclean"
 
 
 def assigned_names(source: str) -> set[str]:
