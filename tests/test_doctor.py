@@ -73,3 +73,30 @@ def test_doctor_on_a_simulated_machine_with_two_cards_reports_the_one_asked_for(
     first = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}   # the current card, cuda:0
     assert "(Tesla T4, compute capability 7.5)" in first["device"].text
     assert first["precision"].text.startswith("fp16 + GradScaler")
+
+
+def test_doctor_reports_the_shipped_weights_and_names_an_altered_or_missing_file(monkeypatch, tmp_path):
+    """The weights line: the card's accuracy when the file matches it; the fix when it was changed or
+    removed; the card's own message when there is no card. Training needs none of it, so all are ok."""
+    import json
+    import shutil
+
+    from course_utils import pretrained
+    from course_utils.runtime import REPO_ROOT
+
+    folder = tmp_path / "weights"
+    shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
+    info = json.loads((folder / "cifarnet.json").read_text())
+    found = doctor._weights_finding()
+    assert found.ok and found.text.startswith(f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
+                                              f"{info['train_minutes']} min on cpu")
+    raw = bytearray((folder / "cifarnet.pt").read_bytes())
+    raw[-1] ^= 0xFF
+    (folder / "cifarnet.pt").write_bytes(bytes(raw))
+    altered = doctor._weights_finding()
+    assert altered.ok and altered.text == "cifarnet.pt is missing or altered: git checkout -- course_utils/weights"
+    (folder / "cifarnet.pt").unlink()
+    assert doctor._weights_finding().text == altered.text
+    (folder / "cifarnet.json").unlink()
+    assert "no shipped weights named 'cifarnet'" in doctor._weights_finding().text
