@@ -31,6 +31,29 @@ def pipeline_throughput(transform: Callable, images: np.ndarray, min_seconds: fl
             return n / elapsed
 
 
+def forward_ms(module, x, repeats: int = 20, warmup: int = 3) -> float:
+    """Milliseconds per forward pass of ``module`` on the batch ``x`` (eval mode, no gradients, its mode
+    restored after): the median of ``repeats`` timed calls after ``warmup`` untimed ones, each waited for
+    on the device (``runtime.synchronize``) so that an asynchronous GPU is timed, not queued."""
+    import torch
+
+    from .inspection import _eval_mode
+    from .runtime import synchronize
+
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"forward_ms: repeats must be at least 1 and warmup at least 0, got {repeats} and {warmup}")
+    times = []
+    with _eval_mode(module), torch.no_grad():
+        for i in range(warmup + repeats):
+            synchronize(x.device)
+            start = time.perf_counter()
+            module(x)
+            synchronize(x.device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def loader_throughput(data, batch_size: int, num_workers: int, max_batches: int = 40, device: str = "cpu") -> float:
     """Images per second the augmented training loader delivers with ``num_workers`` processes."""
     from .data import make_loaders

@@ -270,7 +270,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "a few seconds", "an int (pixels)", _check_02_3),
     Exercise("03.1", "the saving is 1 / (1/C_out + 1/k²): solve for C_out and round up", "instant",
              "a pair (C_out for k = 3, C_out for k = 5)", _check_03_1),
-    Exercise("03.2", "time with `torch.utils.benchmark.Timer` or `time.perf_counter` over 50 calls, after a warm-up",
+    Exercise("03.2", "`forward_ms(layer, x, repeats=50)` (imported at the top), with `x` of batch 1 and of batch 256",
              "about a minute"),
     Exercise("03.3", "build the residual body from `DepthwiseSeparableConv2d`, the second with `dilation=2` (`train_design` "
              "refuses a design that breaks an assignment rule); `count_parameters` before and after; "

@@ -4,6 +4,7 @@ Nothing here touches the network or the GPU at import time.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -136,6 +137,21 @@ def loader_settings(device: torch.device | str, workers: int) -> dict:
     cuda = torch.device(device).type == "cuda"
     return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
             "persistent_train": workers > 0, "persistent_eval": workers > 0 and cuda}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the ``with`` block with ``n`` intra-op threads (``torch.set_num_threads``), then restore the
+    previous count, also when the block fails or is interrupted: a timing meant for one core (a data
+    loader worker's view) must not leave every later cell of the kernel on one core."""
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -103,3 +103,40 @@ def test_pointwise_timings_time_each_shape_both_ways():
         assert r["speedup"] == pytest.approx(r["conv_ms"] / r["matmul_ms"])
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         pointwise_timings([(8, 16, 4)], repeats=0)
+
+
+def test_forward_ms_times_eval_mode_forward_passes_after_a_warm_up_and_returns_the_median(monkeypatch):
+    from course_utils import benchmark
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, x):
+            self.calls.append((self.training, torch.is_grad_enabled()))
+            return x
+
+    clock = iter([0.0, 0.001, 1.0, 1.002, 2.0, 2.010, 3.0, 3.004, 4.0, 4.003])   # ms: (1, 2 warm-up) 10, 4, 3
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
+    probe = Probe().train()
+    assert benchmark.forward_ms(probe, torch.zeros(2, 3), repeats=3, warmup=2) == pytest.approx(4.0)
+    assert probe.calls == [(False, False)] * 5 and probe.training       # eval, no autograd; mode restored
+    with pytest.raises(ValueError, match="repeats must be at least 1 and warmup at least 0, got 0 and 3"):
+        benchmark.forward_ms(probe, torch.zeros(2, 3), repeats=0)
+
+
+def test_torch_threads_sets_the_count_for_the_block_and_restores_it_even_after_an_error():
+    from course_utils.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(KeyboardInterrupt):
+        with torch_threads(before + 1):
+            raise KeyboardInterrupt                     # a stopped cell
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        with torch_threads(0):
+            pass
