@@ -164,12 +164,18 @@ def run_ablation(data: CIFAR10Data, config: TrainConfig, device: torch.device | 
     network does not keep them all busy); each run's ``train_seconds`` then counts its own wall-clock
     time, shared cores included, so the runs' sum exceeds the study's wall-clock time.
 
+    On a GPU ``jobs`` must be 1: runs side by side would share one card (and each start its own loader
+    workers), which times them against each other and gains nothing a larger batch would not.
+
     Raises ``StudyMismatchError``, before training anything, if ``known_rows`` hold runs of other epochs,
     another number of training images or another crop phase: such a study belongs in its own figures
     folder. A variant or seed named twice is run once.
     """
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs must be a whole number of runs at a time (1 or more), got {jobs!r}")
+    if jobs > 1 and torch.device(device).type != "cpu":
+        raise ValueError(f"jobs={jobs} runs side by side share one {torch.device(device).type} device and slow each "
+                         "other down; use jobs=1 there (--jobs is for splitting a CPU's cores)")
     variants, seeds = distinct(variants, seeds)
     known = {(r["variant"], int(r["seed"])): typed_row(r) for r in known_rows}
     train_images = int(len(split(data, config).train_labels)) if known else None

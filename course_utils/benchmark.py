@@ -240,8 +240,9 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
     from .experiment import run_training
     from .inspection import count_macs
     from .models import count_parameters, get_model
-    from .runtime import device_name, mixed_precision, precision_name, runs_dir
+    from .runtime import device_name, mixed_precision, precision_name, runs_dir, use_cudnn_autotuner
 
+    autotuned = use_cudnn_autotuner(device)  # before any row: the rows time the kernels training uses
     record = {
         "device": str(device),
         "device_name": device_name(device),
@@ -250,6 +251,10 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "quick": quick,
         "training_precision": precision_name(mixed_precision(device)),
+        # on CUDA: cuDNN's autotuner (as in training), and whether fp32 convolutions may use TF32 tensor
+        # cores (PyTorch's default for cuDNN on Ampere and newer: the "fp32" rows are TF32 there)
+        "cudnn_benchmark": autotuned,
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
         "pipeline": [],
         "train_step": [],
         "time_to_accuracy": None,

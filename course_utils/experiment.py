@@ -17,7 +17,7 @@ from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, load_cifar10, make_
                    val_loader)
 from .models import count_parameters, get_model
 from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
-                      precision_name, runs_dir, seed_everything)
+                      precision_name, runs_dir, seed_everything, use_cudnn_autotuner)
 from .training import History, evaluate, fit
 
 
@@ -107,8 +107,7 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
     workers = loader_workers(device, config.num_workers)
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
     compiling = config.compile and device.type == "cuda"
-    if device.type == "cuda":  # cuDNN picks the fastest kernels for each input shape once, then reuses them
-        torch.backends.cudnn.benchmark = True
+    use_cudnn_autotuner(device)  # on CUDA: the fastest kernels per input shape, unless determinism was asked for
     # compiled training keeps one batch shape: the last, smaller batch of an epoch is dropped (a few
     # images, a different one each epoch) rather than compiled a second time
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=device,

@@ -65,7 +65,8 @@ def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dic
 
 def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = None,
                     map_location: str | torch.device = "cpu") -> nn.Module:
-    """The shipped, trained ``name`` network in eval mode, its file's SHA-256 checked against the card."""
+    """The shipped, trained ``name`` network in eval mode on ``map_location`` (``"cuda"`` puts it on the
+    GPU), its file's SHA-256 checked against the card."""
     from .models import get_model
 
     info = card(name, folder)
@@ -83,7 +84,7 @@ def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = N
         )
     model = get_model(info["model"])
     load_checkpoint(weights, model, map_location=map_location)
-    return model.eval()
+    return model.to(map_location).eval()   # on the device asked for, ready for its inputs
 
 
 def _require_finished_full_run(record: dict, what: str) -> None:

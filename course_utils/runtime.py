@@ -154,6 +154,19 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def use_cudnn_autotuner(device: torch.device | str) -> bool:
+    """On CUDA, let cuDNN time its convolution algorithms for each input shape once and keep the fastest
+    (``cudnn.benchmark``), as training and the benchmark both do, so that the benchmark measures what
+    training runs. Not where deterministic kernels were asked for (``seed_everything(seed,
+    deterministic=True)``): the autotuner may pick another algorithm each run. Returns whether it is on;
+    nothing changes off CUDA."""
+    if torch.device(device).type != "cuda":
+        return False
+    if not torch.backends.cudnn.deterministic:
+        torch.backends.cudnn.benchmark = True
+    return bool(torch.backends.cudnn.benchmark)
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait for the device's queued work (CUDA and MPS run asynchronously), so a timer that stops after
     this measures the work, not the queueing. Nothing to wait for on a CPU."""

@@ -411,7 +411,17 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
             log("torch.compile needs Triton, which this install lacks: training uncompiled "
                 "(pip install triton, or --no-compile to skip this note)")
         return model
-    return CompileGuard(model, torch.compile(model), log)
+    try:
+        # dynamic=False: a run that changes its image size (progressive resizing's crops, then whole images)
+        # gets one static graph per size, not a shape-generic graph for every epoch after the first change
+        fn = torch.compile(model, dynamic=False)
+    except Exception as err:  # noqa: BLE001 - raised by torch.compile itself (an unsupported Python, say)
+        if log:
+            cause = ([line for line in str(err).strip().splitlines() if line.strip()] or [""])[0][:200]
+            log(f"torch.compile is not available here ({type(err).__name__}: {cause}); "
+                "training uncompiled (--no-compile skips compiling)")
+        return model
+    return CompileGuard(model, fn, log)
 
 
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,

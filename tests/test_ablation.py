@@ -229,6 +229,9 @@ def test_runs_in_several_processes_give_the_rows_of_one_process(image_folder, tm
     assert _accuracies(again) == _accuracies(parallel) and all(line.endswith("(done before)") for line in lines)
     with pytest.raises(ValueError, match="jobs must be a whole number of runs at a time"):
         run_ablation(data, config, "cpu", variants, seeds, folder=tmp_path / "two", log=None, jobs=0)
+    with pytest.raises(ValueError, match="jobs=2 runs side by side share one cuda device .*use jobs=1 there"):
+        run_ablation(data, config, "cuda", variants, seeds, folder=tmp_path / "gpu", log=None, jobs=2)
+    assert not (tmp_path / "gpu").exists()                  # refused before anything was written
 
 
 def test_an_interrupted_study_in_processes_stops_its_runs_and_resumes_them(image_folder, tmp_path):

@@ -140,3 +140,27 @@ def test_torch_threads_sets_the_count_for_the_block_and_restores_it_even_after_a
     with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
         with torch_threads(0):
             pass
+
+
+def test_the_benchmark_times_its_cuda_rows_with_the_autotuner_training_uses(monkeypatch):
+    """On a (simulated) CUDA device every training-step row is timed with cuDNN's autotuner on, as
+    training runs (it used to come on only with the time-to-accuracy run after the rows), and the record
+    says so, and whether the fp32 rows may use TF32."""
+    from course_utils import benchmark, runtime
+
+    class Data:
+        def subset(self, *a):
+            return self
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(runtime, "device_name", lambda device: "a simulated T4")
+    monkeypatch.setattr(runtime, "mixed_precision", lambda device, amp=True: torch.float16)
+    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: 1000.0)
+    seen = []
+    monkeypatch.setattr(benchmark, "train_step_throughput",
+                        lambda model, device, batch, amp, cl, steps: seen.append(torch.backends.cudnn.benchmark) or 500.0)
+    record = benchmark.run_benchmark(torch.device("cuda"), quick=True, data=Data(), log=None)
+    assert seen and all(seen) and record["cudnn_benchmark"] is True
+    assert record["cudnn_allow_tf32"] is bool(torch.backends.cudnn.allow_tf32)
+    assert {r["amp"] for r in record["train_step"]} == {"fp32", "fp16"}          # no bf16 row on a T4

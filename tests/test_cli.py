@@ -120,6 +120,7 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path
     assert path.parent == runs / "bench"
     record = _json.loads(path.read_text())
     assert record["device"] == "cpu" and record["quick"] is True
+    assert record["cudnn_benchmark"] is False and record["cudnn_allow_tf32"] is None   # CUDA-only settings
     assert [p["workers"] for p in record["pipeline"]][:2] == [0, 1]
     assert all(p["images_per_s"] > 0 for p in record["pipeline"])
     from course_utils.benchmark import BENCH_MODELS

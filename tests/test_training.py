@@ -345,7 +345,7 @@ def test_compile_on_cuda_needs_triton(monkeypatch):
     from course_utils import training
 
     model, notes = nn.Linear(2, 2), []
-    monkeypatch.setattr(torch, "compile", lambda m: ("compiled", m))
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: ("compiled", m))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "triton" else None)
     guarded = training.compiled(model, torch.device("cuda"), notes.append)
     assert isinstance(guarded, training.CompileGuard) and guarded._compiled == ("compiled", model) and notes == []
@@ -364,7 +364,7 @@ def test_a_compile_that_fails_at_its_first_step_falls_back_to_eager_once(monkeyp
 
     calls = []
 
-    def broken_compile(module):
+    def broken_compile(module, **kw):
         def run(*args):
             calls.append(1)
             raise RuntimeError("InductorError: no working C compiler found\n(long traceback)")
@@ -392,7 +392,7 @@ def test_a_compile_that_works_is_used_and_later_errors_are_raised(monkeypatch):
 
     state = {"calls": 0}
 
-    def flaky_compile(module):
+    def flaky_compile(module, **kw):
         def run(x):
             state["calls"] += 1
             if state["calls"] > 1:
@@ -552,6 +552,12 @@ def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny
                                     progress=False, log=None)
         assert seen["drop_last"] is drop
     assert torch.backends.cudnn.benchmark is True
+    # asked for deterministic kernels, the run leaves cuDNN's autotuner off
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    with pytest.raises(Built):
+        experiment.run_training("cifarnet", small_config(validation=False), data=tiny_data, progress=False, log=None)
+    assert torch.backends.cudnn.benchmark is False
     # and on a CPU nothing is dropped, whatever the config says
     monkeypatch.setattr(experiment, "get_device", lambda name=None: torch.device("cpu"))
     with pytest.raises(Built):
@@ -632,3 +638,59 @@ def test_a_real_torch_compile_failure_falls_back_to_eager():
     working = training.CompileGuard(model, torch.compile(model, backend="eager"), notes.append)
     assert torch.allclose(working(x), model(x)) and working.state == "compiled"
     assert working.first_call_seconds is not None and len(notes) == 1
+
+
+@pytest.mark.parametrize("name", ["cifarnet", "cifarnet_res20", "baseline", "cifarnet10", "cifarnet_cbam"])
+def test_a_compiled_model_is_traced_once_for_one_input_shape(name):
+    """The models' input checks run eagerly only: min_input_size caches its answer on the model, and a
+    graph traced through that first call would guard on the attribute and be traced again at the second
+    step (a second full compile on a GPU). Dynamo with a counting backend, on the CPU."""
+    from torch._dynamo.testing import CompileCounter
+
+    from course_utils.models import get_model
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = get_model(name).train()
+    fn = torch.compile(model, backend=counter, dynamic=False)
+    for _ in range(3):
+        fn(torch.randn(2, 3, 32, 32))
+    assert counter.frame_count == 1
+    with pytest.raises(ValueError, match="needs images of at least"):   # the eager call still checks
+        model(torch.randn(1, 3, 4, 4))
+    torch._dynamo.reset()
+
+
+def test_compiling_asks_for_static_shapes_and_survives_a_torch_compile_that_raises(monkeypatch):
+    """On a (simulated) CUDA device with Triton: one static graph per image size (crops, then whole
+    images), and if torch.compile itself raises (an unsupported Python, say), one note and the eager model."""
+    import importlib.util
+
+    from course_utils import training
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a: object() if mod == "triton" else real(mod, *a))
+    asked = {}
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: asked.update(kw) or model)
+    model, notes = tiny_model(), []
+    guarded = training.compiled(model, torch.device("cuda"), notes.append)
+    assert isinstance(guarded, training.CompileGuard) and asked == {"dynamic": False} and notes == []
+
+    def unsupported(model, **kw):
+        raise RuntimeError("Python 3.14+ not yet supported for torch.compile\nmore detail")
+    monkeypatch.setattr(torch, "compile", unsupported)
+    assert training.compiled(model, torch.device("cuda"), notes.append) is model
+    assert notes == ["torch.compile is not available here (RuntimeError: Python 3.14+ not yet supported for "
+                     "torch.compile); training uncompiled (--no-compile skips compiling)"]
+
+
+def test_cudas_autotuner_is_on_for_training_unless_deterministic_kernels_were_asked_for(monkeypatch):
+    from course_utils.runtime import seed_everything, use_cudnn_autotuner
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    assert use_cudnn_autotuner("cpu") is False and torch.backends.cudnn.benchmark is False
+    assert use_cudnn_autotuner("cuda") is True and torch.backends.cudnn.benchmark is True
+    seed_everything(0, deterministic=True)                   # the README's way to ask for reproducible kernels
+    assert use_cudnn_autotuner(torch.device("cuda", 0)) is False
+    assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
