@@ -100,3 +100,21 @@ def test_doctor_reports_the_shipped_weights_and_names_an_altered_or_missing_file
     assert doctor._weights_finding().text == altered.text
     (folder / "cifarnet.json").unlink()
     assert "no shipped weights named 'cifarnet'" in doctor._weights_finding().text
+
+
+def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake_gpu, monkeypatch, image_folder):
+    """Loader workers pass batches through /dev/shm: 8 workers x 2 prefetched x a 12 MB evaluation batch is
+    about 188 MB, and Docker's default /dev/shm is 64 MB (workers then die with a bus error)."""
+    import os
+
+    fake_gpu("Tesla T4", (7, 5))
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    size = {"bytes": 64 * 2**20}
+    monkeypatch.setattr(os, "statvfs", lambda path: type("S", (), {"f_blocks": size["bytes"] // 4096, "f_frsize": 4096})())
+    loader = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}["loader"]
+    assert not loader.ok and loader.text == ("8 worker process(es); /dev/shm holds 64 MB, less than the 188 MB their "
+                                             "batches can need at once: start the container with --shm-size=1g, "
+                                             "or train with --workers 0")
+    size["bytes"] = 2**30                                          # --shm-size=1g
+    loader = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}["loader"]
+    assert loader.ok and loader.text == "8 worker process(es)"
