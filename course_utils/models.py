@@ -341,9 +341,9 @@ def min_input_size(model: nn.Module) -> int:
 
 def check_input(model: nn.Module, x: torch.Tensor) -> None:
     """Reject a batch the model cannot take, with the shapes in the message. Skipped while
-    ``torch.compile`` traces the model: the checks are for eager calls (a compiled graph is only built
-    from a batch that passed them eagerly or not at all), and ``min_input_size`` caches its answer on the
-    model, an attribute the compiled graph would otherwise guard on and recompile for at the second step."""
+    ``torch.compile`` traces the model (the fast recipe on CUDA), which then meets a bad batch with
+    PyTorch's own error: ``min_input_size`` caches its answer on the model, an attribute the compiled
+    graph would otherwise guard on and be traced again for at the second step."""
     if torch.compiler.is_compiling():
         return
     expected = getattr(model, "in_channels", 3)
