@@ -351,6 +351,86 @@ def capture(model: nn.Module, predicate):
             h.remove()
 
 
+def outputs_over(model: nn.Module, name: str, loader, device: torch.device | str,
+                 channels_last: bool = True) -> "tuple[torch.Tensor, np.ndarray]":
+    """The outputs of the sub-module ``name`` for every batch of ``loader`` (eval mode, no gradients; the
+    model's mode restored after), concatenated on the CPU, with the batches' labels: what an attention
+    gate says about each image. ``loader`` yields ``(images, labels)``, already normalised."""
+    import numpy as np
+
+    if name not in dict(model.named_modules()):
+        raise ValueError(f"{type(model).__name__} has no sub-module {name!r}; list them with "
+                         "[n for n, _ in model.named_modules()]")
+    labels = []
+    with capture(model, lambda n, m: n == name) as records, torch.no_grad(), _eval_mode(model):
+        for x, y in loader:
+            x = x.to(device)
+            model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            labels.append(np.asarray(y))
+    return torch.cat(records[name]), np.concatenate(labels)
+
+
+@dataclass
+class GateStatistics:
+    """What a channel gate (SE's excitations, N images x C channels) does per class. Each class's mean
+    excitation, and its ``deviation`` from the mean over all images; per channel, how far the class means
+    spread (``between``: their standard deviation over the classes) against how far one class's images
+    spread (``within``: the standard deviation inside a class, averaged over the classes), and its mean
+    level (``channel_means``): a fixed scale per channel is something a convolution could learn itself."""
+
+    per_class: "np.ndarray"       # (classes, C)
+    deviation: "np.ndarray"       # (classes, C): per_class minus the mean over all images
+    between: "np.ndarray"         # (C,)
+    within: "np.ndarray"          # (C,)
+    channel_means: "np.ndarray"   # (C,)
+
+    @property
+    def class_sizes(self) -> "np.ndarray":
+        """How much each class moves the gate: its mean |deviation| over the channels."""
+        import numpy as np
+
+        return np.abs(self.deviation).mean(1)
+
+    def correlation(self) -> "np.ndarray":
+        """(classes, classes): how alike two classes' deviations are (Pearson correlation over channels)."""
+        import numpy as np
+
+        return np.corrcoef(self.deviation)
+
+
+def gate_statistics(excitations: "np.ndarray", labels: "np.ndarray", num_classes: int = 10) -> GateStatistics:
+    """``GateStatistics`` of ``excitations`` (N x C, or N x C x 1 x 1 as SE returns them) for ``labels``."""
+    import numpy as np
+
+    weights = np.asarray(excitations, dtype=np.float64).reshape(len(excitations), -1)
+    labels = np.asarray(labels)
+    missing = [c for c in range(num_classes) if not (labels == c).any()]
+    if missing:
+        raise ValueError(f"no images of class(es) {missing} among the {len(labels)} given; every class needs some")
+    per_class = np.stack([weights[labels == c].mean(0) for c in range(num_classes)])
+    overall = weights.mean(0)
+    deviation = per_class - overall
+    within = np.stack([weights[labels == c].std(0) for c in range(num_classes)]).mean(0)
+    return GateStatistics(per_class=per_class, deviation=deviation, between=deviation.std(0), within=within,
+                          channel_means=overall)
+
+
+def border_profile(grid: "np.ndarray") -> dict[str, float]:
+    """Mean of a square map (a spatial gate's, say) over its border positions against its inner ones,
+    and over each edge: ``border``, ``inner``, ``left``, ``right``, ``top``, ``bottom``. Where a map's
+    shape comes from position, not content, this is where it shows."""
+    import numpy as np
+
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or min(grid.shape) < 3:
+        raise ValueError(f"expected a 2-D map of at least 3x3 positions, got shape {grid.shape}")
+    ring = np.ones_like(grid, dtype=bool)
+    ring[1:-1, 1:-1] = False
+    return {"border": float(grid[ring].mean()), "inner": float(grid[~ring].mean()),
+            "left": float(grid[:, 0].mean()), "right": float(grid[:, -1].mean()),
+            "top": float(grid[0].mean()), "bottom": float(grid[-1].mean())}
+
+
 def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
     """Multiply-accumulates of one forward pass of one image, per convolution and linear layer
     (``{module name: MACs}``, in execution order; a module run twice counts twice). ``count_macs``

@@ -210,3 +210,53 @@ def misclassified_grid(images: np.ndarray, preds: np.ndarray, labels: np.ndarray
     # room above the first row for the figure title (about 0.7 inch, whatever the number of rows)
     fig.subplots_adjust(wspace=0.1, hspace=0.5, top=1 - 0.7 / fig.get_figheight())
     return fig
+
+
+def gate_deviation_map(stats, classes: Sequence[str], title: str = ""):
+    """Each class's mean excitation minus the mean over all images (``inspection.GateStatistics``), one
+    row per class, the channels sorted by how far their class means spread (largest first), on a
+    diverging scale centred on 0."""
+    plt = _plt()
+    order = np.argsort(-stats.between)
+    lim = float(np.abs(stats.deviation).max())
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    im = ax.imshow(stats.deviation[:, order], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("channel, sorted by the spread of its class means (largest first)")
+    ax.set_title(title or "each class's mean excitation minus the mean over all images")
+    fig.colorbar(im, ax=ax, fraction=0.02).set_label("excitation difference")
+    return fig
+
+
+def spatial_gate_maps(images, labels: Sequence[int], maps: np.ndarray, mean_map: np.ndarray, classes: Sequence[str],
+                      mean: Sequence[float], std: Sequence[float], title: str = ""):
+    """A spatial gate (CBAM's) on a few images: the images (normalised CHW tensors or arrays), their gate
+    maps on one colour scale beside the mean map over many images, and each map minus that mean map on a
+    diverging scale. What every image shares (position) shows in the mean map; what depends on the image,
+    in the bottom row."""
+    plt = _plt()
+    n = len(maps)
+    if len(images) != n or len(labels) != n:
+        raise ValueError(f"expected one image and label per map, got {len(images)} images, {len(labels)} labels, {n} maps")
+    fig, axes = plt.subplots(3, n + 1, figsize=(1.15 * (n + 1) + 0.8, 4.2), squeeze=False)
+    low, high = float(min(maps.min(), mean_map.min())), float(max(maps.max(), mean_map.max()))
+    lim = float(np.abs(maps - mean_map).max()) or 1.0
+    for i in range(n):
+        axes[0, i].imshow(to_display(images[i], mean, std))
+        axes[0, i].set_title(classes[int(labels[i])], fontsize=8)
+        gate_im = axes[1, i].imshow(maps[i], cmap="magma", vmin=low, vmax=high)
+        diff_im = axes[2, i].imshow(maps[i] - mean_map, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[1, n].imshow(mean_map, cmap="magma", vmin=low, vmax=high)
+    axes[1, n].set_title("mean map", fontsize=8)
+    axes[0, n].axis("off")
+    axes[2, n].axis("off")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1, 0].set_ylabel("gate", fontsize=8)
+    axes[2, 0].set_ylabel("gate - mean", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.colorbar(gate_im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01).set_label("gate", fontsize=8)
+    fig.colorbar(diff_im, ax=axes[2, :].tolist(), fraction=0.02, pad=0.01).set_label("difference", fontsize=8)
+    return fig

@@ -3,6 +3,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from course_utils.config import TrainConfig
 from course_utils.data import AugmentConfig, load_cifar10, torchvision_train_transforms, train_transforms
@@ -196,3 +197,67 @@ def test_attention_cost_rejects_an_unknown_kind_or_size():
         attention_cost("sk", 64, 8)
     with pytest.raises(ValueError, match="size"):
         attention_cost("se", 64, 0)
+
+
+def test_gate_statistics_separate_a_class_effect_from_a_fixed_channel_scale():
+    """Three channels over 4 images of 2 classes: channel 0 sits at 0.5 always (a fixed scale), channel 1
+    is 0.2 for class 0 and 0.8 for class 1 (a class effect), channel 2 varies inside each class only."""
+    import numpy as np
+
+    from course_utils.inspection import gate_statistics
+
+    x = np.array([[0.5, 0.2, 0.1], [0.5, 0.2, 0.3], [0.5, 0.8, 0.1], [0.5, 0.8, 0.3]])
+    stats = gate_statistics(x.reshape(4, 3, 1, 1), np.array([0, 0, 1, 1]), num_classes=2)   # SE's (N, C, 1, 1)
+    assert np.allclose(stats.channel_means, [0.5, 0.5, 0.2])
+    assert np.allclose(stats.per_class, [[0.5, 0.2, 0.2], [0.5, 0.8, 0.2]])
+    assert np.allclose(stats.deviation, [[0, -0.3, 0], [0, 0.3, 0]])
+    assert np.allclose(stats.between, [0, 0.3, 0]) and np.allclose(stats.within, [0, 0, 0.1])
+    assert np.allclose(stats.class_sizes, [0.1, 0.1])
+    assert np.allclose(stats.correlation(), [[1, -1], [-1, 1]])
+    with pytest.raises(ValueError, match=r"no images of class\(es\) \[2\] among the 4 given"):
+        gate_statistics(x, np.array([0, 0, 1, 1]), num_classes=3)
+
+
+def test_border_profile_and_outputs_over_read_a_gate_per_image():
+    import numpy as np
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from course_utils.inspection import border_profile, outputs_over
+
+    grid = np.full((4, 4), 1.0)
+    grid[0, :] = 0.0                       # the top row low, as a stride-2 grid's top-left anchoring makes it
+    profile = border_profile(grid)
+    assert profile["top"] == 0.0 and profile["bottom"] == 1.0 and profile["inner"] == 1.0
+    assert profile["left"] == profile["right"] == 0.75 and profile["border"] == pytest.approx(8 / 12)
+    with pytest.raises(ValueError, match=r"at least 3x3 positions, got shape \(2, 2\)"):
+        border_profile(np.ones((2, 2)))
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1)).train()
+    x, y = torch.randn(10, 3, 8, 8), torch.arange(10) % 3
+    out, labels = outputs_over(model, "2", DataLoader(TensorDataset(x, y), batch_size=4), "cpu")
+    with torch.no_grad():
+        expected = model.eval()(x)
+    model.train()
+    assert out.shape == (10, 4, 1, 1) and torch.allclose(out, expected, atol=1e-6) and labels.tolist() == y.tolist()
+    assert model.training and model[1].num_batches_tracked.item() == 0     # eval mode: no BatchNorm update
+    with pytest.raises(ValueError, match="Sequential has no sub-module 'gate'"):
+        outputs_over(model, "gate", [], "cpu")
+
+
+def test_the_gate_figures_draw_one_row_per_class_and_three_rows_of_maps():
+    import numpy as np
+
+    from course_utils import plots
+    from course_utils.inspection import gate_statistics
+
+    rng = np.random.default_rng(0)
+    stats = gate_statistics(rng.random((20, 6)), np.arange(20) % 10)
+    fig = plots.gate_deviation_map(stats, [f"c{i}" for i in range(10)])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"c{i}" for i in range(10)]
+    maps = rng.random((3, 8, 8))
+    fig = plots.spatial_gate_maps(torch.zeros(3, 3, 32, 32), [0, 1, 2], maps, maps.mean(0), ["a", "b", "c"],
+                                  (0.5,) * 3, (0.25,) * 3, title="t")
+    assert len(fig.axes) == 3 * 4 + 2                                      # 3 rows of 3 maps + 1, 2 colour bars
+    with pytest.raises(ValueError, match="one image and label per map, got 2 images, 3 labels, 3 maps"):
+        plots.spatial_gate_maps(torch.zeros(2, 3, 32, 32), [0, 1, 2], maps, maps.mean(0), ["a", "b", "c"],
+                                (0.5,) * 3, (0.25,) * 3)
