@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "course_utils.pretrained.load_pretrained reads them.")
     export.add_argument("record", help="the run record, e.g. runs/cifarnet-full-e15-b256-s1.json")
     export.add_argument("--name", help="name to ship it under (default: the run's model)")
-    export.add_argument("--recipe", help="the recipe's name, for a run record that does not say it")
+    export.add_argument("--recipe", choices=("course", "fast", "long"),
+                        help="the recipe's name, for a run record that does not say it")
+    export.add_argument("--force", action="store_true", help="replace weights already shipped under that name")
     return parser
 
 
@@ -168,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .pretrained import export_pretrained
 
     try:
-        weights, card = export_pretrained(args.record, args.name, recipe=args.recipe)
+        weights, card = export_pretrained(args.record, args.name, recipe=args.recipe, force=args.force)
     except (OSError, ValueError, KeyError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -193,6 +193,11 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
             "holds your copy, or create the folder (empty, to let torchvision download into it) and try again."
         )
     root = default_root(root)
+    if root.exists() and not root.is_dir():
+        raise DataNotFoundError(
+            f"CIFAR-10 not found: {root} is a file, not a folder. Point --data-dir (or {DATA_ENV}) at the folder "
+            "that holds train/ and test/ (or the archive), not at a file in it."
+        )
     wanted = CLASSES if classes is None else tuple(classes)
     looked: list[str] = []
 

@@ -109,6 +109,9 @@ def _data_finding(data_dir: str | None) -> Finding:
         root = default_root(data_dir)
     except DataNotFoundError as err:
         return Finding("data", str(err), ok=False)
+    if data_dir is not None and root.exists() and not root.is_dir():
+        return Finding("data", f"--data-dir {data_dir} is a file, not a folder; point it at the folder that holds "
+                               "train/ and test/ (or the archive)", ok=False)
     if data_dir is not None and not root.is_dir():
         return Finding("data", f"--data-dir {data_dir} does not exist; check the path, or leave it out to use "
                                "$COURSE_DATA_DIR or data/", ok=False)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_text
+from .checkpoint import CheckpointError, atomic_write_text
 from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, load_cifar10, make_loaders, make_train_loader,
                    val_loader)
 from .models import count_parameters, get_model
 from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
-                      precision_name, runs_dir, seed_everything, use_cudnn_autotuner)
+                      precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
 from .training import History, evaluate, fit
 
 
@@ -153,6 +153,33 @@ def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, c
     return Trained(model, history, data, test_loader)
 
 
+def _keep_interrupted(ckpt: Path, log) -> "Path | None":
+    """Before a fresh run overwrites ``ckpt``: if it holds an interrupted run (fewer epochs than it
+    planned), move it and its record aside as ``<name>.interrupted-e<epoch>.pt`` / ``.json``, and say so:
+    a fresh run is the default, and the run it replaces is kept, not lost. A finished run is overwritten
+    (running the same command again trains again); an unreadable file is left for the run to replace."""
+    from .checkpoint import load_checkpoint
+
+    if not ckpt.is_file():
+        return None
+    try:
+        state = load_checkpoint(ckpt)
+        done, planned = int(state["epoch"]), int(state["config"]["epochs"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+    if done >= planned:
+        return None
+    kept = ckpt.with_name(f"{ckpt.stem}.interrupted-e{done}{ckpt.suffix}")
+    ckpt.replace(kept)
+    record = ckpt.with_suffix(".json")
+    if record.is_file():
+        record.replace(kept.with_suffix(".json"))
+    if log:
+        log(f"kept the interrupted run's checkpoint (epoch {done} of {planned}) as {shown_path(kept)}; this call "
+            "starts anew (resume would have continued it: --resume, or resume=True)")
+    return kept
+
+
 def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None, device: str | None = None,
                  data: CIFAR10Data | None = None, data_dir: str | None = None, resume: bool = False,
                  progress: bool = True, log=print, recipe: str | None = None,
@@ -166,6 +193,16 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         data = load_cifar10(data_dir)
     workers = loader_workers(dev, config.num_workers)
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
+    if resume and not ckpt.exists():
+        others = sorted(p.name for p in ckpt.parent.glob(f"{model_name}-*.pt")) if ckpt.parent.is_dir() else []
+        listing = (f" Checkpoints of {model_name} there: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''}."
+                   if others else "")
+        raise CheckpointError(
+            f"resume: no checkpoint of this run at {shown_path(ckpt)} (its name carries the model, the epochs, the "
+            f"batch, the seed and every changed setting: other settings are another run).{listing} Resume with "
+            "the settings of the run to continue, or start anew without resume.")
+    if not resume:
+        _keep_interrupted(ckpt, log)
     t0 = time.perf_counter()
     run = train(lambda: get_model(model_name), data, config, dev, checkpoint=ckpt, resume=resume,
                 progress=progress, log=log)

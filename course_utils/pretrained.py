@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -87,6 +88,11 @@ def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = N
     return model.to(map_location).eval()   # on the device asked for, ready for its inputs
 
 
+#: A full CIFAR-10 run trains on 45,000 images (the validation split held out) or 50,000, and is tested on 10,000.
+FULL_TRAIN_IMAGES, FULL_TEST_IMAGES = 45_000, 10_000
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def _require_finished_full_run(record: dict, what: str) -> None:
     """A clear error unless ``record`` describes a finished, full-size run (what ``what`` needs)."""
     if record.get("interrupted") or record.get("epochs") != record.get("epochs_planned"):
@@ -96,14 +102,21 @@ def _require_finished_full_run(record: dict, what: str) -> None:
     config = record.get("config", {})
     if config.get("train_per_class") is not None or config.get("test_per_class") is not None:
         raise ValueError(f"this run trained on a subset (--subset); {what} a full-size run")
+    data = record.get("data") or {}
+    if data.get("train") is not None and (data["train"] < FULL_TRAIN_IMAGES or data.get("test", 0) < FULL_TEST_IMAGES):
+        raise ValueError(f"this run trained on {data['train']:,} images and was tested on {data.get('test', 0):,} "
+                         f"({data.get('source', 'its data')}), not on CIFAR-10's {FULL_TRAIN_IMAGES:,} or more and "
+                         f"{FULL_TEST_IMAGES:,}; {what} a full CIFAR-10 run")
 
 
 def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
-                      folder: str | os.PathLike | None = None, recipe: str | None = None) -> tuple[Path, Path]:
+                      folder: str | os.PathLike | None = None, recipe: str | None = None,
+                      force: bool = False) -> tuple[Path, Path]:
     """Write the weights of a finished run (its JSON run record, or the record's dict) and their card.
 
     Only the weights go in (no optimizer, no history), so the file stays under 1 MB for CifarNet.
-    ``recipe`` names the recipe for a record written before records named it.
+    ``recipe`` names the recipe for a record written before records named it. Weights already shipped
+    under ``name`` are replaced only with ``force=True`` (the CLI's ``--force``).
     """
     from .models import get_model
 
@@ -111,11 +124,24 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         path = Path(record)
         if not path.is_file():
             raise ValueError(f"no run record at {path}; train first (python -m course_utils train), then pass its .json")
-        record = {**json.loads(path.read_text()), "record_path": str(path)}
+        try:
+            loaded = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a run record ({err}); pass the .json that train printed "
+                             "(\"run record: ...\")") from None
+        if not isinstance(loaded, dict) or "model" not in loaded:
+            raise ValueError(f"{path} is not a run record (no model named in it); pass the .json that train printed "
+                             "(\"run record: ...\")")
+        record = {**loaded, "record_path": str(path)}
         if path.with_suffix(".pt").is_file():  # the checkpoint beside the record, wherever runs/ was copied to
             record["checkpoint"] = str(path.with_suffix(".pt"))
     _require_finished_full_run(record, "export")
     name = name or record["model"]
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"the name to ship under must be a plain name (letters, digits, _ and -), got {name!r}")
+    if _paths(name, folder)[0].exists() and not force:
+        raise ValueError(f"{_paths(name, folder)[0]} already holds shipped weights; pass force=True (--force) to "
+                         "replace them, or --name to ship these under another name")
     model = get_model(record["model"])
     state = load_checkpoint(record["checkpoint"], model)
     saved_test = state.get("history", {}).get("test_acc", [None])[-1]

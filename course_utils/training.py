@@ -535,10 +535,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     except KeyboardInterrupt:
         history.interrupted = True
         if log:
-            where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
-            log(f"interrupted after {len(history)} complete epoch(s){where}. "
-                "Continue with fit(..., resume=True) or the CLI's --resume.")
+            if not len(history):
+                log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
+            else:
+                where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
+                log(f"interrupted after {len(history)} complete epoch(s){where}. "
+                    "Continue with fit(..., resume=True) or the CLI's --resume.")
     except TrainingDivergedError as err:
-        where = f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept." if checkpoint else ""
+        where = (f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept." if checkpoint and len(history)
+                 else " No epoch finished, so nothing was saved." if checkpoint else "")
         raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
     return history

@@ -453,3 +453,15 @@ def test_the_augmentation_defaults_are_the_course_recipes():
 
     a, t = AugmentConfig(), TrainConfig()
     assert (a.flip_p, a.affine_p, a.dropout_p) == (t.flip_p, t.affine_p, t.dropout_p)
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
+    from course_utils.__main__ import main
+
+    note = tmp_path / "notes.txt"
+    note.write_text("not CIFAR-10")
+    with pytest.raises(DataNotFoundError, match=r"notes.txt is a file, not a folder. Point --data-dir .* at the folder "
+                                                r"that holds train/ and test/"):
+        load_cifar10(note)
+    assert main(["train", "--data-dir", str(note), "--epochs", "1", "--device", "cpu", "--no-progress"]) == 1
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(note)]) == 1

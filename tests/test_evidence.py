@@ -257,6 +257,11 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
                                                           crop_fraction=0.0),
                                   device="cpu", data=data, progress=False, log=None, recipe="auto",
                                   checkpoint_dir=tmp_path / "runs")
+    with pytest.raises(ValueError, match=r"this run trained on 50 images and was tested on 30 .*not on CIFAR-10's "
+                                         r"45,000 or more and 10,000; export a full CIFAR-10 run"):
+        export_pretrained(run.record_path, folder=tmp_path / "weights")
+    record = json.loads(run.record_path.read_text())          # the same run, as if on the whole data set
+    run.record_path.write_text(json.dumps({**record, "data": {**record["data"], "train": 45_000, "test": 10_000}}))
     weights, card_path = export_pretrained(run.record_path, folder=tmp_path / "weights")
     info = json.loads(card_path.read_text())
     assert info["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -267,6 +272,22 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     loaded = load_pretrained("cifarnet", tmp_path / "weights")
     trained = run.model.state_dict()
     assert all(torch.equal(value, trained[key]) for key, value in loaded.state_dict().items())
+
+    with pytest.raises(ValueError, match=r"weights/cifarnet.pt already holds shipped weights; pass force=True "
+                                         r"\(--force\) to replace them, or --name"):
+        export_pretrained(run.record_path, folder=tmp_path / "weights")
+    assert export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)[0] == weights
+    with pytest.raises(ValueError, match=r"must be a plain name \(letters, digits, _ and -\), got '../evil'"):
+        export_pretrained(run.record_path, name="../evil", folder=tmp_path / "weights")
+    assert not (tmp_path / "evil.pt").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad.json is not a run record \(Expecting property name.*pass the .json "
+                                         r"that train printed"):
+        export_pretrained(bad, folder=tmp_path / "weights")
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"bad.json is not a run record \(no model named in it\)"):
+        export_pretrained(bad, folder=tmp_path / "weights")
 
     state = load_checkpoint(run.checkpoint)            # a later run of the same name overwrote the checkpoint
     atomic_save({**state, "epoch": 2}, run.checkpoint)

@@ -694,3 +694,49 @@ def test_cudas_autotuner_is_on_for_training_unless_deterministic_kernels_were_as
     seed_everything(0, deterministic=True)                   # the README's way to ask for reproducible kernels
     assert use_cudnn_autotuner(torch.device("cuda", 0)) is False
     assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
+
+
+def test_a_fresh_run_keeps_an_interrupted_one_and_resume_without_a_checkpoint_says_so(tiny_data, tmp_path):
+    """Nothing is lost: a fresh run (the default) over an interrupted run's checkpoint moves that
+    checkpoint and its record aside first; resume with no checkpoint of these settings is an error naming
+    the checkpoints that are there, not a silent fresh start."""
+    from course_utils import experiment
+
+    config = small_config(epochs=2, validation=False)
+    first = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=tmp_path)
+    state = load_checkpoint(first.checkpoint)
+    state["epoch"], state["history"] = 1, {k: v[:1] for k, v in state["history"].items() if isinstance(v, list)}
+    atomic_save(state, first.checkpoint)                    # as if stopped after epoch 1 of 2
+    lines = []
+    again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False,
+                                    log=lines.append, checkpoint_dir=tmp_path)
+    kept = tmp_path / f"{first.checkpoint.stem}.interrupted-e1.pt"
+    assert load_checkpoint(kept)["epoch"] == 1 and kept.with_suffix(".json").is_file()
+    assert lines[0] == (f"kept the interrupted run's checkpoint (epoch 1 of 2) as {kept}; this call starts anew "
+                        "(resume would have continued it: --resume, or resume=True)")
+    assert load_checkpoint(again.checkpoint)["epoch"] == 2
+    lines.clear()                                           # a finished run is simply trained again
+    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=lines.append,
+                            checkpoint_dir=tmp_path)
+    assert not any(line.startswith("kept") for line in lines)
+    with pytest.raises(CheckpointError, match=r"resume: no checkpoint of this run at .*-e3-.*other settings are "
+                                              r"another run\)\. Checkpoints of cifarnet there: cifarnet-.*\.pt.*start "
+                                              r"anew without resume"):
+        experiment.run_training("cifarnet", replace(config, epochs=3), device="cpu", data=tiny_data, resume=True,
+                                progress=False, log=None, checkpoint_dir=tmp_path)
+
+
+def test_a_run_stopped_or_diverged_before_its_first_epoch_does_not_claim_a_checkpoint(tiny_data, tmp_path):
+    config = small_config(epochs=2)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    lines = []
+    h = fit(tiny_model(), StopAfter(train, 1), test, config, CPU, checkpoint=tmp_path / "c.pt", progress=False,
+            log=lines.append)
+    assert h.interrupted and not (tmp_path / "c.pt").exists()
+    assert lines == ["interrupted before the first epoch finished: nothing was saved; run again from the start."]
+    model = tiny_model()
+    model.register_forward_hook(lambda m, args, out: out * float("nan"))
+    with pytest.raises(TrainingDivergedError, match=r"^epoch 1: .*lower the learning rate.*\. No epoch finished, so "
+                                                    r"nothing was saved\.$"):
+        fit(model, train, test, config, CPU, checkpoint=tmp_path / "c.pt", progress=False, log=None)
