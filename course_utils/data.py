@@ -97,6 +97,12 @@ class CIFAR10Data:
         counts = np.bincount(self.train_labels, minlength=len(self.classes))
         if per_class is None:
             per_class = min(VAL_PER_CLASS, max(1, int(counts.min()) // 10))
+        if counts.min() < 2:
+            raise ValueError(
+                f"holding out a validation split needs at least 2 training images in every class (one to hold out, "
+                f"one to train on); the smallest class here has {counts.min()}. Add images, or train without a "
+                "validation split (--set validation=false, or TrainConfig(validation=False))"
+            )
         if per_class < 1 or per_class >= counts.min():
             raise ValueError(
                 f"a validation split of {per_class} per class needs more training images per class than that "

@@ -22,8 +22,20 @@ from .arithmetic import effective_kernel
 
 
 def _model_device(model: nn.Module) -> torch.device:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a model (an nn.Module), got {type(model).__name__} {model!r:.40}; build one "
+                        "first, e.g. get_model('cifarnet') or CifarNet()")
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def _check_image_input(model: nn.Module, input_size) -> None:
+    """The image tools take a model and one image's shape, (C, H, W), without the batch dimension."""
+    _model_device(model)
+    if not (isinstance(input_size, (tuple, list)) and len(input_size) == 3 and all(
+            isinstance(n, int) and n > 0 for n in input_size)):
+        raise ValueError(f"input_size is one image's shape (C, H, W), without the batch, e.g. (3, 32, 32); "
+                         f"got {input_size!r}")
 
 
 @contextlib.contextmanager
@@ -244,6 +256,7 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     is the receptive field of the last conv/pool layer before global pooling; printing the table
     shows every row.
     """
+    _check_image_input(model, input_size)
     names: list[str] = []
 
     def enter(name: str):
@@ -282,6 +295,7 @@ def empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int
     2016, https://arxiv.org/abs/1701.04128: the effective field is smaller than the theoretical one,
     Gaussian-like, concentrated at its centre.
     """
+    _check_image_input(module, input_size)
     import numpy as np  # noqa: F401  (return type)
 
     g = torch.Generator().manual_seed(seed)

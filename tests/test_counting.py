@@ -161,3 +161,16 @@ def test_counting_macs_and_stages_leave_no_hooks_and_keep_the_mode_even_when_the
     with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(1x324 and 256x2\)"):
         macs_by_module(model, (3, 9, 9))                    # the Linear layer gets the wrong number of features
     assert hook_count(model) == 0 and model.training
+
+
+def test_the_image_tools_name_a_wrong_model_or_input_size_and_the_fix():
+    from course_utils.inspection import empirical_receptive_field, receptive_field
+    from course_utils.models import CifarNet
+
+    for tool in (receptive_field, summary, empirical_receptive_field):
+        if tool is not summary:                      # summary also takes other inputs, e.g. (4,) for a Linear
+            with pytest.raises(ValueError, match=r"input_size is one image's shape \(C, H, W\), without the batch, "
+                                                 r"e\.g\. \(3, 32, 32\); got \(32, 32\)"):
+                tool(CifarNet(), (32, 32))
+        with pytest.raises(TypeError, match=r"expected a model \(an nn.Module\), got str 'cifarnet'.*get_model"):
+            tool("cifarnet", (3, 32, 32))

@@ -465,3 +465,11 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
         load_cifar10(note)
     assert main(["train", "--data-dir", str(note), "--epochs", "1", "--device", "cpu", "--no-progress"]) == 1
     assert main(["doctor", "--device", "cpu", "--data-dir", str(note)]) == 1
+
+
+def test_too_few_images_for_a_validation_split_says_how_to_train_anyway(tmp_path):
+    data = load_cifar10(write_image_folder(tmp_path / "one", train_per_class=1), download=False)
+    with pytest.raises(ValueError, match=r"needs at least 2 training images in every class .* the smallest class here "
+                                         r"has 1\. Add images, or train without a validation split "
+                                         r"\(--set validation=false"):
+        data.with_validation()
