@@ -102,7 +102,7 @@ def _loader_finding(workers: int, device_type: str) -> Finding:
 
 
 def _data_finding(data_dir: str | None) -> Finding:
-    from .data import CACHE_NAME, DataNotFoundError, _find_image_folder, default_root
+    from .data import CACHE_NAME, CLASSES, DataNotFoundError, _find_image_folder, default_root
     from .runtime import shown_path
 
     try:
@@ -117,6 +117,15 @@ def _data_finding(data_dir: str | None) -> Finding:
                                "$COURSE_DATA_DIR or data/", ok=False)
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
+        for split in ("train", "test"):  # the folders' names only: no image is read
+            have = {p.name for p in (folder / split).iterdir() if p.is_dir()}
+            if set(CLASSES) - have:
+                missing = [c for c in CLASSES if c not in have]
+                extra = sorted(have - set(CLASSES))
+                return Finding("data", f"{shown_path(folder / split)} lacks the class folder(s) {', '.join(missing)}"
+                                       + (f" (and has {', '.join(extra)}, not a CIFAR-10 class)" if extra else "")
+                                       + ": every split needs CIFAR-10's ten class folders; extract the whole "
+                                         "copy again", ok=False)
         cached = " (decoded cache present)" if (root / CACHE_NAME).is_file() else " (decoded on first use, then cached)"
         return Finding("data", f"image folder {shown_path(folder)}{cached}")
     if (root / "cifar-10-batches-py").is_dir():

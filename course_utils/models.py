@@ -346,6 +346,13 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
     graph would otherwise guard on and be traced again for at the second step."""
     if torch.compiler.is_compiling():
         return
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{type(model).__name__} expects a torch.Tensor batch, got {type(x).__name__}; convert a NumPy "
+                        "array with torch.from_numpy(a).float() (images as (N, C, H, W), normalised)")
+    if not x.is_floating_point():
+        raise ValueError(f"{type(model).__name__} expects float images, normalised as the loaders do, got {x.dtype}; "
+                         "convert with x.float() / 255, then subtract the data's mean and divide by its std "
+                         "(the kit's loaders do both)")
     expected = getattr(model, "in_channels", 3)
     if x.dim() != 4:
         raise ValueError(

@@ -114,6 +114,9 @@ def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int
 def training_curves(history, title: str = ""):
     """Loss and accuracy per epoch (train, validation, and test where it was read: after the last
     epoch only, for a run with a validation split), and the learning rate."""
+    if not all(hasattr(history, k) for k in ("epoch", "train_loss", "test_acc", "lr")):
+        raise TypeError(f"training_curves expects a training History (result.history, or fit's return value), got "
+                        f"{type(history).__name__}; for a run record use History.from_dict(record['history'])")
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     e = history.epoch

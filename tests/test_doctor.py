@@ -118,3 +118,16 @@ def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake
     size["bytes"] = 2**30                                          # --shm-size=1g
     loader = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}["loader"]
     assert loader.ok and loader.text == "8 worker process(es)"
+
+
+def test_doctor_names_missing_class_folders_without_reading_an_image(tmp_path, capsys):
+    import shutil
+
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "nine")
+    shutil.rmtree(root / "test" / "truck")
+    (root / "test" / "lorry").mkdir()
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(root)]) == 1
+    text = "\n".join(lines(capsys))
+    assert "FIX  data" in text and "test lacks the class folder(s) truck (and has lorry, not a CIFAR-10 class)" in text

@@ -153,3 +153,23 @@ def test_stages_of_cifarnet_show_each_stage_width_resolution_and_kind(capsys):
     assert rows["head"].params == cfg.c4 * 10 + 10 and rows["head"].macs == cfg.c4 * 10
     printed = capsys.readouterr().out
     assert len(printed.splitlines()) == len(table) + 4 and f"{count_parameters(CifarNet(cfg)):,}" in printed
+
+
+def test_a_model_names_a_batch_of_the_wrong_type_and_the_conversion():
+    import numpy as np
+
+    model = CifarNet().eval()
+    with pytest.raises(ValueError, match=r"expects float images, normalised as the loaders do, got torch.uint8; convert "
+                                         r"with x.float\(\) / 255"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"expects a torch.Tensor batch, got ndarray; convert a NumPy array with "
+                                        r"torch.from_numpy\(a\).float\(\)"):
+        model(np.zeros((2, 3, 32, 32), dtype=np.float32))
+
+
+def test_training_curves_names_what_it_expects():
+    from course_utils import plots
+
+    with pytest.raises(TypeError, match=r"expects a training History .*got dict; for a run record use "
+                                        r"History.from_dict\(record\['history'\]\)"):
+        plots.training_curves({"history": {}})
