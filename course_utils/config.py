@@ -153,6 +153,7 @@ class TrainConfig:
     ema_decay: float = 0.0           # an exponential moving average of the weights, scored beside them; 0 = none
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -181,6 +182,29 @@ class TrainConfig:
             raise ValueError(f"crop_size must be a whole number of pixels (1 or more) or None, got {self.crop_size!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers}")
+        for name in ("train_per_class", "test_per_class"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be 1 or more images per class, or None for all, got {getattr(self, name)}")
+
+    def _check_types(self) -> None:
+        """Each setting of the type it is used as, so that ``epochs=1.5``, ``lr="0.1"`` or
+        ``validation="no"`` (a true value) are refused by name instead of failing later or silently."""
+        def whole(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type)
+            if kind.startswith("int"):
+                ok, want = whole(value) or ("None" in kind and value is None), "a whole number" + (
+                    " or None" if "None" in kind else "")
+            elif kind == "float":
+                ok, want = (whole(value) or isinstance(value, float)), "a number"
+            elif kind == "bool":
+                ok, want = isinstance(value, bool), "True or False"
+            else:
+                continue
+            if not ok:
+                raise ValueError(f"{f.name} must be {want}, got {value!r} ({type(value).__name__})")
 
     @classmethod
     def fast(cls, **overrides) -> "TrainConfig":
@@ -192,6 +216,10 @@ class TrainConfig:
         """A named recipe (``course``, ``fast`` or ``long``), then ``overrides``."""
         if name not in RECIPES:
             raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}; TrainConfig takes "
+                             + ", ".join(f.name for f in fields(cls)))
         return replace(cls(**_RECIPE_OVERRIDES[name]), **overrides)
 
     @classmethod

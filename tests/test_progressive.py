@@ -146,7 +146,7 @@ def tiny_model_seeded(cfg):
     (dict(crop_fraction=1.5), "crop_fraction must be a finite number from 0 to 1, got 1.5"),
     (dict(crop_fraction=float("nan")), "crop_fraction must be a finite number from 0 to 1"),
     (dict(crop_size=0), "crop_size must be a whole number of pixels (1 or more) or None, got 0"),
-    (dict(crop_size=24.5), "crop_size must be a whole number of pixels"),
+    (dict(crop_size=24.5), "crop_size must be a whole number or None, got 24.5 (float)"),
 ])
 def test_bad_crop_settings_are_refused_naming_them(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -291,6 +291,18 @@ def test_config_rejects_bad_values():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+    # each setting of its own type, named: these were accepted (or failed later with a raw TypeError)
+    for settings, message in ((dict(epochs=1.5), "epochs must be a whole number, got 1.5 (float)"),
+                              (dict(lr="0.1"), "lr must be a number, got '0.1' (str)"),
+                              (dict(validation="no"), "validation must be True or False, got 'no' (str)"),
+                              (dict(crop_size=True), "crop_size must be a whole number or None, got True (bool)"),
+                              (dict(batch_size=None), "batch_size must be a whole number, got None (NoneType)"),
+                              (dict(train_per_class=0), "train_per_class must be 1 or more images per class, or None")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TrainConfig(**settings)
+    assert TrainConfig(lr=1).lr == 1 and TrainConfig(crop_size=None).crop_size is None   # an int is a number
+    with pytest.raises(ValueError, match="unknown setting.s. 'foo'; TrainConfig takes epochs, batch_size, "):
+        TrainConfig.recipe("long", foo=1)
 
 
 def test_smoke_mode_shrinks_the_recipe(monkeypatch):
