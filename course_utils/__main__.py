@@ -289,6 +289,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f" (the last {config.clean_epochs} clean: flips only)" if config.clean_epochs else "")
               + (f"; a weight average (EMA {config.ema_decay}) scored beside" if config.ema_decay else "")
               + ("; changed: " + ", ".join(f"{n}={getattr(config, n)}" for n in settings) if settings else ""))
+        if config.optimizer == "adam" and args.lr is None:
+            print(f"note: the peak lr {config.lr:g} is the recipe's, tuned for SGD; Adam usually wants far less "
+                  "(about 1e-3: pass --lr)")
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":
             print(f"model {model}: the long recipe's network (--model picks another)")

@@ -480,3 +480,13 @@ def test_parse_setting_converts_to_each_settings_type():
     for name in names:   # every settable name parses its default's text back to the default
         default = getattr(TrainConfig(), name)
         assert parse_setting(f"{name}={default}", names) == (name, default)
+
+
+def test_adam_without_its_own_learning_rate_gets_a_note(monkeypatch, capsys):
+    calls = _stop_before_training(monkeypatch)
+    assert main(["train", "--optimizer", "adam", "--device", "cpu"]) == 1          # stopped before training
+    out = capsys.readouterr().out
+    assert calls[0][1].optimizer == "adam" and calls[0][1].lr == 0.2
+    assert "note: the peak lr 0.2 is the recipe's, tuned for SGD; Adam usually wants far less (about 1e-3: pass --lr)" in out
+    main(["train", "--optimizer", "adam", "--lr", "0.001", "--device", "cpu"])
+    assert "note:" not in capsys.readouterr().out
