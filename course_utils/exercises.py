@@ -333,8 +333,11 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
 
 def _get(exercise_id: str) -> Exercise:
     if exercise_id not in EXERCISES:
+        notebook, _, number = str(exercise_id).partition(".")
+        padded = f"{notebook.zfill(2)}.{number}"
+        did_you = f" Did you mean {padded!r}?" if padded in EXERCISES else ""
         raise KeyError(f"no exercise {exercise_id!r}: ids are '<notebook>.<number>', e.g. "
-                       f"{', '.join(list(EXERCISES)[:4])}, ...")
+                       f"{', '.join(list(EXERCISES)[:4])}, ...{did_you}")
     return EXERCISES[exercise_id]
 
 

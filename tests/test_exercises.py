@@ -115,8 +115,10 @@ def test_no_answer_no_check_and_bad_input_say_so(capsys):
     assert "cannot check this answer: answer should be (largest field" in capsys.readouterr().out
     assert check("02.1", "4") is False
     assert "should be a number" in capsys.readouterr().out
-    with pytest.raises(KeyError, match="no exercise '4.1'.*e.g. 01.1"):
+    with pytest.raises(KeyError, match="no exercise '4.1'.*e.g. 01.1.*Did you mean '04.1'"):
         check("4.1", 4)
+    with pytest.raises(KeyError, match=r"no exercise '99.9'.*e.g. 01.1, [^?]*$"):   # nothing to suggest
+        check("99.9", 4)
     assert hint("04.1").startswith("04.1 hint: ") and "CPU" in capsys.readouterr().out
 
 
