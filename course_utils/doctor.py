@@ -119,8 +119,8 @@ def _data_finding(data_dir: str | None) -> Finding:
     if folder is not None:
         for split in ("train", "test"):  # the folders' names only: no image is read
             have = {p.name for p in (folder / split).iterdir() if p.is_dir()}
-            if set(CLASSES) - have:
-                missing = [c for c in CLASSES if c not in have]
+            missing = [c for c in CLASSES if c not in have]
+            if missing:
                 extra = sorted(have - set(CLASSES))
                 return Finding("data", f"{shown_path(folder / split)} lacks the class folder(s) {', '.join(missing)}"
                                        + (f" (and has {', '.join(extra)}, not a CIFAR-10 class)" if extra else "")

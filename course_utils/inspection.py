@@ -21,17 +21,21 @@ from torch.utils._pytree import tree_flatten
 from .arithmetic import effective_kernel
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _require_module(model) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a model (an nn.Module), got {type(model).__name__} {model!r:.40}; build one "
                         "first, e.g. get_model('cifarnet') or CifarNet()")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    _require_module(model)
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
 def _check_image_input(model: nn.Module, input_size) -> None:
     """The image tools take a model and one image's shape, (C, H, W), without the batch dimension."""
-    _model_device(model)
+    _require_module(model)
     if not (isinstance(input_size, (tuple, list)) and len(input_size) == 3 and all(
             isinstance(n, int) and n > 0 for n in input_size)):
         raise ValueError(f"input_size is one image's shape (C, H, W), without the batch, e.g. (3, 32, 32); "
@@ -372,14 +376,15 @@ def outputs_over(model: nn.Module, name: str, loader, device: torch.device | str
     gate says about each image. ``loader`` yields ``(images, labels)``, already normalised."""
     import numpy as np
 
+    from .training import _to_device
+
     if name not in dict(model.named_modules()):
         raise ValueError(f"{type(model).__name__} has no sub-module {name!r}; list them with "
                          "[n for n, _ in model.named_modules()]")
     labels = []
     with capture(model, lambda n, m: n == name) as records, torch.no_grad(), _eval_mode(model):
         for x, y in loader:
-            x = x.to(device)
-            model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            model(_to_device(x, torch.device(device), channels_last))
             labels.append(np.asarray(y))
     return torch.cat(records[name]), np.concatenate(labels)
 
@@ -393,10 +398,18 @@ class GateStatistics:
     level (``channel_means``): a fixed scale per channel is something a convolution could learn itself."""
 
     per_class: "np.ndarray"       # (classes, C)
-    deviation: "np.ndarray"       # (classes, C): per_class minus the mean over all images
-    between: "np.ndarray"         # (C,)
     within: "np.ndarray"          # (C,)
-    channel_means: "np.ndarray"   # (C,)
+    channel_means: "np.ndarray"   # (C,): the mean over all images
+
+    @property
+    def deviation(self) -> "np.ndarray":
+        """(classes, C): each class's mean minus the mean over all images."""
+        return self.per_class - self.channel_means
+
+    @property
+    def between(self) -> "np.ndarray":
+        """(C,): how far a channel's class means spread (their standard deviation over the classes)."""
+        return self.deviation.std(0)
 
     @property
     def class_sizes(self) -> "np.ndarray":
@@ -422,11 +435,8 @@ def gate_statistics(excitations: "np.ndarray", labels: "np.ndarray", num_classes
     if missing:
         raise ValueError(f"no images of class(es) {missing} among the {len(labels)} given; every class needs some")
     per_class = np.stack([weights[labels == c].mean(0) for c in range(num_classes)])
-    overall = weights.mean(0)
-    deviation = per_class - overall
     within = np.stack([weights[labels == c].std(0) for c in range(num_classes)]).mean(0)
-    return GateStatistics(per_class=per_class, deviation=deviation, between=deviation.std(0), within=within,
-                          channel_means=overall)
+    return GateStatistics(per_class=per_class, within=within, channel_means=weights.mean(0))
 
 
 def border_profile(grid: "np.ndarray") -> dict[str, float]:

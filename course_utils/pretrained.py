@@ -139,8 +139,9 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     name = name or record["model"]
     if not _PLAIN_NAME.fullmatch(name):
         raise ValueError(f"the name to ship under must be a plain name (letters, digits, _ and -), got {name!r}")
-    if _paths(name, folder)[0].exists() and not force:
-        raise ValueError(f"{_paths(name, folder)[0]} already holds shipped weights; pass force=True (--force) to "
+    weights, card_path = _paths(name, folder)
+    if weights.exists() and not force:
+        raise ValueError(f"{weights} already holds shipped weights; pass force=True (--force) to "
                          "replace them, or --name to ship these under another name")
     model = get_model(record["model"])
     state = load_checkpoint(record["checkpoint"], model)
@@ -148,7 +149,6 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     if state.get("epoch") != record["epochs"] or saved_test != record.get("final_test_acc"):
         raise ValueError(f"{record['checkpoint']} is not the run this record describes (epoch {state.get('epoch')}, "
                          f"final test accuracy {saved_test}); was it overwritten by a later run of the same name?")
-    weights, card_path = _paths(name, folder)
     atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
     keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "epochs", "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")

@@ -357,6 +357,11 @@ def refresh_batchnorm(model: nn.Module, loader, device: torch.device, batches: i
     model.eval()
 
 
+def _first_line(err: BaseException) -> str:
+    """An error's first non-empty line, at most 200 characters: compile errors run to pages."""
+    return ([line for line in str(err).strip().splitlines() if line.strip()] or [""])[0][:200]
+
+
 class CompileGuard(nn.Module):
     """A compiled model whose first forward pass runs inside a guard: if compiling fails there (an old
     GPU that Triton does not support, a missing C compiler, an unsupported Python), it says so once,
@@ -388,7 +393,7 @@ class CompileGuard(nn.Module):
                 root = err  # dynamo wraps the backend's error (BackendCompilerFailed): name the one underneath
                 while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None and inner is not root:
                     root = inner
-                cause = ([line for line in str(root).strip().splitlines() if line.strip()] or [""])[0][:200]
+                cause = _first_line(root)
                 kind = type(err).__name__ + (f" from {type(root).__name__}" if root is not err else "")
                 self._log(f"torch.compile failed at the first step ({kind}: {cause}); "
                           "training uncompiled from here (--no-compile skips compiling)")
@@ -417,7 +422,7 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
         fn = torch.compile(model, dynamic=False)
     except Exception as err:  # noqa: BLE001 - raised by torch.compile itself (an unsupported Python, say)
         if log:
-            cause = ([line for line in str(err).strip().splitlines() if line.strip()] or [""])[0][:200]
+            cause = _first_line(err)
             log(f"torch.compile is not available here ({type(err).__name__}: {cause}); "
                 "training uncompiled (--no-compile skips compiling)")
         return model
