@@ -245,19 +245,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import time
 
     from .benchmark import run_benchmark
+    from .checkpoint import atomic_write_text
     from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .runtime import get_device, runs_dir
 
     try:
         device = get_device(args.device)
-        record = run_benchmark(device, quick=args.quick, data=load_cifar10(args.data_dir))
+        data = load_cifar10(args.data_dir)
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     folder = runs_dir() / "bench"  # the benchmark's own folder: it never touches a training run's files
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=2))
+    try:  # the record is rewritten (atomically) after every row: a stopped benchmark keeps what it measured
+        run_benchmark(device, quick=args.quick, data=data, save=lambda r: atomic_write_text(json.dumps(r, indent=2), path))
+    except KeyboardInterrupt:
+        print(f"interrupted: the rows measured so far are in {path} (marked \"complete\": false)", file=sys.stderr)
+        return 130
     print(f"benchmark record: {path}")
     return 0
 

@@ -228,8 +228,12 @@ def time_to_accuracy(h, target: float, config: dict | None = None) -> dict:
     }
 
 
-def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
-    """Everything ``python -m course_utils bench`` measures, as one record."""
+def run_benchmark(device, quick: bool = False, data=None, log=print, save: Callable[[dict], object] | None = None) -> dict:
+    """Everything ``python -m course_utils bench`` measures, as one record.
+
+    ``save`` (the CLI's: an atomic write of the JSON file) is called with the record after each row and
+    at the end, so that a benchmark stopped part-way (a time limit, Ctrl-C) keeps the rows it measured:
+    ``record["complete"]`` is False until the last row."""
     import os
     import platform
 
@@ -258,13 +262,16 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
         "pipeline": [],
         "train_step": [],
         "time_to_accuracy": None,
+        "complete": False,
     }
+    save = save or (lambda r: None)
     data = data if data is not None else load_cifar10()
     sample = data.subset(100, 10) if quick else data
     max_workers = min(os.cpu_count() or 1, 2 if quick else 8)
     for workers in range(0, max_workers + 1):
         ips = loader_throughput(sample, 128, workers, max_batches=6 if quick else 60, device=str(device))
         record["pipeline"].append({"workers": workers, "batch_size": 128, "images_per_s": round(ips, 1)})
+        save(record)
         if log:
             log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
@@ -277,6 +284,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
                 ips = train_step_throughput(get_model(name), device, batch, amp, cl, steps=3 if quick else 30)
                 record["train_step"].append({"model": name, "parameters": params, "macs": macs, "batch_size": batch,
                                              "amp": amp or "fp32", "channels_last": cl, "images_per_s": round(ips, 1)})
+                save(record)
                 if log:
                     log(f"train step  {name:<13} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
                         f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
@@ -290,6 +298,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print) -> dict:
             log(f"time to 85%: {record['time_to_accuracy']}")
     elif log:
         log("time to accuracy: skipped (" + ("--quick" if quick else "needs CUDA") + ")")
+    record["complete"] = True
+    save(record)
     return record
 
 

@@ -140,6 +140,36 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path
         (m, cl) for m in BENCH_MODELS for cl in (False, True))
     assert {r["amp"] for r in record["train_step"]} == {"fp32"}
     assert record["time_to_accuracy"] is None and "time to accuracy: skipped" in out
+    assert record["complete"] is True
+
+
+def test_a_stopped_bench_keeps_the_rows_it_measured(image_folder, capsys, tmp_path, monkeypatch):
+    """Stopped part-way (a time limit, Ctrl-C), the benchmark leaves its record with every row measured
+    so far, marked incomplete, and says where it is (a GPU run that hit its limit once lost them all)."""
+    import json as _json
+
+    from course_utils import benchmark
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    calls = []
+
+    def three_rows_then_stop(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return 1000.0 + len(calls)
+
+    monkeypatch.setattr(benchmark, "train_step_throughput", three_rows_then_stop)
+    code = main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)])
+    err = capsys.readouterr().err
+    assert code == 130
+    (path,) = (tmp_path / "runs" / "bench").glob("bench-cpu-*.json")
+    assert f"the rows measured so far are in {path}" in err
+    record = _json.loads(path.read_text())
+    assert record["complete"] is False
+    assert [r["images_per_s"] for r in record["train_step"]] == [1001.0, 1002.0, 1003.0]
+    assert [p["workers"] for p in record["pipeline"]] == list(range(min(os.cpu_count() or 1, 2) + 1))  # --quick
+    assert not list((tmp_path / "runs" / "bench").glob(".*.tmp"))    # no half-written file left beside it
 
 
 #: Run the CLI in a process that kills itself (SIGKILL: no clean-up, as an out-of-memory kill or a closed

@@ -1,3 +1,4 @@
+import os
 import tarfile
 
 import numpy as np
@@ -473,3 +474,50 @@ def test_too_few_images_for_a_validation_split_says_how_to_train_anyway(tmp_path
                                          r"has 1\. Add images, or train without a validation split "
                                          r"\(--set validation=false"):
         data.with_validation()
+
+
+#: A fresh interpreter with no network (every URL opener refuses, as on a machine without internet) and
+#: albumentations' warnings as errors, as pytest's settings here make them. Without course_utils imported
+#: first, importing albumentations then fails: its update check cannot reach PyPI and warns.
+OFFLINE_IMPORT = """
+import urllib.error, urllib.request, warnings
+def no_network(*args, **kwargs):
+    raise urllib.error.URLError("no network (simulated)")
+urllib.request.OpenerDirector.open = no_network
+urllib.request.urlopen = no_network
+warnings.filterwarnings("error", category=UserWarning, module="albumentations")
+{first}
+import albumentations
+print("imported offline without a warning")
+"""
+
+
+@pytest.mark.parametrize("first, ok", [("import course_utils", True), ("", False)])
+def test_albumentations_imports_offline_without_a_warning_after_course_utils(first, ok):
+    """An H200 machine without internet failed 63 tests on this warning (2026-12-04): course_utils turns
+    albumentations' update check off; the second case shows the check is real, so this test can fail."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_IMPORT.format(first=first)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert (proc.returncode == 0) is ok, proc.stderr[-2000:]
+    if ok:
+        assert "imported offline without a warning" in proc.stdout
+    else:
+        assert "version info" in proc.stderr and "NO_ALBUMENTATIONS_UPDATE" in proc.stderr
+
+
+def test_course_utils_keeps_your_own_albumentations_update_setting(monkeypatch):
+    import importlib
+
+    import course_utils
+
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "0")     # you asked for the check: it stays asked for
+    importlib.reload(course_utils)
+    assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "0"
+    monkeypatch.delenv("NO_ALBUMENTATIONS_UPDATE")
+    importlib.reload(course_utils)
+    assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"

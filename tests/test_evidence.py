@@ -420,6 +420,50 @@ def test_readme_benchmark_table_quotes_its_record():
             and f"({n(cl[('cifarnet', 128)])} against {n(pipe[0])} images/s)" in prose)
 
 
+H200_LOG = "figures/runs/bench/h200-20261204/bench-partial.log"
+
+
+def _bench_log_rows(text: str) -> tuple[dict, list[int]]:
+    """The training-step rows (``(model, batch, amp, channels_last) -> images/s``) and the pipeline's
+    images/s per worker count, read from ``bench``'s printed table."""
+    steps = {}
+    for m in re.finditer(r"^train step +(\w+) +[\d,]+ params +[\d.]+ M MACs +batch +(\d+) +(\w+) +"
+                         r"channels_last=(True|False) +([\d,]+) images/s$", text, re.M):
+        steps[(m[1], int(m[2]), m[3], m[4] == "True")] = int(m[5].replace(",", ""))
+    pipe = [int(m[1].replace(",", "")) for m in re.finditer(r"^data pipeline +workers=\d+ +([\d,]+) images/s$", text, re.M)]
+    return steps, pipe
+
+
+def test_readme_h200_rows_quote_the_gpu_bench_log():
+    """The GPU table and its prose are the H200 bench's printed rows, number for number; the log is
+    committed and says the run was cut short (no summary line, no time to accuracy)."""
+    log = (REPO_ROOT / H200_LOG).read_text()
+    steps, pipe = _bench_log_rows(log)
+    assert len(pipe) == 9 and len(steps) == 41 and "time to 85%" not in log and log.rstrip().endswith("rc=124")
+    models = {"BaselineNet": "baseline", "CifarNet10 (the seed's layout)": "cifarnet10", "CifarNet v1": "cifarnet_v1",
+              "**CifarNet**": "cifarnet", "CifarNet wide": "cifarnet_wide"}
+    table = _tables("Benchmark")[1]
+    assert [row[0] for row in table] == list(models)
+    for label, *cells in table:
+        for cell, (amp, cl) in zip(cells, [("fp32", False), ("fp32", True), ("bf16", True), ("fp16", True)], strict=True):
+            assert cell == f"{steps[(models[label], 512, amp, cl)]:,}", (label, amp, cl)
+    prose = " ".join((REPO_ROOT / "README.md").read_text().split("### On a GPU", 1)[1].split("\n## ", 1)[0].split())
+    c = {k[1:]: v for k, v in steps.items() if k[0] == "cifarnet"}
+    ms = lambda batch: 1000 * batch / c[(batch, "fp32", False)]  # noqa: E731  (milliseconds per step)
+    assert (f"({ms(512):.1f} and {ms(128):.1f} ms: {c[(512, 'fp32', False)]:,} and {c[(128, 'fp32', False)]:,} "
+            "images/s, NCHW)") in prose
+    bf16 = c[(512, "bf16", True)] / c[(512, "fp32", True)]
+    assert (f"bf16 runs CifarNet at {100 * bf16:.0f}% of fp32's speed ({c[(512, 'bf16', True)]:,} against "
+            f"{c[(512, 'fp32', True)]:,}, channels_last)") in prose
+    assert (f"delivers {pipe[0]:,} images/s in the main process and {pipe[8]:,} with 8 workers (the CUDA default), "
+            f"{100 * pipe[8] / c[(512, 'fp32', True)]:.0f}% of CifarNet's fp32 training step") in prose
+    assert (f"45,000 images take {45_000 / pipe[8]:.1f} s to augment per epoch with 8 workers, against "
+            f"{45_000 / c[(512, 'fp32', True)]:.1f} s to train on") in prose
+    doctor = (REPO_ROOT / "figures/runs/bench/h200-20261204/doctor.txt").read_text()
+    assert "cuda (NVIDIA H200, compute capability 9.0)" in doctor and "doctor rc=0" in doctor
+    assert "/work/" not in log + doctor
+
+
 def _real_test_set():
     """The real CIFAR-10 in data/, whole: a test needing it skips without it (fails in CI)."""
     try:
