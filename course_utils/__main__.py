@@ -17,6 +17,23 @@ SUBSET_HELP = ("train on a stratified subset of N images per class; the test set
                "split, where one is held out) stays whole")
 
 
+def _check_subset(data, config) -> None:
+    """A clear error when ``--subset N`` asks for more training images per class than ``data`` has once
+    the validation split is held out: the run would train on fewer than its name and record say."""
+    import numpy as np
+
+    from .experiment import split
+
+    if config.train_per_class is None:
+        return
+    have = int(np.bincount(split(data, replace(config, train_per_class=None, test_per_class=None)).train_labels).min())
+    n = config.train_per_class
+    if n > have:
+        raise ValueError(f"--subset {n} asks for {n:,} training images per class, but the data has {have:,} per class"
+                         + (" once the validation split is held out" if config.validation else "")
+                         + f": give at most {have:,}, or leave --subset out to train on all of them")
+
+
 def _whole_number(minimum: int):
     """An argparse type: a whole number of at least ``minimum``, else a usage error naming the value."""
     def parse(text: str) -> int:
@@ -198,6 +215,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         device = get_device(args.device)
         config = ablation_config(args.epochs, train_per_class=args.subset)
         data = load_cifar10(args.data_dir)
+        _check_subset(data, config)
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -270,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .config import LONG_RECIPE_MODEL, TrainConfig, choose_recipe
-    from .data import DataFormatError, DataNotFoundError
+    from .data import DataFormatError, DataNotFoundError, load_cifar10
     from .experiment import run_training
     from .training import TrainingDivergedError
 
@@ -300,7 +318,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":
             print(f"model {model}: the long recipe's network (--model picks another)")
-        result = run_training(model, config, device=args.device, data_dir=args.data_dir,
+        data = None
+        if args.subset:  # the data is read here to check that it holds that many images per class
+            data = load_cifar10(args.data_dir)
+            _check_subset(data, config)
+        result = run_training(model, config, device=args.device, data=data, data_dir=args.data_dir,
                               resume=args.resume, progress=not args.no_progress, recipe=recipe)
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -324,8 +346,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if r["interrupted"] else 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command line prints it: one line, ``warning: ...``, without Python's
+    ``file.py:123: UserWarning:`` prefix and the source line that raised it."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    import warnings
+
+    with warnings.catch_warnings():   # restored on return: main() called from Python keeps the caller's
+        warnings.showwarning = _show_warning
+        return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         return cmd_train(args)
     if args.command == "bench":

@@ -99,11 +99,23 @@ def split(data: CIFAR10Data, config: TrainConfig) -> CIFAR10Data:
     return data
 
 
+def check_crop_fits(data: CIFAR10Data, config: TrainConfig) -> None:
+    """A clear error when ``config.crop_size`` does not fit ``data``'s images, even when no epoch would
+    use it (``crop_fraction`` 0): a run records its settings, and one it could never have used is a
+    mistake to name, not to file away."""
+    side = data.train_images.shape[1]
+    if config.crop_size is not None and not 1 <= config.crop_size <= side:
+        unused = "" if config.crop_epochs else f" (and no epoch would use it: crop_fraction is {config.crop_fraction:g})"
+        raise ValueError(f"crop_size={config.crop_size} does not fit these {side}x{side} images{unused}: choose a crop "
+                         f"size from 1 to {side}, or crop_size=none for whole images")
+
+
 def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
     """The data side of a run, the same for ``run_training`` and the ablation: hold out the validation
     split (if ``config.validation``), take the stratified subset the config asks for, and build the
     training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``."""
     data = split(data, config)
+    check_crop_fits(data, config)
     workers = loader_workers(device, config.num_workers)
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
     compiling = config.compile and device.type == "cuda"
@@ -191,6 +203,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     dev = get_device(device)
     if data is None:
         data = load_cifar10(data_dir)
+    check_crop_fits(data, config)   # before a checkpoint is moved aside: a mistake costs nothing
     workers = loader_workers(dev, config.num_workers)
     ckpt = checkpoint_path(model_name, config, checkpoint_dir)
     if resume and not ckpt.exists():

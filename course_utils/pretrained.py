@@ -51,9 +51,17 @@ def available(folder: str | os.PathLike | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json"))
 
 
+def _shipped_name(name: str, folder: str | os.PathLike | None) -> str:
+    """``name`` as the shipped card spells it: like ``get_model``, names are case-insensitive
+    (``"CifarNet"`` is ``cifarnet``), whatever the file system's own rule."""
+    if name not in available(folder):
+        return next((shipped for shipped in available(folder) if shipped.lower() == name.lower()), name)
+    return name
+
+
 def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dict:
     """The card of a shipped network: how it was trained and what it scored."""
-    _, card_path = _paths(name, folder)
+    _, card_path = _paths(_shipped_name(name, folder), folder)
     if not card_path.is_file():
         names = available(folder)
         raise PretrainedError(
@@ -70,6 +78,7 @@ def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = N
     GPU), its file's SHA-256 checked against the card."""
     from .models import get_model
 
+    name = _shipped_name(name, folder)
     info = card(name, folder)
     weights, _ = _paths(name, folder)
     if not weights.is_file():

@@ -45,6 +45,40 @@ def test_train_end_to_end(image_folder, tmp_path):
     assert record["data"]["train"] == 50 and record["device"] == "cpu"
     assert record["data"]["test"] == 30                # --subset leaves the test set whole (3 images per class)
     assert Path(path).parent == tmp_path / "runs"       # conftest points COURSE_RUNS_DIR away from the repository
+    # the small folder's warning, as a command line prints one: a line of its own, no Python source line
+    assert "warning: " in proc.stderr and "6 images per class, not CIFAR-10's 5,000" in proc.stderr
+    assert "UserWarning" not in proc.stderr and "load_cifar10(" not in proc.stderr
+
+
+def test_main_gives_back_the_callers_warning_display():
+    import warnings
+
+    before = warnings.showwarning
+    assert main(["doctor", "--device", "cpu", "--data-dir", "/nonexistent"]) == 1
+    assert warnings.showwarning is before
+
+
+def test_a_subset_larger_than_the_data_is_refused_before_training(image_folder, tmp_path, capsys):
+    """--subset 6 of a folder with 6 training images per class trained on 5 (one is held out for
+    validation) under a name and record saying 6: now refused, with the largest that fits."""
+    for command in (["train"], ["ablate", "--seeds", "1", "--variants", "reference"]):
+        code = main([*command, "--data-dir", str(image_folder), "--subset", "6", "--epochs", "1", "--device", "cpu",
+                     *(["--no-progress"] if command == ["train"] else [])])
+        err = capsys.readouterr().err
+        assert code == 1, command
+        assert ("error: --subset 6 asks for 6 training images per class, but the data has 5 per class once the "
+                "validation split is held out: give at most 5, or leave --subset out") in err, command
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+
+
+def test_a_crop_size_that_does_not_fit_is_refused_even_when_no_epoch_uses_it(image_folder, tmp_path, capsys):
+    code = main(["train", "--data-dir", str(image_folder), "--epochs", "1", "--device", "cpu", "--no-progress",
+                 "--set", "crop_size=40", "--set", "crop_fraction=0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("error: crop_size=40 does not fit these 32x32 images (and no epoch would use it: crop_fraction is 0): "
+            "choose a crop size from 1 to 32, or crop_size=none for whole images") in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
 
 
 def test_train_with_the_fast_recipe(image_folder, tmp_path, monkeypatch, capsys):
@@ -199,9 +233,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(image_folder, tmp_path):
     from course_utils.experiment import checkpoint_path
 
     epochs, kill_after = 4, 2
-    args = ["--data-dir", str(image_folder), "--subset", "6", "--epochs", str(epochs), "--device", "cpu",
+    args = ["--data-dir", str(image_folder), "--subset", "5", "--epochs", str(epochs), "--device", "cpu",
             "--no-progress", "--seed", "12", "--batch-size", "8"]
-    ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=6, seed=12, batch_size=8))
+    ckpt = checkpoint_path("cifarnet", TrainConfig(epochs=epochs, train_per_class=5, seed=12, batch_size=8))
     assert ckpt.parent == tmp_path / "runs"      # conftest's COURSE_RUNS_DIR, inherited by the subprocesses
     killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER, str(kill_after), "train", *args],
                             capture_output=True, text=True, timeout=300)

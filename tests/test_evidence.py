@@ -207,6 +207,16 @@ def test_load_pretrained_names_what_is_missing(tmp_path):
         load_pretrained("resnet", folder)
 
 
+def test_shipped_names_are_case_insensitive_as_model_names_are():
+    """get_model("CifarNet") builds a CifarNet, so load_pretrained("CifarNet") loads the shipped one (it
+    said "no shipped weights named 'CifarNet'" on Linux, and would have found the file on macOS)."""
+    assert card("CifarNet") == card("cifarnet")
+    upper, lower = load_pretrained("CIFARNET"), load_pretrained("cifarnet")
+    assert all(torch.equal(a, b) for a, b in zip(upper.state_dict().values(), lower.state_dict().values(), strict=True))
+    with pytest.raises(PretrainedError, match="no shipped weights named 'CifarNet10'"):
+        card("CifarNet10")
+
+
 def test_shipped_weights_are_small_and_their_card_is_complete():
     info = card("cifarnet")
     path = REPO_ROOT / "course_utils" / "weights" / info["file"]
