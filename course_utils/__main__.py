@@ -215,7 +215,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         device = get_device(args.device)
         config = ablation_config(args.epochs, train_per_class=args.subset)
         data = load_cifar10(args.data_dir)
-        _check_subset(data, config)
+        if args.subset:   # an explicit --subset (smoke mode's own subset takes what a small folder has)
+            _check_subset(data, config)
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -276,7 +277,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     folder = runs_dir() / "bench"  # the benchmark's own folder: it never touches a training run's files
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    try:  # the record is rewritten (atomically) after every row: a stopped benchmark keeps what it measured
+    print(f"benchmark record: {path} (rewritten after every row: a stopped benchmark keeps the rows it measured)")
+    try:  # the record is rewritten (atomically) after every row, and written once before the first
         run_benchmark(device, quick=args.quick, data=data, save=lambda r: atomic_write_text(json.dumps(r, indent=2), path))
     except KeyboardInterrupt:
         print(f"interrupted: the rows measured so far are in {path} (marked \"complete\": false)", file=sys.stderr)
@@ -347,9 +349,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as the command line prints it: one line, ``warning: ...``, without Python's
-    ``file.py:123: UserWarning:`` prefix and the source line that raised it."""
-    print(f"warning: {message}", file=file or sys.stderr)
+    """A warning as the command line prints it: one line, ``warning: ...`` (``warning (FutureWarning): ...``
+    for another category than UserWarning), without Python's ``file.py:123:`` prefix and the source line."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    print(f"warning{kind}: {message}", file=file or sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -265,6 +265,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         "complete": False,
     }
     save = save or (lambda r: None)
+    save(record)   # the file exists before the first row
     data = data if data is not None else load_cifar10()
     sample = data.subset(100, 10) if quick else data
     max_workers = min(os.cpu_count() or 1, 2 if quick else 8)
@@ -294,6 +295,10 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         result = run_training("cifarnet", TrainConfig.fast(test_each_epoch=True), device=str(device), data=data,
                               progress=False, log=None, checkpoint_dir=runs_dir() / "bench")
         record["time_to_accuracy"] = time_to_accuracy(result.history, 85.0, result.config.to_dict())
+        if result.history.interrupted:   # Ctrl-C in training: fit keeps the epochs so far and returns
+            record["time_to_accuracy"]["interrupted"] = True
+            save(record)
+            raise KeyboardInterrupt
         if log:
             log(f"time to 85%: {record['time_to_accuracy']}")
     elif log:

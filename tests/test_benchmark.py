@@ -1,5 +1,6 @@
 """course_utils.benchmark: the arithmetic of relative speed, with the timer stubbed (no timing in tests)."""
 import itertools
+import json
 
 import pytest
 import torch
@@ -164,3 +165,34 @@ def test_the_benchmark_times_its_cuda_rows_with_the_autotuner_training_uses(monk
     assert seen and all(seen) and record["cudnn_benchmark"] is True
     assert record["cudnn_allow_tf32"] is bool(torch.backends.cudnn.allow_tf32)
     assert {r["amp"] for r in record["train_step"]} == {"fp32", "fp16"}          # no bf16 row on a T4
+
+
+def test_a_benchmark_stopped_in_its_time_to_accuracy_run_is_not_complete(monkeypatch):
+    """Ctrl-C during the (simulated) CUDA time-to-85% run: training keeps its epochs and returns, and the
+    benchmark must not call that a finished record (it marked it complete and exited 0)."""
+    from types import SimpleNamespace
+
+    from course_utils import benchmark, experiment, runtime
+    from course_utils.config import TrainConfig
+    from course_utils.training import History
+
+    class Data:
+        def subset(self, *a):
+            return self
+
+    monkeypatch.setattr(runtime, "device_name", lambda device: "a simulated A100")
+    monkeypatch.setattr(runtime, "mixed_precision", lambda device, amp=True: torch.bfloat16)
+    monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda device: True)
+    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: 1000.0)
+    monkeypatch.setattr(benchmark, "train_step_throughput", lambda *a, **k: 500.0)
+    stopped = History(epoch=[1, 2], test_acc=[60.0, 70.0], seconds=[5.0, 5.0])
+    stopped.interrupted = True
+    monkeypatch.setattr(experiment, "run_training", lambda *a, **k: SimpleNamespace(history=stopped, config=TrainConfig.fast()))
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark(torch.device("cuda"), quick=False, data=Data(), log=None,
+                                save=lambda r: saved.append(json.loads(json.dumps(r))))
+    assert saved[0]["pipeline"] == [] and saved[0]["complete"] is False     # written before the first row
+    last = saved[-1]
+    assert last["complete"] is False and last["time_to_accuracy"]["interrupted"] is True
+    assert last["time_to_accuracy"]["reached_at_epoch"] is None and len(last["train_step"]) > 0

@@ -71,6 +71,16 @@ def test_a_subset_larger_than_the_data_is_refused_before_training(image_folder, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
 
 
+def test_smoke_mode_ablate_without_subset_takes_what_a_small_folder_has(image_folder, monkeypatch, capsys):
+    """Smoke mode's own subset (100 per class) is not the learner's --subset: on a small folder it takes
+    what is there, as before, instead of an error about a flag nobody gave."""
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    code = main(["ablate", "--data-dir", str(image_folder), "--seeds", "1", "--variants", "reference", "--epochs", "1",
+                 "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0 and "--subset" not in err, err
+
+
 def test_a_crop_size_that_does_not_fit_is_refused_even_when_no_epoch_uses_it(image_folder, tmp_path, capsys):
     code = main(["train", "--data-dir", str(image_folder), "--epochs", "1", "--device", "cpu", "--no-progress",
                  "--set", "crop_size=40", "--set", "crop_fraction=0"])

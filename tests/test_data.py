@@ -507,7 +507,7 @@ def test_albumentations_imports_offline_without_a_warning_after_course_utils(fir
     if ok:
         assert "imported offline without a warning" in proc.stdout
     else:
-        assert "version info" in proc.stderr and "NO_ALBUMENTATIONS_UPDATE" in proc.stderr
+        assert "version info" in proc.stderr            # albumentations' own warning, made an error
 
 
 def test_course_utils_keeps_your_own_albumentations_update_setting(monkeypatch):

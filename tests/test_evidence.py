@@ -469,6 +469,19 @@ def test_readme_h200_rows_quote_the_gpu_bench_log():
             f"{100 * pipe[8] / c[(512, 'fp32', True)]:.0f}% of CifarNet's fp32 training step") in prose
     assert (f"45,000 images take {45_000 / pipe[8]:.1f} s to augment per epoch with 8 workers, against "
             f"{45_000 / c[(512, 'fp32', True)]:.1f} s to train on") in prose
+    # the counts the prose gives: the limit (the bench step's start and end in steps.log), the models
+    # reached, notebook 11's time, the unit tests' outcome
+    steps_log = (REPO_ROOT / "figures/runs/bench/h200-20261204/steps.log").read_text()
+    at = {m[2]: int(m[1]) for m in re.finditer(r"^\[(\d+) s\] (unit tests done|bench done|notebook 11 at full size)", steps_log, re.M)}
+    assert f"under a {at['bench done'] - at['unit tests done']}-second limit" in prose
+    assert "notebook 11 at full size, 136 s left" in steps_log
+    assert "stopped by the same call's limit after 136 seconds" in " ".join((REPO_ROOT / "README.md").read_text().split())
+    full = sorted({k[0] for k in steps if sum(1 for j in steps if j[0] == k[0]) == 8})
+    assert len(full) == 5 and {k[0] for k in steps} - set(full) == {"cifarnet_res20"}
+    assert "after five of the seven models (`cifarnet_res20` had one row, v1 + SE none)" in prose
+    unit = (REPO_ROOT / "figures/runs/bench/h200-20261204/unit-tests.txt").read_text()
+    assert re.search(r"=+ 63 failed, 777 passed", unit) and unit.count("\nFAILED ") == 63
+    assert "777 passed and 63 failed" in " ".join((REPO_ROOT / "README.md").read_text().split())
     doctor = (REPO_ROOT / "figures/runs/bench/h200-20261204/doctor.txt").read_text()
     assert "cuda (NVIDIA H200, compute capability 9.0)" in doctor and "doctor rc=0" in doctor
     assert "/work/" not in log + doctor
