@@ -54,9 +54,8 @@ def available(folder: str | os.PathLike | None = None) -> list[str]:
 def _shipped_name(name: str, folder: str | os.PathLike | None) -> str:
     """``name`` as the shipped card spells it: like ``get_model``, names are case-insensitive
     (``"CifarNet"`` is ``cifarnet``), whatever the file system's own rule."""
-    if name not in available(folder):
-        return next((shipped for shipped in available(folder) if shipped.lower() == name.lower()), name)
-    return name
+    shipped = available(folder)
+    return name if name in shipped else next((s for s in shipped if s.lower() == name.lower()), name)
 
 
 def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dict:
