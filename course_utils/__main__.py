@@ -22,11 +22,14 @@ def _check_subset(data, config) -> None:
     the validation split is held out: the run would train on fewer than its name and record say."""
     import numpy as np
 
-    from .experiment import split
+    from .data import default_validation_per_class
 
     if config.train_per_class is None:
         return
-    have = int(np.bincount(split(data, replace(config, train_per_class=None, test_per_class=None)).train_labels).min())
+    # the validation split is stratified: it takes as many images from every class, so the smallest class
+    # keeps the fewest (counted here without splitting the data, which training does once)
+    counts = np.bincount(data.train_labels, minlength=len(data.classes))
+    have = int(counts.min()) - (default_validation_per_class(counts) if config.validation else 0)
     n = config.train_per_class
     if n > have:
         raise ValueError(f"--subset {n} asks for {n:,} training images per class, but the data has {have:,} per class"

@@ -54,6 +54,13 @@ class DataFormatError(ValueError):
     """A copy of CIFAR-10 was found but cannot be read as it is."""
 
 
+def default_validation_per_class(class_counts: Sequence[int]) -> int:
+    """How many training images of every class ``CIFAR10Data.with_validation`` holds out by default, given
+    the training images per class: ``VAL_PER_CLASS`` (500), or a tenth of the smallest class (at least 1)
+    for a smaller image folder."""
+    return min(VAL_PER_CLASS, max(1, int(min(class_counts)) // 10))
+
+
 @dataclass
 class CIFAR10Data:
     """Both splits in memory: images ``(N, 32, 32, 3) uint8`` (HWC, RGB) and labels ``(N,) int64``."""
@@ -96,7 +103,7 @@ class CIFAR10Data:
             raise ValueError("this data already has a validation split; split the original data instead")
         counts = np.bincount(self.train_labels, minlength=len(self.classes))
         if per_class is None:
-            per_class = min(VAL_PER_CLASS, max(1, int(counts.min()) // 10))
+            per_class = default_validation_per_class(counts)
         if counts.min() < 2:
             raise ValueError(
                 f"holding out a validation split needs at least 2 training images in every class (one to hold out, "
@@ -185,14 +192,10 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
     return REPO_ROOT / "data"
 
 
-def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True,
-                 classes: Sequence[str] | None = None) -> CIFAR10Data:
-    """Load CIFAR-10 (both splits) into memory from the first source found; see the module docstring.
-
-    An image folder must hold CIFAR-10's ten class folders (``CLASSES``): a misnamed one is an error,
-    because the labels follow the folder names. For another data set in the same layout, name its
-    classes with ``classes=(...)``: the folders must be exactly those, and label ``i`` is ``classes[i]``.
-    """
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """``default_root(root)``, checked: a clear ``DataNotFoundError`` when a folder given by name does not
+    exist (a typo is likelier than a wish to download there) or when the root is a file. ``load_cifar10``
+    and ``doctor`` both ask here."""
     if root is not None and not Path(root).expanduser().exists():
         raise DataNotFoundError(
             f"CIFAR-10 not found: the data folder {root} does not exist (a typo?). Point it at the folder that "
@@ -204,6 +207,18 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
             f"CIFAR-10 not found: {root} is a file, not a folder. Point --data-dir (or {DATA_ENV}) at the folder "
             "that holds train/ and test/ (or the archive), not at a file in it."
         )
+    return root
+
+
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True,
+                 classes: Sequence[str] | None = None) -> CIFAR10Data:
+    """Load CIFAR-10 (both splits) into memory from the first source found; see the module docstring.
+
+    An image folder must hold CIFAR-10's ten class folders (``CLASSES``): a misnamed one is an error,
+    because the labels follow the folder names. For another data set in the same layout, name its
+    classes with ``classes=(...)``: the folders must be exactly those, and label ``i`` is ``classes[i]``.
+    """
+    root = data_root(root)
     wanted = CLASSES if classes is None else tuple(classes)
     looked: list[str] = []
 
@@ -660,15 +675,23 @@ def make_loaders(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0,
     return train, test
 
 
+def check_crop_size(crop: int | None, side: int, setting: str = "crop", whole: str = "None", note: str = "") -> None:
+    """A clear error when a random ``crop``-sided crop does not fit ``side``-pixel images; ``None`` (whole
+    images) always fits. ``setting`` and ``whole`` name the setting and its whole-image value as the caller
+    spells them (``AugmentConfig(crop=None)`` here, ``--set crop_size=none`` on the command line); ``note``
+    is added after the sizes."""
+    if crop is not None and not 1 <= crop <= side:
+        raise ValueError(f"{setting}={crop} does not fit these {side}x{side} images{note}: choose a crop size "
+                         f"from 1 to {side}, or {setting}={whole} for whole images")
+
+
 def make_train_loader(data: CIFAR10Data, batch_size: int = 128, num_workers: int = 0, augment: bool = True,
                       seed: int = 0, device: torch.device | str = "cpu", augment_config: AugmentConfig = AugmentConfig(),
                       drop_last: bool = False) -> DataLoader:
     """The training loader of ``make_loaders``: shuffled by its own seeded generator, each image augmented
     (``augment_config``), whole batches normalised at once."""
-    side = data.train_images.shape[1]
-    if augment and augment_config.crop is not None and not 1 <= augment_config.crop <= side:
-        raise ValueError(f"a crop of {augment_config.crop}x{augment_config.crop} does not fit these "
-                         f"{side}x{side} images: choose a crop size from 1 to {side}")
+    if augment:
+        check_crop_size(augment_config.crop, data.train_images.shape[1], setting="crop", whole="None")
     train_tf = train_transforms(data.mean, data.std, augment_config, to_tensor=False, normalize=False) if augment else None
     if train_tf is not None:
         train_tf.set_random_seed(seed)

@@ -102,19 +102,13 @@ def _loader_finding(workers: int, device_type: str) -> Finding:
 
 
 def _data_finding(data_dir: str | None) -> Finding:
-    from .data import CACHE_NAME, CLASSES, DataNotFoundError, _find_image_folder, default_root
+    from .data import CACHE_NAME, CLASSES, DataNotFoundError, _find_image_folder, data_root
     from .runtime import shown_path
 
     try:
-        root = default_root(data_dir)
+        root = data_root(data_dir)   # the checks load_cifar10 makes first: a folder that is missing or a file
     except DataNotFoundError as err:
         return Finding("data", str(err), ok=False)
-    if data_dir is not None and root.exists() and not root.is_dir():
-        return Finding("data", f"--data-dir {data_dir} is a file, not a folder; point it at the folder that holds "
-                               "train/ and test/ (or the archive)", ok=False)
-    if data_dir is not None and not root.is_dir():
-        return Finding("data", f"--data-dir {data_dir} does not exist; check the path, or leave it out to use "
-                               "$COURSE_DATA_DIR or data/", ok=False)
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
         for split in ("train", "test"):  # the folders' names only: no image is read

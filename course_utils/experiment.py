@@ -13,8 +13,8 @@ import torch
 
 from .checkpoint import CheckpointError, atomic_write_text
 from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
-from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, load_cifar10, make_loaders, make_train_loader,
-                   val_loader)
+from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, load_cifar10, make_loaders,
+                   make_train_loader, val_loader)
 from .models import count_parameters, get_model
 from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
                       precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
@@ -103,11 +103,8 @@ def check_crop_fits(data: CIFAR10Data, config: TrainConfig) -> None:
     """A clear error when ``config.crop_size`` does not fit ``data``'s images, even when no epoch would
     use it (``crop_fraction`` 0): a run records its settings, and one it could never have used is a
     mistake to name, not to file away."""
-    side = data.train_images.shape[1]
-    if config.crop_size is not None and not 1 <= config.crop_size <= side:
-        unused = "" if config.crop_epochs else f" (and no epoch would use it: crop_fraction is {config.crop_fraction:g})"
-        raise ValueError(f"crop_size={config.crop_size} does not fit these {side}x{side} images{unused}: choose a crop "
-                         f"size from 1 to {side}, or crop_size=none for whole images")
+    unused = "" if config.crop_epochs else f" (and no epoch would use it: crop_fraction is {config.crop_fraction:g})"
+    check_crop_size(config.crop_size, data.train_images.shape[1], setting="crop_size", whole="none", note=unused)
 
 
 def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):

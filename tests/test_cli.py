@@ -69,6 +69,13 @@ def test_a_subset_larger_than_the_data_is_refused_before_training(image_folder, 
         assert ("error: --subset 6 asks for 6 training images per class, but the data has 5 per class once the "
                 "validation split is held out: give at most 5, or leave --subset out") in err, command
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+    # without a validation split all 6 are there to train on: 7 is refused, 6 trains
+    code = main(["train", "--data-dir", str(image_folder), "--subset", "7", "--epochs", "1", "--device", "cpu",
+                 "--no-progress", "--set", "validation=false"])
+    assert code == 1 and ("--subset 7 asks for 7 training images per class, but the data has 6 per class: give at "
+                          "most 6") in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(image_folder), "--subset", "6", "--epochs", "1", "--device", "cpu",
+                 "--no-progress", "--set", "validation=false"]) == 0
 
 
 def test_smoke_mode_ablate_without_subset_takes_what_a_small_folder_has(image_folder, monkeypatch, capsys):

@@ -29,6 +29,11 @@ def test_doctor_without_data_says_what_to_do(tmp_path, capsys):
     assert "FIX  data" in text and "tar -xzf cifar10-jpeg.tar.gz" in text and "not ready: fix data first" in text
     assert main(["doctor", "--device", "cpu", "--data-dir", str(tmp_path / "typo")]) == 1
     assert "does not exist" in "\n".join(lines(capsys))
+    # the same words load_cifar10 would say, before any training is tried
+    (tmp_path / "notes.txt").write_text("not data")
+    assert main(["doctor", "--device", "cpu", "--data-dir", str(tmp_path / "notes.txt")]) == 1
+    text = "\n".join(lines(capsys))
+    assert "FIX  data" in text and f"{tmp_path / 'notes.txt'} is a file, not a folder. Point --data-dir" in text
 
 
 @pytest.fixture

@@ -75,6 +75,19 @@ def test_validation_split_rejects_impossible_sizes(data):
     assert VAL_PER_CLASS == 500  # 5,000 of CIFAR-10's 50,000 training images
 
 
+def test_the_default_validation_size_is_what_the_split_holds_out(data):
+    """``default_validation_per_class`` (what ``train --subset`` checks against without splitting) is the
+    number ``with_validation()`` holds out: 500 of CIFAR-10's 5,000 per class, a tenth of a small folder's
+    smallest class, at least one."""
+    from course_utils.data import default_validation_per_class
+
+    assert default_validation_per_class([5000] * 10) == 500
+    assert default_validation_per_class([3000] * 9 + [2000]) == 200      # the smallest class decides
+    assert default_validation_per_class([6] * 10) == 1 and default_validation_per_class([25] * 10) == 2
+    held = np.bincount(data.with_validation().val_labels).tolist()
+    assert held == [default_validation_per_class(np.bincount(data.train_labels))] * 10 == [1] * 10
+
+
 def test_training_loss_is_plain_cross_entropy():
     torch.manual_seed(0)
     x, y = torch.randn(40, 8), torch.randint(0, 10, (40,))

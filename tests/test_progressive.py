@@ -47,8 +47,14 @@ def test_the_crop_comes_last_and_has_the_size_asked_for():
 
 
 def test_a_crop_larger_than_the_images_is_refused_naming_the_sizes(tiny_data):
-    with pytest.raises(ValueError, match=re.escape("a crop of 40x40 does not fit these 32x32 images")):
+    with pytest.raises(ValueError, match=re.escape("crop=40 does not fit these 32x32 images: choose a crop size "
+                                                   "from 1 to 32, or crop=None for whole images")):
         make_train_loader(tiny_data, 16, augment_config=AugmentConfig(crop=40))
+    with pytest.raises(ValueError, match=re.escape("crop=0 does not fit")):
+        make_train_loader(tiny_data, 16, augment_config=AugmentConfig(crop=0))
+    # unaugmented, the crop is never drawn: nothing to refuse; 32 (the whole side) fits
+    make_train_loader(tiny_data, 16, augment=False, augment_config=AugmentConfig(crop=40))
+    make_train_loader(tiny_data, 16, augment_config=AugmentConfig(crop=32))
 
 
 def test_the_loader_switches_from_crops_to_whole_images_at_the_epoch_asked_for(tiny_data):
