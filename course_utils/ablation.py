@@ -353,11 +353,12 @@ def _run_in_processes(todo: list, jobs: int, data: CIFAR10Data, config: TrainCon
 
 
 def _train_run(v: Variant, seed: int, data: CIFAR10Data, config: TrainConfig, device: torch.device,
-               folder: Path, progress: bool):
+               folder: Path, progress: bool, log=None):
     """Train (or resume, or read back from a finished checkpoint) one (variant, seed) of the study in
-    ``folder``: the one place that names a run's checkpoint and its configuration."""
+    ``folder``: the one place that names a run's checkpoint and its configuration. ``log`` gets the
+    epoch lines (None: silent, as the study prints one row per run)."""
     return train(v.build, data, replace(v.config(config), seed=seed), device,
-                 checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=None)
+                 checkpoint=folder / f"{v.name}-s{seed}.pt", resume=True, progress=progress, log=log)
 
 
 _INTS = ("seed", "parameters", "macs", "receptive_field", "epochs", "train_images", "crop_size", "crop_epochs")
@@ -457,14 +458,18 @@ def variant(name: str) -> Variant:
 
 
 def trained_model(name: str, data: CIFAR10Data, config: TrainConfig, device: torch.device | str,
-                  seed: int = ABLATION_SEEDS[0], folder: Path | None = None, progress: bool = False):
+                  seed: int = ABLATION_SEEDS[0], folder: Path | None = None, progress: bool = False, log=print):
     """The trained network of one ablation run (variant ``name``, ``seed``), in eval mode: read from
     the run's checkpoint when the study has finished it, else trained now exactly as the study trains
     it (and checkpointed there, so that the study reads it back instead of training it again).
-    Notebook 07 looks inside the attention variants this way."""
+    Notebook 07 looks inside the attention variants this way. ``log`` gets a line naming the run, then
+    one per epoch, read back or trained (minutes of them on a CPU: a cell that trains says so as it
+    goes); None for silence."""
     folder = run_folder(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    run = _train_run(variant(name), seed, data, config, torch.device(device), folder, progress)
+    if log:
+        log(f"{name}, seed {seed}: {config.epochs} epoch{'s' * (config.epochs != 1)}{crop_words(*crop_setup(config))}")
+    run = _train_run(variant(name), seed, data, config, torch.device(device), folder, progress, log)
     if run.history.interrupted:
         raise KeyboardInterrupt(f"training of {name} (seed {seed}) was interrupted; run again to resume it")
     return run.model.eval()

@@ -483,8 +483,9 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         history = History.from_dict(state["history"])
         history.interrupted = False
         start_epoch = int(state["epoch"])
-        if log:
-            log(f"resumed from {shown_path(resume)} after epoch {start_epoch}:")
+        if log:   # a finished run is read back, not resumed: nothing is left to train
+            log(f"read back from {shown_path(resume)}, finished after epoch {start_epoch}:" if start_epoch >= config.epochs
+                else f"resumed from {shown_path(resume)} after epoch {start_epoch}:")
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
 

@@ -370,10 +370,16 @@ def test_trained_model_is_the_studys_run_read_back_or_trained_once(image_folder,
     config = ablation_config(epochs=1, batch_size=16, train_per_class=4)
     trained, real_fit = [], experiment.fit
     monkeypatch.setattr(experiment, "fit", lambda model, *a, **k: trained.append(k.get("resume")) or real_fit(model, *a, **k))
-    first = ablation.trained_model("se", data, config, "cpu", folder=tmp_path)
+    said = []
+    first = ablation.trained_model("se", data, config, "cpu", folder=tmp_path, log=said.append)
     assert trained == [None] and not first.training
-    assert (ablation.run_folder(config, tmp_path) / "se-s1.pt").is_file()
-    again = ablation.trained_model("se", data, config, "cpu", folder=tmp_path)
+    ckpt = ablation.run_folder(config, tmp_path) / "se-s1.pt"
+    assert ckpt.is_file()
+    # a cell that trains says so, one line per epoch, as it goes (not minutes of silence)
+    assert said[0] == "se, seed 1: 1 epoch" and said[1].startswith("epoch   1/1  train loss") and len(said) == 2
+    said.clear()
+    again = ablation.trained_model("se", data, config, "cpu", folder=tmp_path, log=said.append)
+    assert said[1] == f"read back from {ckpt}, finished after epoch 1:" and said[2].startswith("epoch   1/1")
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     rows = run_ablation(data, config, "cpu", (ablation.variant("se"),), (1,), folder=tmp_path, log=None)
     assert len(rows) == 1 and rows[0]["variant"] == "se"
