@@ -29,11 +29,14 @@ def _check_subset(data, config) -> None:
     # the validation split is stratified: it takes as many images from every class, so the smallest class
     # keeps the fewest (counted here without splitting the data, which training does once)
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
-    have = int(counts.min()) - (default_validation_per_class(counts) if config.validation else 0)
+    holding_out = config.validation and not data.has_validation
+    if holding_out and counts.min() < 2:
+        return   # too few to hold any out: the split itself says so, and how to train anyway
+    have = int(counts.min()) - (default_validation_per_class(counts) if holding_out else 0)
     n = config.train_per_class
     if n > have:
         raise ValueError(f"--subset {n} asks for {n:,} training images per class, but the data has {have:,} per class"
-                         + (" once the validation split is held out" if config.validation else "")
+                         + (" once the validation split is held out" if holding_out else "")
                          + f": give at most {have:,}, or leave --subset out to train on all of them")
 
 

@@ -75,17 +75,39 @@ def test_validation_split_rejects_impossible_sizes(data):
     assert VAL_PER_CLASS == 500  # 5,000 of CIFAR-10's 50,000 training images
 
 
-def test_the_default_validation_size_is_what_the_split_holds_out(data):
-    """``default_validation_per_class`` (what ``train --subset`` checks against without splitting) is the
-    number ``with_validation()`` holds out: 500 of CIFAR-10's 5,000 per class, a tenth of a small folder's
-    smallest class, at least one."""
-    from course_utils.data import default_validation_per_class
+def test_train_subset_bound_is_what_a_real_split_leaves(data):
+    """``train --subset N`` is refused exactly when N exceeds what the smallest class keeps after the
+    validation split, counted without splitting (``__main__._check_subset``), checked against a real
+    ``experiment.split`` on uneven classes: CIFAR-10's size (500 held out per class, the cap), a small
+    folder (a tenth of its smallest class), no split, and data whose split is already held out."""
+    from course_utils.__main__ import _check_subset
+    from course_utils.data import CIFAR10Data
+    from course_utils.experiment import split
 
-    assert default_validation_per_class([5000] * 10) == 500
-    assert default_validation_per_class([3000] * 9 + [2000]) == 200      # the smallest class decides
-    assert default_validation_per_class([6] * 10) == 1 and default_validation_per_class([25] * 10) == 2
-    held = np.bincount(data.with_validation().val_labels).tolist()
-    assert held == [default_validation_per_class(np.bincount(data.train_labels))] * 10 == [1] * 10
+    def fake(counts):
+        labels = np.repeat(np.arange(10), counts)
+        images = np.random.default_rng(0).integers(0, 256, (len(labels), 2, 2, 3), dtype=np.uint8)
+        return CIFAR10Data(images, labels, images[:10], labels[:10], data.classes, "fake")
+
+    cases = [(fake([5003, 5000, 5200] + [5100] * 7), TrainConfig()),          # 5000 - 500 (the cap)
+             (fake([5003, 4990, 5200] + [5100] * 7), TrainConfig()),          # 4990 - 499 (a tenth)
+             (fake([31, 25, 40] + [30] * 7), TrainConfig()),                   # 25 - 2 (a tenth of 25)
+             (fake([31, 25, 40] + [30] * 7), TrainConfig(validation=False))]   # all 25
+    for d, config in cases:
+        kept = int(np.bincount(split(d, config).train_labels).min())
+        _check_subset(d, replace(config, train_per_class=kept))
+        with pytest.raises(ValueError, match=f"but the data has {kept:,} per class"):
+            _check_subset(d, replace(config, train_per_class=kept + 1))
+    assert [int(np.bincount(split(d, c).train_labels).min()) for d, c in cases] == [4500, 4491, 23, 25]
+    held = fake([31, 25, 40] + [30] * 7).with_validation()                       # split already held out
+    _check_subset(held, replace(TrainConfig(), train_per_class=23))
+    with pytest.raises(ValueError, match=r"has 23 per class: give at most 23"):
+        _check_subset(held, replace(TrainConfig(), train_per_class=24))
+    # too few to hold any out: no count of -1 is given, the split's own error says what to do
+    tiny = fake([1] + [3] * 9)
+    _check_subset(tiny, replace(TrainConfig(), train_per_class=1))
+    with pytest.raises(ValueError, match="needs at least 2 training images in every class"):
+        split(tiny, TrainConfig())
 
 
 def test_training_loss_is_plain_cross_entropy():
