@@ -273,7 +273,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("03.2", "`forward_ms(layer, x, repeats=50)` (imported at the top), with `x` of batch 1 and of batch 256",
              "about a minute"),
     Exercise("03.3", "build the residual body from `DepthwiseSeparableConv2d`, the second with `dilation=2` (`train_design` "
-             "refuses a design that breaks an assignment rule); `count_parameters` before and after; "
+             "refuses a design that breaks one of the assignment's rules, which notebook 12 lists and checks); "
+             "`count_parameters` before and after; "
              "train both a few epochs with `train_design` (`from course_utils.assignment import train_design`: it takes a "
              "module; `run_training` takes a registered model's name)", "about 5 minutes"),
     Exercise("04.1", "each layer adds one of 3 offsets (−d, 0, +d); three layers make at most 3³ sums",
