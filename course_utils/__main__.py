@@ -23,13 +23,14 @@ def _check_subset(data, config) -> None:
     import numpy as np
 
     from .data import default_validation_per_class
+    from .experiment import holds_out_validation
 
     if config.train_per_class is None:
         return
     # the validation split is stratified: it takes as many images from every class, so the smallest class
     # keeps the fewest (counted here without splitting the data, which training does once)
     counts = np.bincount(data.train_labels, minlength=len(data.classes))
-    holding_out = config.validation and not data.has_validation
+    holding_out = holds_out_validation(data, config)
     if holding_out and counts.min() < 2:
         return   # too few to hold any out: the split itself says so, and how to train anyway
     have = int(counts.min()) - (default_validation_per_class(counts) if holding_out else 0)

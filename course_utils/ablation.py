@@ -587,13 +587,15 @@ def plot_ablation(summary: list[dict], title: str = ""):
     ax.set_title("final accuracy %, mean ± std over seeds")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    for ax, key, label in zip(axes[1:], ("parameters", "macs", "receptive_field"),
-                              ("parameters", "multiply-accumulates per image", "receptive field (pixels)")):
-        values = [float(r[key]) for r in summary]
+    # MACs in millions: plotted raw (about 1e7), the axis would carry a "1e7" offset a reader can miss
+    for ax, key, scale, label in zip(axes[1:], ("parameters", "macs", "receptive_field"), (1, 1e6, 1),
+                                     ("parameters", "multiply-accumulates per image (millions)",
+                                      "receptive field (pixels)")):
+        values = [float(r[key]) / scale for r in summary]
         ax.barh(list(ys), values, color=colors)
         ax.set_title(label)
         for y, v in zip(ys, values):
-            ax.text(v, y, f" {v / 1e6:.1f} M" if key == "macs" else f" {v:,.0f}", va="center", fontsize=8)
+            ax.text(v, y, f" {v:.1f} M" if key == "macs" else f" {v:,.0f}", va="center", fontsize=8)
     axes[0].set_yticks(list(ys), names)
     axes[0].invert_yaxis()
     if title:

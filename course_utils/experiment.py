@@ -89,10 +89,16 @@ def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = 
     return (folder or runs_dir()) / name
 
 
+def holds_out_validation(data: CIFAR10Data, config: TrainConfig) -> bool:
+    """Whether a run of ``config`` on ``data`` holds the validation split out of ``data``'s training
+    images: it asks for one and ``data`` does not hold one already."""
+    return config.validation and not data.has_validation
+
+
 def split(data: CIFAR10Data, config: TrainConfig) -> CIFAR10Data:
     """The images a run of ``config`` uses: the validation split held out (if ``config.validation``),
     then the stratified subset it asks for."""
-    if config.validation and not data.has_validation:
+    if holds_out_validation(data, config):
         data = data.with_validation()
     if config.train_per_class is not None or config.test_per_class is not None:
         data = data.subset(config.train_per_class, config.test_per_class, seed=config.seed)

@@ -166,6 +166,11 @@ def test_the_ablation_figure_shows_error_bars_and_architecture_not_the_runs_spee
         assert not any("images" in t for t in titles)
         bars = [p.get_width() for p in fig.axes[3].patches]
         assert bars == [77, 161]
+        # MACs in millions, said in the title: no "1e6"-style offset hidden at the axis' end
+        assert titles[2] == "multiply-accumulates per image (millions)"
+        assert [round(p.get_width(), 6) for p in fig.axes[2].patches] == [2.0, 2.1]
+        fig.canvas.draw()
+        assert fig.axes[2].xaxis.get_offset_text().get_text() == ""
         # the error bars span mean ± std of the seeds (61, 62, 63 -> 62 ± 1)
         caps = fig.axes[0].containers[0].lines[2][0].get_segments()[0]
         assert [round(x, 6) for x, _ in caps] == [61.0, 63.0]
