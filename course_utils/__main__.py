@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "into course_utils/weights/, with a JSON card (recipe, seed, epochs, device, "
                                         "minutes, validation and test accuracy, torch version, SHA-256). "
                                         "course_utils.pretrained.load_pretrained reads them.")
-    export.add_argument("record", help="the run record, e.g. runs/cifarnet-full-e15-b256-s1.json")
+    export.add_argument("record", help="the run record, e.g. runs/cifarnet-full-e40-s1.json")
     export.add_argument("--name", help="name to ship it under (default: the run's model)")
     export.add_argument("--recipe", choices=("course", "fast", "long"),
                         help="the recipe's name, for a run record that does not say it")

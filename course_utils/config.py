@@ -20,25 +20,25 @@ SMOKE_EPOCHS = 2
 
 #: Three recipes. ``course`` (the ``TrainConfig()`` defaults below) is the CPU recipe: 40 epochs, the
 #: length chosen on the validation split (15, 30 and 40 epochs of whole images gave 80.94%, 84.08% and
-#: 84.74% at the previous widths, one seed each: session notes, not kept as records; see README, Results),
+#: 84.74% at the previous widths, one seed each: session notes, not kept as records; see docs/results.md),
 #: the first 30 of them on random 24×24 crops (progressive resizing: in notebook 11's run an epoch on 24×24
 #: crops took about two thirds of one on whole images, 18.5 s against 28.8 s,
 #: ``figures/runs/cifarnet-full-e40-s1.json``; the last 10 epochs on whole images undo the change of
 #: resolution). Chosen on the validation split, 3 seeds each, against the other way to fit the same
-#: minutes (30 epochs of whole images): see README, Recipes.
+#: minutes (30 epochs of whole images): see docs/results.md, Why crops.
 #: ``fast`` is for a GPU: twice the batch with the peak learning rate scaled by the same factor (the
 #: linear scaling rule of Goyal et al. 2017, "Accurate, Large Minibatch SGD", arXiv:1706.02677;
 #: OneCycle's warm-up plays the part of their gradual warm-up) and torch.compile, on whole images (a
 #: GPU is not short of arithmetic for a net this small, and one input shape keeps one compiled graph).
 #: A large batch keeps a GPU busier with a net this small: on an H200, eager, CifarNet's step took about
-#: as long for 512 images as for 128 (70,138 against 19,963 images/s; README, Benchmark, "On a GPU");
+#: as long for 512 images as for 128 (70,138 against 19,963 images/s; docs/results.md, Benchmark, "On a GPU");
 #: on a CPU it gains nothing per image, so "auto" picks it only on CUDA.
 #: ``long`` is for the best accuracy under the same rules: the course recipe (crops included) for 100
 #: epochs with the coarse-dropout hole at p = 0.1, for ``cifarnet_res20`` (``LONG_RECIPE_MODEL``, what
 #: ``train --recipe long`` trains unless told otherwise; ResNet-20's shape inside CifarNet's rules). Its run
 #: ended at 88.86% on validation, the highest of the long runs
 #: (``figures/runs/cifarnet_res20-full-e100-s1-x6d2118.json``;
-#: README, Results), 1.10 points above the same network at the long recipe until 2026-12-04 (60 epochs,
+#: docs/results.md), 1.10 points above the same network at the long recipe until 2026-12-04 (60 epochs,
 #: the hole at 0.25: 87.76%, ``figures/runs/cifarnet_res20-full-e60-s1.json``), one seed each: the two
 #: settings are the two that had leaned upwards alone (the hole at 0.1 at 60 epochs, +0.30 on validation;
 #: 100 epochs, -0.22 on validation, within one seed's spread, and +0.35 on test for ``cifarnet_wide``),
@@ -49,13 +49,13 @@ SMOKE_EPOCHS = 2
 #: on validation (``figures/runs/cifarnet-full-e60-s1.json``): ``cifarnet`` is limited by fitting, so the
 #: long recipe trains a larger-compute network for longer with less of the hole, not with more
 #: regularisation: at the course length (3 seeds each, validation) weight decay 1e-4 ended below the
-#: recipe's 5e-4 on every seed, 1e-3 no better, affine_p 0.25 level with 0.5 (README, Recipes,
+#: recipe's 5e-4 on every seed, 1e-3 no better, affine_p 0.25 level with 0.5 (docs/results.md, Recipes, screened,
 #: "Regularisation strength"), label smoothing off level with 0.1, and the hole at dropout_p 0.5 below
-#: 0.25 on every seed, at 0.1 leaning higher with overlapping ranges (README, Recipes, "Label smoothing
+#: 0.25 on every seed, at 0.1 leaning higher with overlapping ranges (docs/results.md, "Label smoothing
 #: and the coarse-dropout hole"); at 60 epochs batch 128 (lr 0.1) ended level, one seed. A clean tail
 #: (``clean_fraction``) of 6 epochs ended 0.24 points above its paired run on validation, one seed; 15
-#: overfit (README, Results); at the course length a 4-epoch tail gained 0.13 points on validation,
-#: paired, 3 seeds (README, Recipes, "A clean tail"): not adopted.
+#: overfit (docs/results.md); at the course length a 4-epoch tail gained 0.13 points on validation,
+#: paired, 3 seeds (docs/results.md, "A clean tail"): not adopted.
 WHOLE_IMAGES = dict(crop_size=None, crop_fraction=0.0)
 FAST_RECIPE = dict(batch_size=512, lr=0.4, compile=True, **WHOLE_IMAGES)
 LONG_RECIPE = dict(epochs=100, dropout_p=0.1)
@@ -132,14 +132,14 @@ class TrainConfig:
     lr: float = 0.2                  # OneCycle peak learning rate (SGD); Adam needs a far smaller one (not tuned here)
     momentum: float = 0.9            # SGD (Nesterov) momentum, cycled by OneCycle 0.05 either side: 0.95 -> 0.85 -> 0.95; Adam ignores it
     weight_decay: float = 5e-4       # L2 on all weights; with batch norm it mostly sets the effective step (1e-4 fit less and scored lower)
-    label_smoothing: float = 0.1     # softer targets (Szegedy et al. 2015); off, level at 40 epochs (README, Recipes)
+    label_smoothing: float = 0.1     # softer targets (Szegedy et al. 2015); off, level at 40 epochs (docs/results.md, Recipes, screened)
     pct_start: float = 0.25          # fraction of steps spent warming up to the peak (0.5 at most)
     div_factor: float = 10.0         # start at lr / 10
     final_div_factor: float = 100.0  # end at lr / 1000
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
     num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
-    channels_last: bool = True       # NHWC layout: faster for CifarNet on both CPUs benchmarked (README, Benchmark)
+    channels_last: bool = True       # NHWC layout: faster for CifarNet on both CPUs benchmarked (docs/results.md, Benchmark)
     compile: bool = False            # torch.compile the model on CUDA (ignored elsewhere, like amp)
     train_per_class: int | None = None  # stratified subset of the train split; None = all 4,500 per class
     test_per_class: int | None = None   # likewise for the test (and validation) split; None = all
@@ -147,7 +147,7 @@ class TrainConfig:
     test_each_epoch: bool = False    # with a validation split the test set is read once, after the last epoch
     flip_p: float = 0.5              # augmentation (albumentations): probability of a horizontal flip,
     affine_p: float = 0.5            # of a shift-scale-rotate (Affine: ±10%, 0.9-1.1, ±15°),
-    dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (at 0.5 lower, at 0.1 level at 40 epochs: README, Recipes; the long recipe: 0.1)
+    dropout_p: float = 0.25          # and of one 16×16 CoarseDropout hole (at 0.5 lower, at 0.1 level at 40 epochs: docs/results.md; the long recipe: 0.1)
     crop_size: int | None = 24       # progressive resizing: random crop_size² crops (after the augmentation)
     crop_fraction: float = 0.75      # for this fraction of the epochs (rounded down), whole images after
     clean_fraction: float = 0.0      # the last fraction of the epochs (rounded down) on whole images, flips only

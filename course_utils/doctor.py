@@ -4,7 +4,9 @@ It says which device training will use and why, the precision and compile choice
 loader workers, where the data was found (or what to do), the library versions, whether notebook
 progress bars will render as widgets, and whether the shipped weights are intact. It trains nothing
 and reads no image: it takes a second. ``diagnose()`` returns the findings; ``main`` prints them and
-returns 0 when the kit can train here, 1 when something must be fixed first.
+returns 0 when the kit can train here, 1 when something must be fixed first. A line marked ``note``
+does not stop training but asks for a look (no data yet: the first run downloads it, which needs the
+internet).
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ class Finding:
     topic: str
     text: str
     ok: bool = True
+    note: bool = False   # training can go ahead, but read this first (printed "note", not "ok")
+
+    @property
+    def tag(self) -> str:
+        return "FIX" if not self.ok else "note" if self.note else "ok"
 
 
 def _versions() -> str:
@@ -101,6 +108,10 @@ def _loader_finding(workers: int, device_type: str) -> Finding:
     return Finding("loader", text)
 
 
+#: The size of torchvision's CIFAR-10 download (cifar-10-python.tar.gz, 170,498,071 bytes), in MB.
+DOWNLOAD_MB = 170
+
+
 def _data_finding(data_dir: str | None) -> Finding:
     from .data import CACHE_NAME, CLASSES, DataNotFoundError, _find_image_folder, data_root
     from .runtime import shown_path
@@ -127,8 +138,10 @@ def _data_finding(data_dir: str | None) -> Finding:
     archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
     if archives:
         return Finding("data", f"archive {archives[0].name} in {shown_path(root)} (extracted on first use)")
-    return Finding("data", f"no CIFAR-10 copy in {shown_path(root)}. Training will try torchvision's download; offline, put "
-                           "a copy there (tar -xzf cifar10-jpeg.tar.gz -C data) or set COURSE_DATA_DIR", ok=False)
+    return Finding("data", f"no CIFAR-10 copy in {shown_path(root)} yet: the first run downloads it with torchvision "
+                           f"({DOWNLOAD_MB} MB, needs the internet). Offline, put a copy there first: the official "
+                           "cifar-10-python.tar.gz as it is, or an image-folder archive extracted "
+                           "(tar -xzf cifar10-jpeg.tar.gz -C data); or set COURSE_DATA_DIR", note=True)
 
 
 def _widgets_finding() -> Finding:
@@ -163,8 +176,12 @@ def diagnose(device: str | None = None, data_dir: str | None = None) -> list[Fin
 def main(device: str | None = None, data_dir: str | None = None, print_fn=print) -> int:
     findings = diagnose(device, data_dir)
     for f in findings:
-        print_fn(f"{'ok ' if f.ok else 'FIX'}  {f.topic:<9} {f.text}")
+        print_fn(f"{f.tag:<4} {f.topic:<9} {f.text}")
     blocked = [f.topic for f in findings if not f.ok]
-    print_fn("ready: python -m course_utils train" if not blocked
-             else f"not ready: fix {', '.join(blocked)} first (the lines marked FIX)")
+    notes = [f.topic for f in findings if f.ok and f.note]
+    if blocked:
+        print_fn(f"not ready: fix {', '.join(blocked)} first (the lines marked FIX)")
+    else:
+        print_fn("ready: python -m course_utils train"
+                 + (f" (read the line{'s' if len(notes) > 1 else ''} marked note first: {', '.join(notes)})" if notes else ""))
     return 1 if blocked else 0

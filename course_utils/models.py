@@ -397,7 +397,7 @@ def cifarnet(**settings) -> CifarNet:
 #: (a 32-channel stem at 32×32, 64 channels at 16×16: 2.6× the multiply-accumulates of ``cifarnet``),
 #: and C3/C4 narrowed to 96/160 to stay under 200,000 parameters. ``cifarnet`` underfits: its training
 #: accuracy on augmented images ends barely above its validation accuracy, so more epochs alone bought
-#: little (README, Results, "The former long recipe").
+#: little (docs/results.md, "The former long recipe").
 WIDE = dict(stem=32, c1=64, c3=96, c4=160)
 
 
@@ -426,7 +426,7 @@ def cifarnet_deep(**settings) -> CifarNet:
 #: C3/C4 narrowed to 80/96 to pay for it. 192,618 parameters and 38.1 M MACs (``WIDE``: 195,146 and
 #: 27.3 M). Two readings point this way: ``WIDE`` (more full-conv width at 16×16 than ``cifarnet``) ended
 #: 2 points above ``cifarnet`` on validation (60 epochs each), and ``DEEP`` (more separable blocks)
-#: ended below ``WIDE`` (README, Results; one seed each). It ended at 86.56% on validation against
+#: ended below ``WIDE`` (docs/results.md; one seed each). It ended at 86.56% on validation against
 #: ``WIDE``'s 87.80% (``figures/runs/cifarnet_wider-full-e60-s1.json``): not adopted.
 WIDER = dict(stem=32, c1=80, c3=80, c4=96)
 

@@ -72,7 +72,7 @@ NOTES = {
             "network's only one), cost 2 x (9 x 32 + 64 + 32 x 32 + 64) = 2,880: 15,680 fewer, 175,370 in all "
             "against 191,050 (tests/test_exercises.py builds it). The accuracy is the learner's measurement: train "
             "both with train_design at the same seed and compare validation, and treat a difference smaller than "
-            "the seed spread (the 40-epoch recipe's three seeds ended between 84.82% and 85.20% on validation, README, Results) as no finding.",
+            "the seed spread (the 40-epoch recipe's three seeds ended between 84.82% and 85.20% on validation, docs/results.md) as no finding.",
     "05.3": "Yes, it can go away entirely: TransposedUpsample(1, 1, 2, kernel_size=3) is a ConvTranspose2d with "
             "stride 2, padding 1 and output_padding 1, and the kernel [0, 1, 1] x [0, 1, 1] (outer product), bias 0, "
             "is exactly nearest-neighbour upsampling (tests/test_exercises.py checks it). The checkerboard of the "
@@ -114,7 +114,7 @@ NOTES = {
             "can find a smaller effect with the same runs.",
     "09.3": "This is the question the README's Ablation section leaves open: after 4 epochs the variant without "
             "the three transforms (the random crops of the first 3 epochs stay) ends ahead; each transform makes the training task harder, and a longer schedule is where that "
-            "can turn into a gain. The recorded 40-epoch runs (README, Results) all train with the full "
+            "can turn into a gain. The recorded 40-epoch runs (docs/results.md) all train with the full "
             "augmentation, so they do not answer it.",
     "10.3": "Measured on section 5's batch with seed 0 (tests/test_exercises.py recomputes it on the real "
             "data): the plain stack's first-layer gradient grows from 0.77 at 20 layers to 28.9 at 40, and "
@@ -122,11 +122,11 @@ NOTES = {
             "from 0.93 to 1.15, its ratio from 2.0 to 2.7. A deep plain stack with BatchNorm does not vanish "
             "at initialisation here, it explodes towards the input; the skip connections keep every layer's "
             "gradient on one scale.",
-    "11.1": "The recorded runs give one answer (README, Results; one seed each, course recipe, 40 epochs): "
+    "11.1": "The recorded runs give one answer (docs/results.md; one seed each, course recipe, 40 epochs): "
             "BaselineNet ends at 78.98% on validation (figures/runs/baseline-full-e40-s1.json) against "
             "CifarNet's 85.20% (figures/runs/cifarnet-full-e40-s1.json): about six points are the architecture, "
             "with the recipe held fixed.",
-    "11.2": "Not measured in the kit at p = 0. Measured beside it (README, Recipes, 3 seeds each): at p = 0.5 "
+    "11.2": "Not measured in the kit at p = 0. Measured beside it (docs/results.md, Recipes, screened; 3 seeds each): at p = 0.5 "
             "every seed ended below the recipe's p = 0.25 on validation and fitted less of its training set, at "
             "p = 0.1 the seeds leaned higher (85.40% against 85.07%) with overlapping ranges; without the hole "
             "the training task is easier still, so a 40-epoch run may gain on validation; a longer schedule, which "

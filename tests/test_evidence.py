@@ -378,10 +378,23 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
         publish_record(tmp_path / "missing.json")
 
 
-def _tables(section: str):
-    """Every table in the README section ``section``, each as a list of rows of cells (header and rule
-    dropped)."""
-    text = (REPO_ROOT / "README.md").read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+#: Where the kit states its evidence: the README (the headline runs) and docs/results.md (every run, the
+#: screens, the ablation's numbers, the benchmark). Every check below reads both, README first.
+EVIDENCE_DOCS = ("README.md", "docs/results.md")
+
+
+def _docs_text() -> str:
+    return "\n".join((REPO_ROOT / name).read_text() for name in EVIDENCE_DOCS)
+
+
+def _sections(section: str) -> list[str]:
+    """The text of every ``## section`` of the evidence documents (up to the next ``## `` heading), in order."""
+    parts = [part.split("\n## ", 1)[0] for part in _docs_text().split(f"\n## {section}\n")[1:]]
+    assert parts, f"no section '## {section}' in {' or '.join(EVIDENCE_DOCS)}"
+    return parts
+
+
+def _tables_in(text: str):
     tables, rows = [], []
     for line in text.splitlines() + [""]:
         if line.startswith("|"):
@@ -392,9 +405,16 @@ def _tables(section: str):
     return tables
 
 
+def _tables(section: str):
+    """Every table in the sections called ``section`` (README first, then docs/results.md), each as a list
+    of rows of cells (header and rule dropped)."""
+    return [table for text in _sections(section) for table in _tables_in(text)]
+
+
 def _results_rows(section: str = "Results"):
-    """The rows of the first table in the README section ``section``, as lists of cells."""
-    return _tables(section)[0]
+    """The rows of the first table of every section called ``section`` (the README's headline table, then
+    docs/results.md's whole one), as lists of cells."""
+    return [row for text in _sections(section) for row in _tables_in(text)[0]]
 
 
 def test_readme_results_rows_quote_their_published_records():
@@ -421,7 +441,7 @@ def test_readme_results_rows_quote_their_published_records():
 def test_readme_benchmark_table_quotes_its_record():
     """The Benchmark section's table is the cited bench record, number for number (images/s rounded);
     the record is committed (figures/runs/bench/) and names no path of the machine it ran on."""
-    text = (REPO_ROOT / "README.md").read_text().split("\n## Benchmark\n", 1)[1]
+    text = _sections("Benchmark")[0]
     name = re.search(r"figures/runs/bench/[\w.-]+\.json", text).group(0)
     record = json.loads((REPO_ROOT / name).read_text())
     assert record["quick"] is False and "/work/" not in json.dumps(record)
@@ -492,7 +512,7 @@ def test_readme_h200_rows_quote_the_gpu_bench_log():
     for label, *cells in table:
         for cell, (amp, cl) in zip(cells, [("fp32", False), ("fp32", True), ("bf16", True), ("fp16", True)], strict=True):
             assert cell == f"{steps[(models[label], 512, amp, cl)]:,}", (label, amp, cl)
-    prose = " ".join((REPO_ROOT / "README.md").read_text().split("### On a GPU", 1)[1].split("\n## ", 1)[0].split())
+    prose = " ".join(_docs_text().split("### On a GPU", 1)[1].split("\n## ", 1)[0].split())
     c = {k[1:]: v for k, v in steps.items() if k[0] == "cifarnet"}
     ms = lambda batch: 1000 * batch / c[(batch, "fp32", False)]  # noqa: E731  (milliseconds per step)
     assert (f"({ms(512):.1f} and {ms(128):.1f} ms: {c[(512, 'fp32', False)]:,} and {c[(128, 'fp32', False)]:,} "
@@ -589,7 +609,7 @@ def test_readme_recipe_choice_quotes_its_records_and_their_mean_and_spread():
         crops = f"the first {config.crop_epochs} on {config.crop_size}×{config.crop_size} crops"
         return f"{config.epochs} epochs, " + (crops if config.crop_epochs else "whole images")
 
-    runs, summary = [t for t in _tables("Recipes") if t][:2]
+    runs, summary = [t for t in _tables("Recipes, screened") if t][:2]
     _check_seed_comparison(runs, summary, schedule)
 
 
@@ -597,7 +617,7 @@ def test_readme_regularisation_screen_changes_one_setting_per_variant():
     """The Recipes section's screen of regularisation strengths: each variant is the course recipe with
     at most one learning setting changed (named as the --set that makes it), 3 seeds or more each,
     every row quoting its published record and the summary their mean and spread."""
-    runs, summary = [t for t in _tables("Recipes") if t][2:4]
+    runs, summary = [t for t in _tables("Recipes, screened") if t][2:4]
     _check_seed_comparison(runs, summary, _one_change, variants=4)
 
 
@@ -643,8 +663,9 @@ def _held_out_validation(record: dict) -> bool:
 
 
 def _readme_prose() -> str:
-    """The README with every run of whitespace made one space, so a quoted phrase matches across line breaks."""
-    return " ".join((REPO_ROOT / "README.md").read_text().split())
+    """The evidence documents (README, docs/results.md) with every run of whitespace made one space, so a
+    quoted phrase matches across line breaks."""
+    return " ".join(_docs_text().split())
 
 
 def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_the_tail():
@@ -655,7 +676,7 @@ def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_
         tail = _published(f"cifarnet_fullres-full-e60-s1-{suffix}")
         assert TrainConfig.from_dict(tail["config"]).clean_epochs == clean
         _assert_paired(tail, pair)
-    text = (REPO_ROOT / "README.md").read_text()
+    text = _docs_text()
     for name in ("notail", "xee08b8", "x5a6f4b"):
         assert f"figures/runs/cifarnet_fullres-full-e60-s1-{name}.json" in text
 
@@ -831,7 +852,7 @@ def test_readme_clean_tail_screen_pairs_each_seed_with_its_run_without_the_tail(
     recipe with ``--set clean_fraction=0.1`` and of their pairs (the course recipe), each row quoting its
     record and the summary their mean and spread; each seed's two runs share every epoch before the tail,
     and the table of differences is tail minus pair, seed by seed, from the records."""
-    tables = [t for t in _tables("Recipes") if t]
+    tables = [t for t in _tables("Recipes, screened") if t]
     runs, summary, differences = tables[4:7]
     _check_seed_comparison(runs, summary, _one_change)
     by_seed = _records_by_seed(runs)
@@ -849,7 +870,7 @@ def test_readme_label_smoothing_and_hole_screen_changes_one_setting_per_variant(
     course length: each variant is the course recipe with one setting changed (named as the --set that makes
     it), 3 seeds or more each, every row quoting its published record and the summary their mean and spread;
     the reference is the course recipe's one-thread runs on the same machine (the clean-tail screen's pairs)."""
-    tables = [t for t in _tables("Recipes") if t]
+    tables = [t for t in _tables("Recipes, screened") if t]
     runs, summary = tables[9:11]
     _check_seed_comparison(runs, summary, _one_change, variants=4)
     variants = {row[0] for row in summary}
@@ -872,7 +893,7 @@ def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_w
     the course recipe's own run of that seed (the clean-tail screen's pair), epoch for epoch."""
     import statistics
 
-    tables = [t for t in _tables("Recipes") if t]
+    tables = [t for t in _tables("Recipes, screened") if t]
     runs, summary = tables[7:9]
     assert len(runs) >= 3
     cells = {"weights": ([], []), "average": ([], [])}
@@ -901,7 +922,7 @@ def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_w
             cells[kind][1].append(record[t])
     assert same_threads >= 2       # two seeds' histories agree over all 40 epochs with a run without the average
     history = _published("cifarnet-full-e40-s1-x494dbc")["history"]
-    text = (REPO_ROOT / "README.md").read_text()
+    text = _docs_text()
     assert (f"seed 1 after epoch 26, at half the peak:\n  {history['ema_val_acc'][25]:.2f}% on validation against {history['val_acc'][25]:.2f}%"
             in text)
     assert [row[0] for row in summary] == ["the trained weights", "their average (`--set ema_decay=0.999`)"]
@@ -973,3 +994,32 @@ def test_readme_one_factor_split_of_the_long_recipe_is_computed_from_the_records
             f"{split['final_val_acc'] - sixty['final_val_acc']:+.2f} points on validation") in prose
     assert (f"The hole alone (0.25 to 0.1 at 100 epochs, seed 1 against seed 1): "
             f"{long1['final_val_acc'] - split['final_val_acc']:+.2f} points on validation") in prose
+
+
+def test_readme_headline_three_seed_summaries_are_computed_from_the_records():
+    """The README's short Results quote each recipe's mean ± standard deviation over its three seeds; the
+    seeds differ from seed 1 in the seed alone, and "on every seed" holds for each recipe's claim."""
+    import statistics
+
+    course = [_published(n) for n in ("cifarnet-full-e40-s1", "cifarnet-full-e40-s2-x51c88c",
+                                      "cifarnet-full-e40-s3-x51c88c")]
+    long = [_published(f"cifarnet_res20-full-e100-s{s}-x6d2118") for s in (1, 2, 3)]
+    for runs in (course, long):
+        first = TrainConfig.from_dict(runs[0]["config"])
+        assert [r["config"]["seed"] for r in runs] == [1, 2, 3]
+        assert all(replace(TrainConfig.from_dict(r["config"]), seed=1) == first for r in runs)
+        assert len({r["model"] for r in runs}) == 1 and all(_held_out_validation(r) for r in runs)
+
+    def spread(runs, key):
+        values = [r[key] for r in runs]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%"
+
+    headline = " ".join(_sections("Results")[0].split())    # the README's, not docs/results.md's
+    assert (f"the course recipe ends at {spread(course, 'final_val_acc')} on validation and "
+            f"{spread(course, 'final_test_acc')} on test") in headline
+    assert (f"and the long recipe at {spread(long, 'final_val_acc')} and {spread(long, 'final_test_acc')}"
+            in headline)
+    assert "reaches 85% in about a quarter of an hour on these cores, on every seed" in headline
+    assert all(r["final_test_acc"] >= 85.0 for r in course) and course[0]["train_seconds"] <= 15 * 60
+    assert "falls short of the 89% on test it aims at, on every seed" in headline
+    assert all(r["final_test_acc"] < 89.0 for r in long)

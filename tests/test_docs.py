@@ -1,0 +1,86 @@
+"""The README and docs/results.md as a reader follows them: every relative link and picture points at a
+file of the repository, and every ``#anchor`` at a heading of the page it names (GitHub's anchors)."""
+import re
+
+import pytest
+
+from course_utils.runtime import REPO_ROOT
+
+DOCS = ("README.md", "docs/results.md")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces made hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)   # a '#' in a code block is no heading
+    return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def links(path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def test_github_anchor_matches_githubs_rule():
+    assert github_anchor("Data: online or offline") == "data-online-or-offline"
+    assert github_anchor("On a GPU: one H200, partly measured") == "on-a-gpu-one-h200-partly-measured"
+    assert github_anchor("Recipes, screened") == "recipes-screened"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_relative_link_and_anchor_resolves(doc):
+    page = REPO_ROOT / doc
+    checked = 0
+    for target in links(page):
+        if re.match(r"[a-z]+:", target):       # https:, mailto: ...: not this repository's
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        assert file.is_file(), f"{doc}: link to {target!r}, but {file.relative_to(REPO_ROOT)} does not exist"
+        if anchor:
+            assert anchor in anchors(file), f"{doc}: link to {target!r}, but {file.name} has no heading with that anchor"
+        checked += 1
+    assert checked >= 10, f"{doc}: only {checked} relative links found"
+
+
+def test_the_readme_points_to_every_recorded_run():
+    """The front page keeps the headline runs; the rest is one link away."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "](docs/results.md)" in readme and len(readme.splitlines()) < 600
+
+
+def _notebook_minutes(path) -> float:
+    """Minutes from the first cell's start to the last cell's end in a committed notebook's metadata."""
+    import json
+    from datetime import datetime
+
+    stamps = [c["metadata"]["execution"] for c in json.loads(path.read_text())["cells"]
+              if c.get("metadata", {}).get("execution")]
+    start = datetime.fromisoformat(stamps[0]["iopub.execute_input"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(stamps[-1]["shell.execute_reply"].replace("Z", "+00:00"))
+    return (end - start).total_seconds() / 60
+
+
+def test_readme_time_in_class_is_computed_from_the_committed_runs():
+    """The README's minutes per notebook come from the notebooks' own cell timestamps, and notebook 07's
+    first-run training from the ablation study's record of the same two runs."""
+    import csv
+
+    minutes = {p.name[:2]: _notebook_minutes(p) for p in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    assert len(minutes) == 12
+    others = {k: v for k, v in minutes.items() if k != "11"}
+    longest = max(others, key=others.get)
+    prose = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert max(others.values()) < 2
+    assert (f"Every notebook but 11 ran top to bottom in under 2 minutes (the longest, {longest}, in "
+            f"{others[longest]:.1f})") in prose
+    assert f"Notebook 11 trains CifarNet live: {minutes['11']:.1f} minutes in all" in prose
+    rows = {r["variant"]: r for r in csv.DictReader(open(REPO_ROOT / "figures/09_ablation_runs.csv")) if r["seed"] == "1"}
+    se, cbam = (float(rows[v]["train_seconds"]) / 60 for v in ("se", "cbam"))
+    assert rows["se"]["epochs"] == rows["cbam"]["epochs"] == "4"
+    assert f"SE and CBAM for 4 epochs each, which took {se:.1f} and {cbam:.1f} minutes in the ablation study" in prose
+    notebook_07 = (REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text()
+    assert 'trained_model(name, data, config, device) for name in (\\"se\\", \\"cbam\\")' in notebook_07
