@@ -140,8 +140,8 @@ def _data_finding(data_dir: str | None) -> Finding:
         return Finding("data", f"archive {archives[0].name} in {shown_path(root)} (extracted on first use)")
     return Finding("data", f"no CIFAR-10 copy in {shown_path(root)} yet: the first run downloads it with torchvision "
                            f"({DOWNLOAD_MB} MB, needs the internet). Offline, put a copy there first: the official "
-                           "cifar-10-python.tar.gz as it is, or an image-folder archive extracted "
-                           "(tar -xzf cifar10-jpeg.tar.gz -C data); or set COURSE_DATA_DIR", note=True)
+                           "cifar-10-python.tar.gz as it is (extracted on first use), or an image folder "
+                           "(train/<class>/, test/<class>/) or a .tar.gz of one; or set COURSE_DATA_DIR", note=True)
 
 
 def _widgets_finding() -> Finding:

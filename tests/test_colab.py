@@ -33,6 +33,9 @@ def test_readme_links_every_notebook_to_colab_at_that_address():
     readme = (REPO_ROOT / "README.md").read_text()
     for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
         assert colab.colab_link(path.name) in readme, path.name
+    # the Quick start's clone is the same address: a fork that changes pyproject.toml sees this test fail
+    [clone] = [line for line in readme.splitlines() if line.startswith("git clone ")]
+    assert clone.split()[2] == colab.repo_url() and clone.endswith(f"&& cd {colab.repo_url().rsplit('/', 1)[1]}")
 
 
 class Recorder:

@@ -68,6 +68,8 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     """The README's minutes per notebook come from the notebooks' own cell timestamps, and notebook 07's
     first-run training from the ablation study's record of the same two runs."""
     import csv
+    import inspect
+    import json
 
     minutes = {p.name[:2]: _notebook_minutes(p) for p in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
     assert len(minutes) == 12
@@ -82,5 +84,11 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     se, cbam = (float(rows[v]["train_seconds"]) / 60 for v in ("se", "cbam"))
     assert rows["se"]["epochs"] == rows["cbam"]["epochs"] == "4"
     assert f"SE and CBAM for 4 epochs each, which took {se:.1f} and {cbam:.1f} minutes in the ablation study" in prose
+    study = json.loads((REPO_ROOT / "figures/09_ablation_time.json").read_text())
+    assert (f"`python -m course_utils ablate --jobs 2` ({study['wall_minutes']:.1f} minutes for its "
+            f"{study['runs']} runs") in prose and study["jobs"] == 2
+    from course_utils.assignment import train_design
+    assert inspect.signature(train_design).parameters["epochs"].default is None
+    assert "(default: 5," in train_design.__doc__ and "trains for 5 epochs of the course recipe (an eighth of" in prose
     notebook_07 = (REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text()
     assert 'trained_model(name, data, config, device) for name in (\\"se\\", \\"cbam\\")' in notebook_07

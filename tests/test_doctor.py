@@ -30,7 +30,7 @@ def test_doctor_without_data_says_what_to_do(tmp_path, capsys):
     data_line = next(line for line in out if line.split()[1] == "data")
     assert data_line.startswith("note data") and f"no CIFAR-10 copy in {tmp_path} yet" in data_line
     assert "downloads it with torchvision (170 MB, needs the internet)" in data_line
-    assert "cifar-10-python.tar.gz as it is" in data_line and "tar -xzf cifar10-jpeg.tar.gz -C data" in data_line
+    assert "cifar-10-python.tar.gz as it is (extracted on first use)" in data_line and "an image folder" in data_line
     assert out[-1] == "ready: python -m course_utils train (read the line marked note first: data)"
     assert main(["doctor", "--device", "cpu", "--data-dir", str(tmp_path / "typo")]) == 1
     assert "does not exist" in "\n".join(lines(capsys))
