@@ -593,6 +593,9 @@ def plot_ablation(summary: list[dict], title: str = ""):
                                       "receptive field (pixels)")):
         values = [float(r[key]) / scale for r in summary]
         ax.barh(list(ys), values, color=colors)
+        ax.set_xlim(0, 1.3 * max(values))   # room for the value printed after each bar
+        if key == "parameters":             # 200000 written out five times would run the ticks together
+            ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1e3:.0f}k")
         ax.set_title(label)
         for y, v in zip(ys, values):
             ax.text(v, y, f" {v:.1f} M" if key == "macs" else f" {v:,.0f}", va="center", fontsize=8)

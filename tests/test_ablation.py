@@ -171,6 +171,9 @@ def test_the_ablation_figure_shows_error_bars_and_architecture_not_the_runs_spee
         assert [round(p.get_width(), 6) for p in fig.axes[2].patches] == [2.0, 2.1]
         fig.canvas.draw()
         assert fig.axes[2].xaxis.get_offset_text().get_text() == ""
+        # parameters in thousands on the axis (the bars' own labels keep every digit)
+        ticks = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
+        assert ticks and all(t.endswith("k") for t in ticks) and "1,040" in [t.get_text() for t in fig.axes[1].texts][1]
         # the error bars span mean ± std of the seeds (61, 62, 63 -> 62 ± 1)
         caps = fig.axes[0].containers[0].lines[2][0].get_segments()[0]
         assert [round(x, 6) for x, _ in caps] == [61.0, 63.0]

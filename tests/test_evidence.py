@@ -1026,3 +1026,37 @@ def test_readme_headline_three_seed_summaries_are_computed_from_the_records():
     assert course[0]["threads"] == 2 and course[1]["threads"] == course[2]["threads"] == 1
     assert "falls short of the 89% on test it aims at, on every seed" in headline
     assert all(r["final_test_acc"] < 89.0 for r in long)
+
+
+def _notebook_09_speeds() -> dict[str, tuple[str, str, str, bool]]:
+    """Notebook 09's committed speed table (section 4): variant -> (ratio, low, high, is a reading)."""
+    cells = json.loads((REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"]
+    [text] = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if "speed vs the reference" in "".join(o.get("text", ""))]
+    rows = re.findall(r"^([\w-]+)\s+[\d.]+M\s+[\d.]+x\s+\d+\s+([\d.]+)x\s+([\d.]+)-([\d.]+)x\s+(.+)$", text, flags=re.M)
+    assert len(rows) == 7, text
+    return {name: (ratio, low, high, reading.strip() == "yes") for name, ratio, low, high, reading in rows}
+
+
+def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_run():
+    """The ablation table's speed column and notebook 09's reading of it quote the speed cell's output."""
+    speeds = _notebook_09_speeds()
+    [table] = [t for t in _tables("Results") if t and t[0][0].startswith("`reference`")]
+    column = {re.match(r"`([\w-]+)`", row[0]).group(1): row[5] for row in table}
+    for name, (ratio, low, high, reading) in speeds.items():
+        if name == "reference":
+            continue
+        assert column[name] == f"{ratio}× ({low}–{high}{'' if reading else ': no reading'})", name
+    prose = " ".join("".join(c["source"]) for c in json.loads(
+        (REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    prose = " ".join(prose.split())
+    r = {name: speeds[name] for name in speeds}
+    assert (f"measured the max-pool variant at {r['maxpool'][0]}× the reference's training images per second "
+            f"(range {r['maxpool'][1]}–{r['maxpool'][2]})") in prose
+    assert f"It also trains at {r['dilated-stride'][0]}× the reference's speed ({r['dilated-stride'][1]}–" in prose
+    assert f"{r['standard-conv'][0]}× the reference's speed (range {r['standard-conv'][1]}–{r['standard-conv'][2]})" in prose
+    assert f"measured it at {r['cbam'][0]}× the reference's speed ({r['cbam'][1]}–{r['cbam'][2]})" in prose
+    assert (f"SE and ECA cost less, {r['se'][0]}× ({r['se'][1]}–{r['se'][2]}) and {r['eca'][0]}× "
+            f"({r['eca'][1]}–{r['eca'][2]})") in prose
+    assert all(reading for name, (*_, reading) in speeds.items() if name != "reference")
+    assert float(r["standard-conv"][1]) > 1 and max(float(r[v][2]) for v in ("maxpool", "se", "eca", "cbam")) < 1
