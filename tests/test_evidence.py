@@ -1058,5 +1058,7 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
     assert f"measured it at {r['cbam'][0]}× the reference's speed ({r['cbam'][1]}–{r['cbam'][2]})" in prose
     assert (f"SE and ECA cost less, {r['se'][0]}× ({r['se'][1]}–{r['se'][2]}) and {r['eca'][0]}× "
             f"({r['eca'][1]}–{r['eca'][2]})") in prose
+    for other in ("11_full_training", "12_assignment"):   # the lessons that cite the max-pool finding
+        assert f"1.53× the MACs and {r['maxpool'][0]}× the speed" in (REPO_ROOT / f"notebooks/{other}.ipynb").read_text()
     assert all(reading for name, (*_, reading) in speeds.items() if name != "reference")
     assert float(r["standard-conv"][1]) > 1 and max(float(r[v][2]) for v in ("maxpool", "se", "eca", "cbam")) < 1
