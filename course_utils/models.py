@@ -442,7 +442,7 @@ def cifarnet_wider(**settings) -> CifarNet:
 #: 32×32 where ``WIDE`` has one of 32 channels (ResNet-20's first stage, He et al. 2016,
 #: arXiv:1512.03385, is three such blocks). 194,810 parameters and 34.0 M MACs (``WIDE``: 195,146 and
 #: 27.3 M). Two readings point this way: the ablation's max-pool variant, which convolves at twice the
-#: resolution before each pooling, ended every seed above the reference after 4 epochs (README,
+#: resolution before each pooling, ended every seed above the reference after 4 epochs (docs/results.md,
 #: Ablation), and moving weights within the 16×16 and 8×8 stages (``DEEP``, ``WIDER``) did not help.
 #: It ended at 87.74% on validation against ``WIDE``'s 87.80%, level on one seed each
 #: (``figures/runs/cifarnet_fullres-full-e60-s1.json``): not adopted.

@@ -112,7 +112,7 @@ NOTES = {
             "sqrt(s_variant^2 + s_reference^2), the spread of a difference of unpaired means. Where it is "
             "smaller, runs of the same seed share part of their noise (the same data order), and pairing "
             "can find a smaller effect with the same runs.",
-    "09.3": "This is the question the README's Ablation section leaves open: after 4 epochs the variant without "
+    "09.3": "This is the question docs/results.md's Ablation section leaves open: after 4 epochs the variant without "
             "the three transforms (the random crops of the first 3 epochs stay) ends ahead; each transform makes the training task harder, and a longer schedule is where that "
             "can turn into a gain. The recorded 40-epoch runs (docs/results.md) all train with the full "
             "augmentation, so they do not answer it.",
@@ -144,5 +144,5 @@ NOTES = {
             "multiply-accumulates in C2 (45%). The kit's first answer for the long recipe was to widen the stem "
             "and C2 (cifarnet_wide); moving still more weight into the 16x16 stage (cifarnet_wider) did not "
             "help; since 2026-12-04 it trains cifarnet_res20, with standard convs in C2 and C3 (README, "
-            "Recipes). Compare at the same seed and 5 epochs, on validation.",
+            "Recipes; docs/results.md, How the long recipe got there). Compare at the same seed and 5 epochs, on validation.",
 }
