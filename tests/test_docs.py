@@ -83,7 +83,17 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     rows = {r["variant"]: r for r in csv.DictReader(open(REPO_ROOT / "figures/09_ablation_runs.csv")) if r["seed"] == "1"}
     se, cbam = (float(rows[v]["train_seconds"]) / 60 for v in ("se", "cbam"))
     assert rows["se"]["epochs"] == rows["cbam"]["epochs"] == "4"
-    assert f"SE and CBAM for 4 epochs each, which took {se:.1f} and {cbam:.1f} minutes in the ablation study" in prose
+    assert (f"the ablation study's one-thread runs of the same two took {se:.1f} and {cbam:.1f} minutes on the AVX2 "
+            "machine") in prose
+    # notebook 07's own epoch lines (read back or trained, they print each epoch's seconds)
+    cells = json.loads((REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text())["cells"]
+    [log] = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" and "trained_model(name" in "".join(c["source"])
+             for o in c.get("outputs", []) if "epoch   1/4" in "".join(o.get("text", ""))]
+    per_model = [sum(float(s) for s in re.findall(r"^epoch +\d/4 .* ([\d.]+) s$", block, flags=re.M))
+                 for block in re.split(r"^(?=\w+, seed 1:)", log, flags=re.M) if block.strip().startswith(("se,", "cbam,"))]
+    assert len(per_model) == 2
+    assert (f"SE and CBAM for 4 epochs each, {per_model[0] / 60:.1f} and {per_model[1] / 60:.1f} minutes by the epoch "
+            "lines it prints") in prose
     study = json.loads((REPO_ROOT / "figures/09_ablation_time.json").read_text())
     assert (f"`python -m course_utils ablate --jobs 2` ({study['wall_minutes']:.1f} minutes for its "
             f"{study['runs']} runs") in prose and study["jobs"] == 2
