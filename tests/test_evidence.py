@@ -1015,6 +1015,10 @@ def test_readme_headline_three_seed_summaries_are_computed_from_the_records():
         return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%"
 
     headline = " ".join(_sections("Results")[0].split())    # the README's, not docs/results.md's
+    rows = _tables_in(_sections("Results")[0])[0]
+    records = [_published(re.search(r"figures/runs/([\w.-]+)\.json", row[-1]).group(1)) for row in rows]
+    assert len(records) == 5 and {(r["device_name"], r["threads"]) for r in records} == {("AMD EPYC (AVX512)", 2)}
+    assert "on 2 threads of an AMD EPYC with AVX-512, the processor every headline run's record names" in headline
     assert (f"the course recipe ends at {spread(course, 'final_val_acc')} on validation and "
             f"{spread(course, 'final_test_acc')} on test") in headline
     assert (f"and the long recipe at {spread(long, 'final_val_acc')} and {spread(long, 'final_test_acc')}"
