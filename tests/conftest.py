@@ -49,6 +49,20 @@ def _isolate_env(monkeypatch, tmp_path):
     monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/tests-never-download/cifar-10-python.tar.gz")
 
 
+def committed_output(notebook: str, marker: str, source: str = "") -> str:
+    """The text output of the one code cell of ``notebooks/<notebook>.ipynb`` (as committed) that prints
+    ``marker`` (and whose source holds ``source``): what the README and docs quote from a notebook."""
+    import json
+
+    from course_utils.runtime import REPO_ROOT
+
+    cells = json.loads((REPO_ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    texts = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" and source in "".join(c["source"])
+             for o in c.get("outputs", [])]
+    [text] = [t for t in texts if marker in t]
+    return text
+
+
 def skip_without_real_data(reason: str) -> None:
     """Skip a test that needs the real CIFAR-10 copy in data/; in CI (``CI`` set, as ``.ci/run`` runs)
     fail instead: CI extracts the offline copy, so its absence there is a broken setup, not a reason to

@@ -1,10 +1,13 @@
 """The README and docs/results.md as a reader follows them: every relative link and picture points at a
 file of the repository, and every ``#anchor`` at a heading of the page it names (GitHub's anchors)."""
 import re
+from functools import lru_cache
 
 import pytest
 
 from course_utils.runtime import REPO_ROOT
+
+from conftest import committed_output
 
 DOCS = ("README.md", "docs/results.md")
 
@@ -14,6 +17,7 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+@lru_cache(maxsize=None)   # read once per page, not once per link to it
 def anchors(path) -> set[str]:
     text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)   # a '#' in a code block is no heading
     return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, flags=re.M)}
@@ -86,9 +90,7 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     assert (f"the ablation study's one-thread runs of the same two took {se:.1f} and {cbam:.1f} minutes on the AVX2 "
             "machine") in prose
     # notebook 07's own epoch lines (read back or trained, they print each epoch's seconds)
-    cells = json.loads((REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text())["cells"]
-    [log] = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" and "trained_model(name" in "".join(c["source"])
-             for o in c.get("outputs", []) if "epoch   1/4" in "".join(o.get("text", ""))]
+    log = committed_output("07_channel_attention", "epoch   1/4", source="trained_model(name")
     per_model = [sum(float(s) for s in re.findall(r"^epoch +\d/4 .* ([\d.]+) s$", block, flags=re.M))
                  for block in re.split(r"^(?=\w+, seed 1:)", log, flags=re.M) if block.strip().startswith(("se,", "cbam,"))]
     assert len(per_model) == 2

@@ -20,7 +20,7 @@ from course_utils.pretrained import PretrainedError, card, export_pretrained, lo
 from course_utils.runtime import REPO_ROOT
 from course_utils.training import History, evaluate, fit, train_one_epoch
 
-from conftest import skip_without_real_data
+from conftest import committed_output, skip_without_real_data
 
 CPU = torch.device("cpu")
 #: The long recipe until 2026-12-04, which the long runs published before then trained with: the course
@@ -1034,9 +1034,7 @@ def test_readme_headline_three_seed_summaries_are_computed_from_the_records():
 
 def _notebook_09_speeds() -> dict[str, tuple[str, str, str, bool]]:
     """Notebook 09's committed speed table (section 4): variant -> (ratio, low, high, is a reading)."""
-    cells = json.loads((REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"]
-    [text] = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
-              if "speed vs the reference" in "".join(o.get("text", ""))]
+    text = committed_output("09_ablation", "speed vs the reference")
     rows = re.findall(r"^([\w-]+)\s+[\d.]+M\s+[\d.]+x\s+\d+\s+([\d.]+)x\s+([\d.]+)-([\d.]+)x\s+(.+)$", text, flags=re.M)
     assert len(rows) == 7, text
     return {name: (ratio, low, high, reading.strip() == "yes") for name, ratio, low, high, reading in rows}
