@@ -1,5 +1,7 @@
 """The course network (CifarNet) against the assignment's rules, one test per rule, with every
 expected number derived from the closed forms (parameters) or the receptive-field recurrence."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -8,7 +10,7 @@ from course_utils import receptive_field
 from course_utils.arithmetic import conv_macs, conv_params, receptive_field_of_stack
 from course_utils.inspection import count_macs
 from course_utils.layers import DepthwiseSeparableConv2d
-from course_utils.models import DEEP, FULLRES, RES20, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
+from course_utils.models import DEEP, FULLRES, HYBRID, RES20, WIDE, WIDER, CifarNet, CifarNetConfig, CifarNetV1, count_parameters, get_model
 
 from conftest import conv_bn, separable
 
@@ -16,10 +18,11 @@ CFG = CifarNetConfig()
 #: Every rule holds for the course network, for the long recipe's (``cifarnet_res20``: ResNet-20's shape,
 #: standard convs in C2 and C3), for its network until 2026-12-04 (``cifarnet_wide``) and for the shapes
 #: tried against that one (``cifarnet_deep``: more residual blocks per stage; ``cifarnet_wider``: more
-#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32).
+#: width at 16×16; ``cifarnet_fullres``: more convolutions at 32×32), and for the course network with standard
+#: convs in C3 (``cifarnet_hybrid``, screened for the ten-minute stretch).
 NETS = {"cifarnet": CFG, "cifarnet_wide": CifarNetConfig(**WIDE), "cifarnet_deep": CifarNetConfig(**DEEP),
         "cifarnet_wider": CifarNetConfig(**WIDER), "cifarnet_fullres": CifarNetConfig(**FULLRES),
-        "cifarnet_res20": CifarNetConfig(**RES20)}
+        "cifarnet_res20": CifarNetConfig(**RES20), "cifarnet_hybrid": CifarNetConfig(**HYBRID)}
 each_net = pytest.mark.parametrize("name", sorted(NETS))
 
 
@@ -107,7 +110,8 @@ def test_rule_global_average_pooling_then_one_linear_layer(name):
 def test_rule_receptive_field_over_44(name):
     rf = receptive_field(get_model(name))
     assert rf.final == expected_receptive_field(NETS[name]) == {"cifarnet": 77, "cifarnet_wide": 77, "cifarnet_deep": 109, "cifarnet_wider": 77,
-                                                                 "cifarnet_fullres": 85, "cifarnet_res20": 105}[name]
+                                                                 "cifarnet_fullres": 85, "cifarnet_res20": 105,
+                                                                 "cifarnet_hybrid": 77}[name]
     assert rf.final > 44
 
 
@@ -120,6 +124,17 @@ def test_stages_and_their_resolutions(name):
         x = stage(x)
         sizes.append(tuple(x.shape[1:]))
     assert sizes == [(c.c1, 16, 16), (c.c1, 16, 16), (c.c3, 8, 8), (c.c4, 4, 4)]
+
+
+def test_hybrid_is_cifarnet_with_standard_convs_in_c3_only():
+    model, c = get_model("cifarnet_hybrid"), NETS["cifarnet_hybrid"]
+    # one factor against the course network: C3's convolutions (and its width, to stay under budget)
+    assert {f: getattr(c, f) for f in ("c3", "standard_stages")} == {"c3": 48, "standard_stages": ("c3",)}
+    assert replace(c, c3=CFG.c3, standard_stages=()) == CFG
+    assert count_parameters(model) == expected_parameters(c) == 199_434
+    assert count_macs(model) == expected_macs(c) == 11_730_880
+    for stage, separable_convs in (("c2", 0), ("c3", 0), ("c4", 3)):
+        assert sum(isinstance(m, DepthwiseSeparableConv2d) for m in getattr(model, stage).modules()) == separable_convs
 
 
 def test_res20_puts_standard_convs_in_c2_and_c3_and_keeps_c4_separable():

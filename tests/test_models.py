@@ -48,7 +48,7 @@ def test_wrong_input_gets_a_clear_error():
 
 def test_get_model():
     assert isinstance(get_model("CifarNet"), CifarNet)
-    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet, cifarnet10, cifarnet_cbam, cifarnet_deep, cifarnet_eca, cifarnet_fullres, cifarnet_res20, cifarnet_se, cifarnet_v1, cifarnet_wide, cifarnet_wider$"):
+    with pytest.raises(ValueError, match="choose one of: baseline, cifarnet, cifarnet10, cifarnet_cbam, cifarnet_deep, cifarnet_eca, cifarnet_fullres, cifarnet_hybrid, cifarnet_res20, cifarnet_se, cifarnet_v1, cifarnet_wide, cifarnet_wider$"):
         get_model("resnet50")
 
 
