@@ -463,7 +463,7 @@ def cifarnet_fullres(**settings) -> CifarNet:
 #: 194,810 and 34.0 M): the weights sit in standard convs at 16×16 and 8×8 instead of in separable ones.
 #: It ended at 87.76% on validation, level with ``FULLRES``'s 87.74% (the same recipe, seed and threads;
 #: ``figures/runs/cifarnet_res20-full-e60-s1.json``). At 100 epochs with the coarse-dropout hole at p = 0.1
-#: it ended at 88.86% on validation, the best long run, and 88.34% on test
+#: it ended at 88.86% on validation, the best long run at that length, and 88.34% on test
 #: (``figures/runs/cifarnet_res20-full-e100-s1-x6d2118.json``): the long recipe's network since 2026-12-04
 #: (``config.LONG_RECIPE_MODEL``).
 RES20 = dict(stem=16, stem_blocks=3, c1=32, c3=64, c4=96, blocks=(3, 1, 1), standard_stages=("c2", "c3"))
