@@ -1096,6 +1096,7 @@ def test_docs_length_as_the_one_factor_ranks_against_the_three_100_epoch_seeds()
     assert (f"it ends at {long200['final_val_acc']:.2f}% on validation, above all three seeds at 100 epochs, and at "
             f"{long200['final_test_acc']:.2f}% on test") in prose
     assert f"{long200['train_seconds'] / 60:.1f} minutes as recorded across sessions" in prose
+    assert f"At 200 epochs (one seed so far) it ends at {long200['final_test_acc']:.2f}% on test" in prose
 
 
 def test_docs_hybrid_stretch_bullet_is_computed_from_the_records():
