@@ -126,6 +126,12 @@ def test_stages_and_their_resolutions(name):
     assert sizes == [(c.c1, 16, 16), (c.c1, 16, 16), (c.c3, 8, 8), (c.c4, 4, 4)]
 
 
+def separable_convs_per_stage(model) -> dict[str, int]:
+    """How many depthwise-separable convs each of C2, C3 and C4 holds."""
+    return {stage: sum(isinstance(m, DepthwiseSeparableConv2d) for m in getattr(model, stage).modules())
+            for stage in ("c2", "c3", "c4")}
+
+
 def test_hybrid_is_cifarnet_with_standard_convs_in_c3_only():
     model, c = get_model("cifarnet_hybrid"), NETS["cifarnet_hybrid"]
     # one factor against the course network: C3's convolutions (and its width, to stay under budget)
@@ -133,8 +139,7 @@ def test_hybrid_is_cifarnet_with_standard_convs_in_c3_only():
     assert replace(c, c3=CFG.c3, standard_stages=()) == CFG
     assert count_parameters(model) == expected_parameters(c) == 199_434
     assert count_macs(model) == expected_macs(c) == 11_730_880
-    for stage, separable_convs in (("c2", 0), ("c3", 0), ("c4", 3)):
-        assert sum(isinstance(m, DepthwiseSeparableConv2d) for m in getattr(model, stage).modules()) == separable_convs
+    assert separable_convs_per_stage(model) == {"c2": 0, "c3": 0, "c4": 3}
 
 
 def test_res20_puts_standard_convs_in_c2_and_c3_and_keeps_c4_separable():
@@ -142,8 +147,7 @@ def test_res20_puts_standard_convs_in_c2_and_c3_and_keeps_c4_separable():
     assert c.standard_stages == ("c2", "c3") and (c.stem, c.stem_blocks, c.c1, c.c3, c.c4) == (16, 3, 32, 64, 96)
     assert count_parameters(model) == expected_parameters(c) == 196_314
     assert count_macs(model) == expected_macs(c) == 36_262_848
-    for stage, separable_convs in (("c2", 0), ("c3", 0), ("c4", 3)):
-        assert sum(isinstance(m, DepthwiseSeparableConv2d) for m in getattr(model, stage).modules()) == separable_convs
+    assert separable_convs_per_stage(model) == {"c2": 0, "c3": 0, "c4": 3}
     # C1: the stem and three residual blocks at 32x32, as ResNet-20's first stage
     assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.c1.modules()) == 1 + 6 + 1
 
