@@ -291,6 +291,24 @@ def _find_image_folder(root: Path) -> Path | None:
     return None
 
 
+def _safe_members(tar: tarfile.TarFile, archive: Path) -> list:
+    """The archive's members if every one is a plain file or folder whose path stays inside the folder it is
+    extracted to; else a ``DataFormatError`` naming the first that does not. What ``filter="data"`` checks,
+    for the Pythons before 3.10.12 and 3.11.4 that lack the filter."""
+    members = tar.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith(("/", "\\")) or Path(m.name).is_absolute() or ".." in parts or not (m.isfile() or m.isdir()):
+            raise _unsafe_member(archive, m.name)
+    return members
+
+
+def _unsafe_member(archive: Path, name: str) -> DataFormatError:
+    return DataFormatError(
+        f"{archive} holds {name!r}, which is not a plain file or folder inside the archive's own folder; nothing "
+        "was extracted. A CIFAR-10 archive holds only image folders: get the archive again from where it came.")
+
+
 def _extract(archive: Path, root: Path) -> None:
     """Extract a .tar.gz all or nothing: into a temporary folder beside the data (safely: no paths
     outside it), moved into place only once the archive has been read to its end. A truncated or
@@ -299,7 +317,12 @@ def _extract(archive: Path, root: Path) -> None:
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(staging, filter="data")
+                if hasattr(tarfile, "data_filter"):   # Python 3.10.12, 3.11.4 and later
+                    tar.extractall(staging, filter="data")
+                else:
+                    tar.extractall(staging, members=_safe_members(tar, archive))
+        except getattr(tarfile, "FilterError", ()) as err:   # the "data" filter refused a member
+            raise _unsafe_member(archive, err.tarinfo.name) from err
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             raise DataFormatError(
                 f"{archive} could not be extracted ({type(err).__name__}: {err}); the archive is truncated or "

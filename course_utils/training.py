@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -212,7 +212,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     bar = _progress(loader, progress, desc=desc)
     for step, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=non_blocking(device))
-        _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
+        if isinstance(model, CompileGuard) and model.state == "untried":  # compiling: guard the whole step
+            _, logits = model.first_step(lambda: training_step(model, x, y, optimizer, loss_fn, device, amp, scaler),
+                                         finish=lambda: synchronize(device))
+        else:
+            _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
             scheduler.step()
         if after_step is not None:
@@ -222,7 +226,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         seen += y.shape[0]
         if progress and step % 20 == 0:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
-    mean_loss = total_loss.item() / max(seen, 1)
+    if seen == 0:
+        raise ValueError("the training loader gave no batches: it holds fewer images than one batch (with its last "
+                         "partial batch dropped); lower the batch size or train on more images")
+    mean_loss = total_loss.item() / seen
     if not math.isfinite(mean_loss):
         raise TrainingDivergedError(
             f"the training loss became {mean_loss}; lower the learning rate (lr) or check the input data"
@@ -241,9 +248,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
 
     The loss is summed per image and divided by the number of images (not by the number of
     batches, and never with the log-probabilities' sign lost: the course's original logs printed a
-    negative test loss by feeding raw outputs to ``nll_loss``).
+    negative test loss by feeding raw outputs to ``nll_loss``); a ``loss_fn`` of its own must sum
+    too (``reduction="sum"``), or a ``ValueError`` says so.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
+    if getattr(loss_fn, "reduction", "sum") != "sum":
+        raise ValueError(f"evaluate sums the loss per image and divides by the images seen, so loss_fn must sum: "
+                         f"pass nn.CrossEntropyLoss(reduction='sum'), not one with reduction={loss_fn.reduction!r}")
     model.eval()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -363,8 +374,9 @@ def _first_line(err: BaseException) -> str:
 
 
 class CompileGuard(nn.Module):
-    """A compiled model whose first forward pass runs inside a guard: if compiling fails there (an old
-    GPU that Triton does not support, a missing C compiler, an unsupported Python), it says so once,
+    """A compiled model whose first training step (forward, backward and update: ``first_step``) runs
+    inside a guard: if compiling fails there (an old GPU that Triton does not support, a missing C
+    compiler, an unsupported Python), it says so once,
     in one line naming the cause and ``--no-compile``, and runs the eager model from then on, so the
     run goes on instead of crashing at its first step. Later errors are real errors and are raised.
 
@@ -376,17 +388,30 @@ class CompileGuard(nn.Module):
         super().__init__()
         self.module = model
         object.__setattr__(self, "_compiled", compiled_fn)  # not a submodule: no second copy of the weights
-        self._log, self.state = log, "untried"  # untried -> compiled | eager
-        self.first_call_seconds: float | None = None  # how long compiling (and the first step) took
+        self._log, self.state = log, "untried"  # untried -> trying (the first step) -> compiled | eager
+        self.first_call_seconds: float | None = None  # how long the first step took, compiling included
 
     def forward(self, *args, **kwargs):
         if self.state == "eager":
             return self.module(*args, **kwargs)
-        if self.state == "compiled":
-            return self._compiled(*args, **kwargs)
+        if self.state == "untried":  # called on its own, not through first_step: guard this call alone
+            return self.first_step(lambda: self(*args, **kwargs))
+        return self._compiled(*args, **kwargs)  # "trying" (inside first_step) or "compiled"
+
+    def first_step(self, step: Callable[[], Any], finish: Callable[[], None] | None = None) -> Any:
+        """Run ``step`` (the first training step: forward, backward and update, which call this module)
+        through the compiled function, guarded and timed as a whole: Inductor compiles the backward graph
+        at the first ``backward()``, after the forward has returned, so a guard around the forward alone
+        would neither time nor catch it. ``finish`` (a device synchronisation) ends the timing. On any
+        failure the guard turns to the eager model, says why, and runs ``step`` again, eagerly:
+        ``training_step`` zeroes the gradients before its backward and updates the weights only after
+        it, so a step that failed in the forward or the backward left the weights as they were."""
         start = time.perf_counter()
+        self.state = "trying"
         try:
-            out = self._compiled(*args, **kwargs)
+            out = step()
+            if finish is not None:
+                finish()
         except Exception as err:  # noqa: BLE001 - any compile failure: fall back once, and say why
             self.state = "eager"
             if self._log:
@@ -397,7 +422,7 @@ class CompileGuard(nn.Module):
                 kind = type(err).__name__ + (f" from {type(root).__name__}" if root is not err else "")
                 self._log(f"torch.compile failed at the first step ({kind}: {cause}); "
                           "training uncompiled from here (--no-compile skips compiling)")
-            return self.module(*args, **kwargs)
+            return step()
         self.state = "compiled"
         self.first_call_seconds = time.perf_counter() - start
         return out
@@ -446,10 +471,18 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     ``interrupted``; the checkpoint of the last complete epoch is on disk.
     """
     device = torch.device(device)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        images = len(train_loader.dataset) if hasattr(train_loader, "dataset") else "fewer"
+        dropped = " and its last partial batch dropped (drop_last: on for torch.compile on CUDA)" if getattr(
+            train_loader, "drop_last", False) else ""
+        raise ValueError(f"the training loader gives no batches: {images} training images at batch size "
+                         f"{config.batch_size}{dropped}. Lower the batch size (--batch-size), train on more images "
+                         "(--subset), or skip compiling (--no-compile)")
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, config, len(train_loader))
+    optimizer, scheduler = build_optimizer(model, config, steps_per_epoch)
     dtype = mixed_precision(device, config.amp)
     amp = dtype is not None
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None  # fp16 only (a T4)
@@ -463,7 +496,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     if resume:
         state = load_checkpoint(resume, model, map_location=device)
         saved = TrainConfig.from_dict(state.get("config", {}))
-        keys = ("epochs", "batch_size", "train_per_class", "test_per_class") + LEARNING_SETTINGS
+        keys = ("epochs", "batch_size", "seed", "train_per_class", "test_per_class") + LEARNING_SETTINGS
         differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
         if differ:
             raise CheckpointError(
@@ -471,6 +504,13 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 + ", ".join(f"{k}={getattr(saved, k)}" for k in differ)
                 + "; resume with the same settings (got " + ", ".join(f"{k}={getattr(config, k)}" for k in differ) + ")"
             )
+        # the schedule was laid out for the saved run's steps per epoch (older checkpoints: OneCycle's total)
+        saved_steps = state.get("steps_per_epoch") or (state["scheduler"].get("total_steps") or 0) // config.epochs
+        if saved_steps and saved_steps != steps_per_epoch:
+            raise CheckpointError(
+                f"{shown_path(resume)} ran {saved_steps} steps per epoch and this loader gives {steps_per_epoch}, so "
+                "its learning-rate schedule would run out before the last epoch. On CUDA torch.compile drops each "
+                "epoch's last partial batch: resume with the same --compile/--no-compile and the same kind of device")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -529,15 +569,19 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                         f"the {split} loss became {loss}; lower the learning rate (lr) or check the input data")
             synchronize(device)
             seconds = time.perf_counter() - t0
-            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                           test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
-            if log:
-                log(_epoch_line(history, -1, config.epochs))
+            # the epoch joins the history once its checkpoint is on disk: stopped during the write, the
+            # history (and the log, and the run record) end where the checkpoint does
+            done = History.from_dict(history.to_dict())
+            done.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                        test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
             if checkpoint:
                 save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
-                                ema=ema.state_dict() if ema is not None else {},
-                                history=history.to_dict(), epoch=epoch + 1, config=config.to_dict())
+                                ema=ema.state_dict() if ema is not None else {}, steps_per_epoch=steps_per_epoch,
+                                history=done.to_dict(), epoch=epoch + 1, config=config.to_dict())
+            history = done
+            if log:
+                log(_epoch_line(history, -1, config.epochs))
     except KeyboardInterrupt:
         history.interrupted = True
         if log:

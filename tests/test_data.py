@@ -376,6 +376,35 @@ def test_a_good_archive_is_moved_into_place_without_leftovers(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(["cifar.tar.gz", "train", "test", D.CACHE_NAME])
 
 
+@pytest.mark.parametrize("has_filter", [True, False])
+def test_an_archive_reaching_outside_its_folder_is_refused_with_or_without_tarfiles_filter(tmp_path, monkeypatch,
+                                                                                         has_filter):
+    """A member named ../x (or a link) is never written: by tarfile's "data" filter where Python has it
+    (3.10.12, 3.11.4 and later), by the kit's own check where it does not; either way a DataFormatError,
+    nothing outside the data folder, and a good archive still extracts through the kit's check."""
+    import io
+
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    src = write_image_folder(tmp_path / "src", 2, 1)
+    root = tmp_path / "data" / "root"
+    root.mkdir(parents=True)
+    with tarfile.open(root / "cifar.tar.gz", "w:gz") as tar:
+        tar.add(src / "train", arcname="train")
+        tar.add(src / "test", arcname="test")
+        evil = tarfile.TarInfo("../escaped.txt")
+        evil.size = 3
+        tar.addfile(evil, io.BytesIO(b"bad"))
+    with pytest.raises(DataFormatError, match=r"holds '../escaped.txt', which is not a plain file or folder inside "
+                                              r"the archive's own folder; nothing was extracted"):
+        load_cifar10(root, download=False)
+    assert not (tmp_path / "data" / "escaped.txt").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["cifar.tar.gz"]
+    (root / "cifar.tar.gz").unlink()
+    _archive(src, root / "cifar.tar.gz")
+    assert len(load_cifar10(root, download=False).train_labels) == 20
+
+
 def test_several_archives_are_refused_by_name(tmp_path):
     src = write_image_folder(tmp_path / "src", 2, 1)
     root = tmp_path / "root"

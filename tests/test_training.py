@@ -752,3 +752,140 @@ def test_a_run_stopped_or_diverged_before_its_first_epoch_does_not_claim_a_check
     with pytest.raises(TrainingDivergedError, match=r"^epoch 1: .*lower the learning rate.*\. No epoch finished, so "
                                                     r"nothing was saved\.$"):
         fit(model, train, test, config, CPU, checkpoint=tmp_path / "c.pt", progress=False, log=None)
+
+
+def test_resume_refuses_another_number_of_steps_per_epoch_naming_compile(tiny_data, tmp_path):
+    """A checkpoint's schedule was laid out for its loader's steps per epoch; on CUDA torch.compile drops
+    each epoch's last partial batch, so a resume with --compile switched would run OneCycle past its end
+    in the last epoch. Refused up front, by the saved count, and by OneCycle's total in older checkpoints."""
+    config = small_config(epochs=2)
+    ckpt = tmp_path / "c.pt"
+    run(tiny_data, config, checkpoint=ckpt)
+    dropped, test = make_loaders(tiny_data, config.batch_size, seed=config.seed, drop_last=True)
+    whole, _ = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    assert len(dropped) == len(whole) - 1                      # the tiny set does not divide into batches
+    assert load_checkpoint(ckpt)["steps_per_epoch"] == len(whole)
+    with pytest.raises(CheckpointError, match=rf"ran {len(whole)} steps per epoch and this loader gives "
+                                              rf"{len(dropped)}.*same --compile/--no-compile"):
+        fit(tiny_model(), dropped, test, config, CPU, progress=False, log=None, resume=ckpt)
+    older = load_checkpoint(ckpt)
+    del older["steps_per_epoch"]                               # a checkpoint written before the count was saved
+    atomic_save(older, ckpt)
+    with pytest.raises(CheckpointError, match=rf"ran {len(whole)} steps per epoch"):
+        fit(tiny_model(), dropped, test, config, CPU, progress=False, log=None, resume=ckpt)
+    h = fit(tiny_model(), whole, test, config, CPU, progress=False, log=None, resume=ckpt)   # the same loader: read back
+    assert h.epoch == [1, 2]
+
+
+def test_resume_refuses_a_checkpoint_of_another_seed(tiny_data, tmp_path):
+    """Another seed reshuffles every later epoch and, on a subset, draws other images: not a continuation."""
+    run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=r"trained with seed=3; resume with the same settings \(got seed=4\)"):
+        run(tiny_data, small_config(epochs=1, seed=4), checkpoint=tmp_path / "c.pt", resume=True)
+
+
+def test_a_loader_with_no_batches_is_an_error_naming_the_fix(tiny_data):
+    """Fewer images than one batch with the last partial batch dropped (compiling on CUDA does that) would
+    train for no steps and report a loss of 0.0: refused before anything trains."""
+    config = small_config(epochs=1, batch_size=4096)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed, drop_last=True)
+    assert len(train) == 0
+    with pytest.raises(ValueError, match=rf"no batches: {len(train.dataset)} training images at batch size 4096 and "
+                                         r"its last partial batch dropped.*--batch-size.*--subset.*--no-compile"):
+        fit(tiny_model(), train, test, config, CPU, progress=False, log=None)
+    with pytest.raises(ValueError, match="gave no batches"):
+        train_one_epoch(tiny_model(), train, torch.optim.SGD(tiny_model().parameters(), lr=0.1), CPU, progress=False)
+
+
+def test_evaluate_refuses_a_loss_that_averages():
+    """evaluate sums per image and divides by the images: a mean-reducing loss would be divided twice."""
+    x, y = tiny_batch(20)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    with pytest.raises(ValueError, match=r"reduction='sum'.*not one with reduction='mean'"):
+        evaluate(tiny_model(), loader, CPU, loss_fn=nn.CrossEntropyLoss(label_smoothing=0.1))
+    summed = evaluate(tiny_model().eval(), loader, CPU, loss_fn=nn.CrossEntropyLoss(reduction="sum"))
+    assert summed[0] > 0
+
+
+def test_an_interrupt_during_the_checkpoint_write_leaves_history_and_checkpoint_at_one_epoch(tiny_data, tmp_path,
+                                                                                          monkeypatch):
+    """Ctrl-C while epoch 2's checkpoint is being written: the file keeps epoch 1, and so do the returned
+    history and the log's 'interrupted after' line, so the run record never claims an epoch that is not saved."""
+    from course_utils import training
+
+    writes = []
+
+    def save_then_stop(path, model, **state):
+        writes.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        return save_checkpoint(path, model, **state)
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    lines = []
+    config = small_config(epochs=3)
+    torch.manual_seed(config.seed)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    h = fit(tiny_model(), train, test, config, CPU, checkpoint=tmp_path / "c.pt", progress=False, log=lines.append)
+    assert writes == [1, 2] and h.interrupted and h.epoch == [1]
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1 == len(load_checkpoint(tmp_path / "c.pt")["history"]["epoch"])
+    assert lines[-1].startswith("interrupted after 1 complete epoch(s)") and sum(l.startswith("epoch") for l in lines) == 1
+
+
+class _BackwardFails(torch.autograd.Function):
+    """The identity forward; a backward that fails as a backward graph's compile can (Inductor compiles it
+    at the first backward()), or that takes ``pause`` seconds, as compiling it does."""
+
+    @staticmethod
+    def forward(ctx, x, fail, pause):
+        ctx.fail, ctx.pause = fail, pause
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.fail:
+            raise RuntimeError("backward kernel failed to compile")
+        import time
+        time.sleep(ctx.pause)
+        return grad, None, None
+
+
+def test_a_compile_that_fails_in_the_backward_falls_back_and_the_step_is_taken_once(tiny_data):
+    """The guard covers the whole first step: a failure in the backward (after the compiled forward has
+    returned) turns the run eager, with the one-line note, and the step is taken again eagerly: the weights
+    end exactly where an eager run over the same batches ends."""
+    from course_utils import training
+
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 3, 4, 4), torch.randint(0, 10, (48,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)           # the same batches in the same order
+    eager = nn.Sequential(nn.Flatten(), nn.Linear(48, 10))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10))
+    model.load_state_dict(eager.state_dict())
+    notes = []
+    guard = training.CompileGuard(model, lambda inp: _BackwardFails.apply(model(inp), True, 0.0), notes.append)
+    for net in (guard, eager):
+        train_one_epoch(net, loader, torch.optim.SGD(net.parameters(), lr=0.5), CPU, progress=False)
+    assert guard.state == "eager" and len(notes) == 1
+    assert "torch.compile failed at the first step (RuntimeError: backward kernel failed to compile)" in notes[0]
+    for a, b in zip(model.parameters(), eager.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_first_compiled_steps_time_includes_its_backward():
+    """compile_seconds is the whole first step: a backward that takes 0.3 s (compiling, at the first
+    backward) is inside it, and the steps after it run through the compiled function."""
+    from course_utils import training
+
+    torch.manual_seed(0)
+    model, calls = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)), []
+
+    def compiled_fn(inp):
+        calls.append(len(calls))
+        return _BackwardFails.apply(model(inp), False, 0.3 if len(calls) == 1 else 0.0)
+
+    guard = training.CompileGuard(model, compiled_fn, None)
+    loader = DataLoader(TensorDataset(torch.randn(32, 3, 4, 4), torch.randint(0, 10, (32,))), batch_size=16)
+    train_one_epoch(guard, loader, torch.optim.SGD(model.parameters(), lr=0.1), CPU, progress=False)
+    assert guard.state == "compiled" and len(calls) == 2
+    assert guard.first_call_seconds >= 0.3
