@@ -47,6 +47,7 @@ def test_each_variant_changes_exactly_one_named_factor(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_each_variant_stays_within_five_percent_of_the_reference_parameters(variant):
+    assert PARAMETER_TOLERANCE == 0.05   # the rule notebook 09 states; loosening it is a change of the lesson
     ref = count_parameters(REFERENCE.build())
     assert abs(count_parameters(variant.build()) - ref) <= PARAMETER_TOLERANCE * ref
     assert variant.build()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -211,6 +211,7 @@ def test_a_stopped_bench_keeps_the_rows_it_measured(image_folder, capsys, tmp_pa
         return 1000.0 + len(calls)
 
     monkeypatch.setattr(benchmark, "train_step_throughput", three_rows_then_stop)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)   # a big machine: --quick still times 0 to 2 workers only
     code = main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)])
     err = capsys.readouterr().err
     assert code == 130
@@ -219,7 +220,7 @@ def test_a_stopped_bench_keeps_the_rows_it_measured(image_folder, capsys, tmp_pa
     record = _json.loads(path.read_text())
     assert record["complete"] is False
     assert [r["images_per_s"] for r in record["train_step"]] == [1001.0, 1002.0, 1003.0]
-    assert [p["workers"] for p in record["pipeline"]] == list(range(min(os.cpu_count() or 1, 2) + 1))  # --quick
+    assert [p["workers"] for p in record["pipeline"]] == [0, 1, 2]  # --quick caps the loader workers at 2
     assert not list((tmp_path / "runs" / "bench").glob(".*.tmp"))    # no half-written file left beside it
 
 
@@ -472,7 +473,7 @@ def test_time_to_accuracy_reports_the_compile_time_apart():
     assert never["compile_seconds"] is None     # an uncompiled run has no compile time
 
 
-def test_ablate_help_gives_the_ablation_recipes_epochs(capsys):
+def test_ablate_help_gives_the_ablation_recipes_epochs(capsys, monkeypatch):
     from course_utils.ablation import ABLATION_EPOCHS, ablation_config
     from course_utils.config import SMOKE_EPOCHS
 
@@ -480,7 +481,10 @@ def test_ablate_help_gives_the_ablation_recipes_epochs(capsys):
         main(["ablate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"default: the ablation recipe's, {ABLATION_EPOCHS}; {SMOKE_EPOCHS} in smoke mode" in help_text
-    assert ablation_config().epochs in (ABLATION_EPOCHS, SMOKE_EPOCHS)   # the numbers the help names are the recipe's
+    # the numbers the help names are the recipe's, at each size
+    assert ablation_config().epochs == ABLATION_EPOCHS == 4
+    monkeypatch.setenv("COURSE_SMOKE", "1")
+    assert ablation_config().epochs == SMOKE_EPOCHS == 2
 
 
 def _stop_before_training(monkeypatch):

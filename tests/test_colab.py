@@ -89,8 +89,10 @@ def test_a_failed_clone_stops_with_one_message_and_the_ways_out(in_colab, monkey
     assert len(rec.calls) == 1  # nothing installed after a failed clone
 
 
-def test_outside_colab_the_cell_does_nothing(monkeypatch):
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+def test_outside_colab_the_cell_does_nothing(in_colab, monkeypatch):
+    """Everything as in Colab (the kit not installed, no clone yet) but google.colab: the cell clones and
+    installs nothing, so it is safe to run on a learner's own machine without the kit installed."""
+    monkeypatch.delitem(sys.modules, "google.colab")
     rec = Recorder()
     run_cell(monkeypatch, rec)
     assert rec.calls == []

@@ -91,7 +91,8 @@ def test_training_sees_crops_for_the_first_epochs_and_is_evaluated_on_whole_imag
     evals = []
     model.register_forward_pre_hook(lambda module, args: evals.append(args[0].shape[-1]) if not module.training else None)
     result = experiment.train(model, tiny_data, cfg, CPU, log=None)
-    steps = len(seen) // 4
+    steps = -(-len(tiny_data.train_labels) // cfg.batch_size)   # batches per epoch, the last one partial
+    assert steps == 4 and len(tiny_data.train_labels) == 60      # the tiny folder: 6 images of each class
     assert seen == [24] * (2 * steps) + [32] * (2 * steps)
     assert set(evals) == {32}
     assert result.history.epoch == [1, 2, 3, 4]
