@@ -777,6 +777,10 @@ class PhasedLoader:
     def generator(self):
         return self.current.generator
 
+    @property
+    def drop_last(self) -> bool:
+        return self.current.drop_last
+
 
 def val_loader(data: CIFAR10Data, batch_size: int = 1000, num_workers: int = 0,
                device: torch.device | str = "cpu") -> DataLoader | None:

@@ -796,6 +796,12 @@ def test_a_loader_with_no_batches_is_an_error_naming_the_fix(tiny_data):
         fit(tiny_model(), train, test, config, CPU, progress=False, log=None)
     with pytest.raises(ValueError, match="gave no batches"):
         train_one_epoch(tiny_model(), train, torch.optim.SGD(tiny_model().parameters(), lr=0.1), CPU, progress=False)
+    # and the same through the crops-then-whole-images loader that the course recipe trains with
+    from course_utils.data import PhasedLoader
+    phased = PhasedLoader([(0, train), (1, make_loaders(tiny_data, 4096, seed=3, drop_last=True)[0])])
+    assert len(phased) == 0 and phased.drop_last
+    with pytest.raises(ValueError, match=r"4096 and its last partial batch dropped"):
+        fit(tiny_model(), phased, test, config, CPU, progress=False, log=None)
 
 
 def test_evaluate_refuses_a_loss_that_averages():
