@@ -19,7 +19,8 @@ STAND_IN = """#!/usr/bin/env bash
 [ "$*" = "-c import xdist" ] && { [ -n "${XDIST:-}" ]; exit $?; }
 echo "$*|TORCH_LOGS=${TORCH_LOGS:-}|OMP=${OMP_NUM_THREADS:-}|SMOKE=${COURSE_SMOKE-unset}" >> "$CALLS"
 case "$*" in
-  *"course_utils train"*) mkdir -p runs && echo '{"by": "train"}' > runs/cifarnet-full-e40-b512-s1.json ;;
+  *"course_utils train"*) mkdir -p runs && echo '{"by": "train"}' > runs/cifarnet-full-e40-b512-s1.json
+    printf '%b\n' "${FAST_OUT:-done: cifarnet\nfinal validation accuracy 85.90%, final test accuracy 85.50% (with test-time flip averaging: 86.10%)}" ;;
   *"11_full_training"*) mkdir -p runs && echo '{"by": "notebook"}' > runs/cifarnet-full-e40-b512-s1.json ;;
   *"course_utils bench"*) exit 3 ;;
 esac
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
                                 reason="needs bash and coreutils' timeout")
 
 
-def run_checks(tmp_path, budget, workers=None, xdist=True):
+def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None):
     stand_in = tmp_path / "python"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
@@ -41,6 +42,8 @@ def run_checks(tmp_path, budget, workers=None, xdist=True):
         env["GPU_CHECK_WORKERS"] = str(workers)
     if xdist:
         env["XDIST"] = "1"
+    if fast_out is not None:
+        env["FAST_OUT"] = fast_out
     work = tmp_path / "repo"
     (work / "runs").mkdir(parents=True)
     old = work / "runs" / "before.json"
@@ -65,6 +68,7 @@ def test_every_step_runs_in_order_of_value_at_full_size(tmp_path):
     assert [c.split("|")[2] for c in calls] == ["OMP="] * 2 + ["OMP=1"] + ["OMP="] * 2   # one thread per xdist process
     log = (out / "steps.log").read_text()
     assert "bench: rc=3" in log and "doctor: rc=0" in log and log.rstrip().endswith("end: failed: bench")
+    assert "train_fast: compiled, traced once, final test accuracy 85.50% (85% or more)" in log
     assert (out / "bench.log").read_text().splitlines()[-1] == "rc=3"
     # each step's records in a folder of its own: the notebook's run does not overwrite the Results row's;
     # a record older than the checks is not copied
@@ -93,3 +97,32 @@ def test_bad_arguments_are_refused_with_the_usage(tmp_path):
         assert not (tmp_path / "out" / "steps.log").exists()
     assert "got SECONDS=10m" in subprocess.run(["bash", str(SCRIPT), "out", "10m"], cwd=tmp_path, capture_output=True,
                                                text=True, timeout=30).stderr
+
+
+@pytest.mark.parametrize("fast_out, why", [
+    ("torch.compile failed at the first step (RuntimeError: GPUTooOldForTriton); training uncompiled from here\n"
+     "final test accuracy 86.00% (with test-time flip averaging: 86.50%)", "it trained uncompiled"),
+    ("torch.compile needs Triton, which this install lacks: training uncompiled\nfinal test accuracy 86.00% (x)",
+     "it trained uncompiled"),
+    ("V1205 torch/_dynamo/guards.py] [0/1] Recompiling function forward in models.py\nfinal test accuracy 86.00% (x)",
+     "the compiled graph was traced again"),
+    ("final validation accuracy 80.20%, final test accuracy 80.00% (with test-time flip averaging: 81.00%)",
+     "final test accuracy 80.00%, under 85%"),
+    ("done: cifarnet, 12 epochs\nno final accuracy: the run stopped early; continue it with --resume",
+     "no final test accuracy in its log"),
+])
+def test_the_fast_run_fails_on_what_it_did_not_only_on_its_exit_code(tmp_path, fast_out, why):
+    """Exit code 0 is not enough: a compile that fell back to eager, a recompile, a run under 85% or one
+    with no final accuracy makes the fast run a failed step, and the line says which."""
+    done, calls, out = run_checks(tmp_path, 200, workers=15, fast_out=fast_out)
+    assert done.returncode == 1, done.stderr
+    log = (out / "steps.log").read_text()
+    assert "train_fast: rc=0" in log and f"train_fast: failed its checks: {why}" in log, log
+    assert log.rstrip().endswith("end: failed: train_fast bench")
+    assert len(calls) == 5                      # the later steps still ran
+
+
+def test_a_fast_run_that_fails_two_checks_names_both(tmp_path):
+    done, _, out = run_checks(tmp_path, 200, workers=15, fast_out="Recompiling function forward\nfinal test accuracy 84.99% (x)")
+    assert ("train_fast: failed its checks: the compiled graph was traced again; final test accuracy 84.99%, under 85%"
+            in (out / "steps.log").read_text())
