@@ -428,18 +428,39 @@ class CompileGuard(nn.Module):
         return out
 
 
+#: Triton, and so Inductor's GPU kernels, need compute capability 7.0 or newer (Volta): older cards (a P100,
+#: 6.0, on Kaggle) fail at the first compiled step, after minutes of tracing.
+TRITON_MIN_CAPABILITY = (7, 0)
+
+
+def gpu_too_old_to_compile(device: torch.device | str) -> "tuple[int, int] | None":
+    """The CUDA ``device``'s compute capability if it is below ``TRITON_MIN_CAPABILITY``, else None (also
+    where it cannot be asked: then the compile guard finds out at the first step)."""
+    try:
+        capability = tuple(torch.cuda.get_device_capability(torch.device(device)))
+    except Exception:  # noqa: BLE001 - no CUDA runtime to ask (a simulated device in tests, a broken driver)
+        return None
+    return capability if capability < TRITON_MIN_CAPABILITY else None
+
+
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
     """``torch.compile(model)`` where it pays: on CUDA with Triton installed, behind a ``CompileGuard``
     that falls back to the eager model if the first compiled step fails. On a CPU inductor needs a
     C++ compiler and a warm-up of its own (not measured here), and without Triton (Windows, some older
-    installs) compiling a CUDA model fails at its first step, so there the model is returned as it is,
-    with a note through ``log``."""
+    installs) or on a GPU older than Triton supports (``TRITON_MIN_CAPABILITY``) compiling a CUDA model
+    fails at its first step, so there the model is returned as it is, with a note through ``log``."""
     if torch.device(device).type != "cuda":
         return model
     if importlib.util.find_spec("triton") is None:
         if log:
             log("torch.compile needs Triton, which this install lacks: training uncompiled "
                 "(pip install triton, or --no-compile to skip this note)")
+        return model
+    old = gpu_too_old_to_compile(device)
+    if old is not None:
+        if log:
+            log(f"torch.compile needs a GPU of compute capability {'.'.join(map(str, TRITON_MIN_CAPABILITY))} or newer "
+                f"(Triton's minimum); this one is {old[0]}.{old[1]}: training uncompiled (--no-compile skips this note)")
         return model
     try:
         # dynamic=False: a run that changes its image size (progressive resizing's crops, then whole images)

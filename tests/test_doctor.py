@@ -141,3 +141,15 @@ def test_doctor_names_missing_class_folders_without_reading_an_image(tmp_path, c
     assert main(["doctor", "--device", "cpu", "--data-dir", str(root)]) == 1
     text = "\n".join(lines(capsys))
     assert "FIX  data" in text and "test lacks the class folder(s) truck (and has lorry, not a CIFAR-10 class)" in text
+
+
+def test_doctor_on_a_simulated_p100_says_compiling_is_off_and_why(fake_gpu, image_folder):
+    """A Kaggle P100 (capability 6.0) with Triton installed: Triton cannot build kernels for it, so the kit
+    does not compile there, and the doctor says why instead of "torch.compile on"."""
+    fake_gpu("Tesla P100-PCIE-16GB", (6, 0))
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert found["precision"].text.startswith("fp16 + GradScaler")
+    assert "torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is 6.0" in found["precision"].text
+    fake_gpu("Tesla V100", (7, 0))
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert "torch.compile on" in found["precision"].text

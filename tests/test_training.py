@@ -896,3 +896,25 @@ def test_the_first_compiled_steps_time_includes_its_backward():
     train_one_epoch(guard, loader, torch.optim.SGD(model.parameters(), lr=0.1), CPU, progress=False)
     assert guard.state == "compiled" and len(calls) == 2
     assert guard.first_call_seconds >= 0.3
+
+
+@pytest.mark.parametrize("capability, compiles", [((6, 0), False), ((6, 1), False), ((7, 0), True), ((9, 0), True)])
+def test_a_gpu_older_than_triton_supports_trains_uncompiled_with_a_note(monkeypatch, capability, compiles):
+    """Triton needs compute capability 7.0: on a P100 (6.0) compiling would trace for minutes and then fail,
+    so the model is returned as it is, with one note naming both capabilities and --no-compile."""
+    import importlib.util
+
+    from course_utils import training
+
+    model, notes, asked = nn.Linear(2, 2), [], []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: ("compiled", m))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "triton" else None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: asked.append(d) or capability)
+    result = training.compiled(model, torch.device("cuda:1"), notes.append)
+    assert asked == [torch.device("cuda:1")]                     # the card the run uses, not card 0
+    if compiles:
+        assert isinstance(result, training.CompileGuard) and notes == []
+    else:
+        assert result is model and len(notes) == 1
+        assert (f"needs a GPU of compute capability 7.0 or newer (Triton's minimum); this one is "
+                f"{capability[0]}.{capability[1]}") in notes[0] and "--no-compile" in notes[0]
