@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .arithmetic import effective_kernel
+from .runtime import cuda_device_context
 
 
 def _require_module(model) -> None:
@@ -74,7 +75,8 @@ def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), print_t
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"summary works on CPU or CUDA models; move the model from {device} with model.cpu()")
     buffer = io.StringIO()
-    with _eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(buffer):
+    # torchsummary builds its input on the current CUDA device: make it the model's (cuda:1, say)
+    with _eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(buffer), cuda_device_context(device):
         _summary(model, tuple(input_size), device=device.type)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -58,6 +58,16 @@ def get_device(name: str | None = None) -> torch.device:
     return device
 
 
+def cuda_device_context(device: torch.device | str):
+    """A context in which ``device`` (``cuda:N``) is the current CUDA device, for code that uses the current
+    device rather than the one it is given: the DataLoader's pin-memory thread pins on it, torchsummary
+    builds its input on it. Elsewhere (a CPU, MPS, a plain ``cuda``) it does nothing."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is not None:
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 #: bf16 runs on tensor cores from compute capability 8.0 (Ampere) on. ``torch.cuda.is_bf16_supported()``
 #: also says True on older cards (a T4 is 7.5), where bf16 is emulated: slow, or refused by cuDNN.
 BF16_MIN_CAPABILITY = (8, 0)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LEARNING_SETTINGS, TrainConfig
-from .runtime import mixed_precision, needs_grad_scaler, shown_path, synchronize
+from .runtime import cuda_device_context, mixed_precision, needs_grad_scaler, shown_path, synchronize
 
 
 class TrainingDivergedError(RuntimeError):
@@ -460,7 +460,8 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
     if old is not None:
         if log:
             log(f"torch.compile needs a GPU of compute capability {'.'.join(map(str, TRITON_MIN_CAPABILITY))} or newer "
-                f"(Triton's minimum); this one is {old[0]}.{old[1]}: training uncompiled (--no-compile skips this note)")
+                f"(Triton's minimum); this one is {old[0]}.{old[1]}: training uncompiled "
+                "(--no-compile skips this note)")
         return model
     try:
         # dynamic=False: a run that changes its image size (progressive resizing's crops, then whole images)
@@ -551,69 +552,72 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 log(_epoch_line(history, i, config.epochs))
 
     train_model = compiled(model, device, log) if config.compile else model
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            if hasattr(train_loader, "set_epoch"):  # data.PhasedLoader: crops, whole images, a clean tail
-                train_loader.set_epoch(epoch)
-            _reseed_epoch(train_loader, config.seed * 1000 + epoch)
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = train_one_epoch(
-                train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
-                channels_last=config.channels_last, scaler=scaler, progress=progress,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                after_step=None if ema is None else lambda: ema.update_parameters(model))
-            synchronize(device)
-            train_seconds = time.perf_counter() - t0
-            if isinstance(train_model, CompileGuard) and history.compile_seconds is None:
-                history.compile_seconds = train_model.first_call_seconds
-            # evaluation runs the eager model: only training is compiled (eval mode and the last,
-            # smaller batch would each cost a recompile for a few seconds of work)
-            scores = {}  # validation's, and the weight average's (validation and test)
-            if val_loader is not None:
-                val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=config.channels_last)
-                scores = dict(val_loss=val_loss, val_acc=val_acc)
-            test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
-            if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
-                test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
-                                               channels_last=config.channels_last)
-            if ema is not None:  # the weight average, scored beside the trained weights on the same images
-                refresh_batchnorm(ema.module, train_loader, device, channels_last=config.channels_last)
+    # on cuda:N the loaders' pin-memory thread pins on the current device: make it the run's
+    with cuda_device_context(device):
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                if hasattr(train_loader, "set_epoch"):  # data.PhasedLoader: crops, whole images, a clean tail
+                    train_loader.set_epoch(epoch)
+                _reseed_epoch(train_loader, config.seed * 1000 + epoch)
+                t0 = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                train_loss, train_acc = train_one_epoch(
+                    train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
+                    channels_last=config.channels_last, scaler=scaler, progress=progress,
+                    desc=f"epoch {epoch + 1}/{config.epochs}",
+                    after_step=None if ema is None else lambda: ema.update_parameters(model))
+                synchronize(device)
+                train_seconds = time.perf_counter() - t0
+                if isinstance(train_model, CompileGuard) and history.compile_seconds is None:
+                    history.compile_seconds = train_model.first_call_seconds
+                # evaluation runs the eager model: only training is compiled (eval mode and the last,
+                # smaller batch would each cost a recompile for a few seconds of work)
+                scores = {}  # validation's, and the weight average's (validation and test)
                 if val_loader is not None:
-                    scores["ema_val_loss"], scores["ema_val_acc"] = evaluate(
-                        ema.module, val_loader, device, amp=amp, channels_last=config.channels_last)
-                scores["ema_test_acc"] = None if test_loss is None else evaluate(
-                    ema.module, test_loader, device, amp=amp, channels_last=config.channels_last)[1]
-            for split, loss in (("validation", scores.get("val_loss")), ("test", test_loss)):
-                if loss is not None and not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"the {split} loss became {loss}; lower the learning rate (lr) or check the input data")
-            synchronize(device)
-            seconds = time.perf_counter() - t0
-            # the epoch joins the history once its checkpoint is on disk: stopped during the write, the
-            # history (and the log, and the run record) end where the checkpoint does
-            done = History.from_dict(history.to_dict())
-            done.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                        test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
-            if checkpoint:
-                save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
-                                scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
-                                ema=ema.state_dict() if ema is not None else {}, steps_per_epoch=steps_per_epoch,
-                                history=done.to_dict(), epoch=epoch + 1, config=config.to_dict())
-            history = done
+                    val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=config.channels_last)
+                    scores = dict(val_loss=val_loss, val_acc=val_acc)
+                test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
+                if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
+                    test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
+                                                   channels_last=config.channels_last)
+                if ema is not None:  # the weight average, scored beside the trained weights on the same images
+                    refresh_batchnorm(ema.module, train_loader, device, channels_last=config.channels_last)
+                    if val_loader is not None:
+                        scores["ema_val_loss"], scores["ema_val_acc"] = evaluate(
+                            ema.module, val_loader, device, amp=amp, channels_last=config.channels_last)
+                    scores["ema_test_acc"] = None if test_loss is None else evaluate(
+                        ema.module, test_loader, device, amp=amp, channels_last=config.channels_last)[1]
+                for split, loss in (("validation", scores.get("val_loss")), ("test", test_loss)):
+                    if loss is not None and not math.isfinite(loss):
+                        raise TrainingDivergedError(
+                            f"the {split} loss became {loss}; lower the learning rate (lr) or check the input data")
+                synchronize(device)
+                seconds = time.perf_counter() - t0
+                # the epoch joins the history once its checkpoint is on disk: stopped during the write, the
+                # history (and the log, and the run record) end where the checkpoint does
+                done = History.from_dict(history.to_dict())
+                done.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                            test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
+                if checkpoint:
+                    save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),
+                                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
+                                    ema=ema.state_dict() if ema is not None else {}, steps_per_epoch=steps_per_epoch,
+                                    history=done.to_dict(), epoch=epoch + 1, config=config.to_dict())
+                history = done
+                if log:
+                    log(_epoch_line(history, -1, config.epochs))
+        except KeyboardInterrupt:
+            history.interrupted = True
             if log:
-                log(_epoch_line(history, -1, config.epochs))
-    except KeyboardInterrupt:
-        history.interrupted = True
-        if log:
-            if not len(history):
-                log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
-            else:
-                where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
-                log(f"interrupted after {len(history)} complete epoch(s){where}. "
-                    "Continue with fit(..., resume=True) or the CLI's --resume.")
-    except TrainingDivergedError as err:
-        where = (f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept." if checkpoint and len(history)
-                 else " No epoch finished, so nothing was saved." if checkpoint else "")
-        raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
-    return history
+                if not len(history):
+                    log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
+                else:
+                    where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
+                    log(f"interrupted after {len(history)} complete epoch(s){where}. "
+                        "Continue with fit(..., resume=True) or the CLI's --resume.")
+        except TrainingDivergedError as err:
+            where = (f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept."
+                     if checkpoint and len(history)
+                     else " No epoch finished, so nothing was saved." if checkpoint else "")
+            raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
+        return history

@@ -918,3 +918,43 @@ def test_a_gpu_older_than_triton_supports_trains_uncompiled_with_a_note(monkeypa
         assert result is model and len(notes) == 1
         assert (f"needs a GPU of compute capability 7.0 or newer (Triton's minimum); this one is "
                 f"{capability[0]}.{capability[1]}") in notes[0] and "--no-compile" in notes[0]
+
+
+def test_a_run_on_cuda_n_makes_its_card_the_current_device(tiny_data, monkeypatch):
+    """The loaders' pin-memory thread and torchsummary use the current CUDA device, not the one a run was
+    given: fit (and summary) make cuda:N current for their work; on a CPU or a plain 'cuda' nothing is set."""
+    from course_utils import inspection, runtime, training
+
+    entered = []
+
+    class Recorder:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append("exit")
+
+    monkeypatch.setattr(torch.cuda, "device", Recorder)
+    for name in ("cpu", "cuda", "mps"):
+        with runtime.cuda_device_context(name):
+            pass
+    assert entered == []
+    with runtime.cuda_device_context("cuda:1"):
+        assert entered == [torch.device("cuda:1")]
+    assert entered[-1] == "exit"
+    # fit enters it around its epochs with the run's device
+    seen = []
+    monkeypatch.setattr(training, "cuda_device_context", lambda d: seen.append(torch.device(d)) or runtime.contextlib.nullcontext())
+    run(tiny_data, small_config(epochs=1))
+    assert seen == [CPU]
+    # and summary with the model's device
+    import torchsummary
+    monkeypatch.setattr(inspection, "cuda_device_context", lambda d: seen.append(("summary", torch.device(d)))
+                        or runtime.contextlib.nullcontext())
+    monkeypatch.setattr(torchsummary, "summary", lambda model, size, device: print("table"))
+    monkeypatch.setattr(inspection, "_true_totals", lambda text, total, trainable: text)
+    inspection.summary(nn.Linear(2, 2), (2,), print_table=False)
+    assert seen[-1] == ("summary", CPU)
