@@ -64,14 +64,11 @@ def _device_findings(device_name: str | None) -> list[Finding]:
            torch.bfloat16: "bf16 tensor cores (capability 8.0 or newer)",
            torch.float16: "fp16 with loss scaling: this card has no native bf16 (before capability 8.0)"}[dtype]
     if device.type == "cuda" and config.compile:
-        from .training import TRITON_MIN_CAPABILITY, gpu_too_old_to_compile
+        from .training import compile_unavailable
 
-        has_triton = importlib.util.find_spec("triton") is not None
-        old = gpu_too_old_to_compile(device)
-        compile_note = ("torch.compile off: Triton is not installed (pip install triton)" if not has_triton
-                        else f"torch.compile off: Triton needs compute capability "
-                             f"{'.'.join(map(str, TRITON_MIN_CAPABILITY))} or newer, this GPU is {old[0]}.{old[1]}"
-                        if old is not None else "torch.compile on (a failed first compile falls back to eager)")
+        reason = compile_unavailable(device)
+        compile_note = (f"torch.compile off: {reason}" if reason is not None
+                        else "torch.compile on (a failed first compile falls back to eager)")
     else:
         compile_note = "torch.compile off (only used on CUDA)"
     return [

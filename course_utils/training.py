@@ -443,6 +443,19 @@ def gpu_too_old_to_compile(device: torch.device | str) -> "tuple[int, int] | Non
     return capability if capability < TRITON_MIN_CAPABILITY else None
 
 
+def compile_unavailable(device: torch.device | str) -> str | None:
+    """Why ``torch.compile`` cannot train on the CUDA ``device`` here, in words a note can carry, or None
+    where nothing known stands in its way: Triton (Inductor's GPU kernels) is not installed, or the card
+    is older than Triton supports. One answer for ``compiled`` and for ``doctor``."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton)"
+    old = gpu_too_old_to_compile(device)
+    if old is not None:
+        need = ".".join(map(str, TRITON_MIN_CAPABILITY))
+        return f"Triton needs compute capability {need} or newer, this GPU is {old[0]}.{old[1]}"
+    return None
+
+
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
     """``torch.compile(model)`` where it pays: on CUDA with Triton installed, behind a ``CompileGuard``
     that falls back to the eager model if the first compiled step fails. On a CPU inductor needs a
@@ -451,17 +464,10 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
     fails at its first step, so there the model is returned as it is, with a note through ``log``."""
     if torch.device(device).type != "cuda":
         return model
-    if importlib.util.find_spec("triton") is None:
+    reason = compile_unavailable(device)
+    if reason is not None:
         if log:
-            log("torch.compile needs Triton, which this install lacks: training uncompiled "
-                "(pip install triton, or --no-compile to skip this note)")
-        return model
-    old = gpu_too_old_to_compile(device)
-    if old is not None:
-        if log:
-            log(f"torch.compile needs a GPU of compute capability {'.'.join(map(str, TRITON_MIN_CAPABILITY))} or newer "
-                f"(Triton's minimum); this one is {old[0]}.{old[1]}: training uncompiled "
-                "(--no-compile skips this note)")
+            log(f"torch.compile off: {reason}; training uncompiled (--no-compile skips this note)")
         return model
     try:
         # dynamic=False: a run that changes its image size (progressive resizing's crops, then whole images)

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from course_utils import doctor
+from course_utils import doctor, training
 from course_utils.__main__ import main
 
 
@@ -150,6 +150,9 @@ def test_doctor_on_a_simulated_p100_says_compiling_is_off_and_why(fake_gpu, imag
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert found["precision"].text.startswith("fp16 + GradScaler")
     assert "torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is 6.0" in found["precision"].text
+    notes = []                                   # a run on this card says the same, in the same words
+    training.compiled(torch.nn.Linear(2, 2), torch.device("cuda"), notes.append)
+    assert len(notes) == 1 and notes[0].startswith(found["precision"].text.split("; ")[-1] + "; training uncompiled")
     fake_gpu("Tesla V100", (7, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert "torch.compile on" in found["precision"].text

@@ -102,8 +102,10 @@ def test_bad_arguments_are_refused_with_the_usage(tmp_path):
 @pytest.mark.parametrize("fast_out, why", [
     ("torch.compile failed at the first step (RuntimeError: GPUTooOldForTriton); training uncompiled from here\n"
      "final test accuracy 86.00% (with test-time flip averaging: 86.50%)", "it trained uncompiled"),
-    ("torch.compile needs Triton, which this install lacks: training uncompiled\nfinal test accuracy 86.00% (x)",
-     "it trained uncompiled"),
+    ("torch.compile off: Triton is not installed (pip install triton); training uncompiled (--no-compile skips "
+     "this note)\nfinal test accuracy 86.00% (x)", "it trained uncompiled"),
+    ("torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is 6.0; training uncompiled "
+     "(--no-compile skips this note)\nfinal test accuracy 86.00% (x)", "it trained uncompiled"),
     ("V1205 torch/_dynamo/guards.py] [0/1] Recompiling function forward in models.py\nfinal test accuracy 86.00% (x)",
      "the compiled graph was traced again"),
     ("final validation accuracy 80.20%, final test accuracy 80.00% (with test-time flip averaging: 81.00%)",

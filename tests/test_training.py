@@ -364,7 +364,8 @@ def test_compile_on_cuda_needs_triton(monkeypatch):
     assert training.compiled(model, torch.device("cpu"), notes.append) is model and notes == []
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no Triton (e.g. Windows)
     assert training.compiled(model, torch.device("cuda"), notes.append) is model
-    assert len(notes) == 1 and "needs Triton" in notes[0] and "--no-compile" in notes[0]
+    assert notes == ["torch.compile off: Triton is not installed (pip install triton); training uncompiled "
+                     "(--no-compile skips this note)"]
 
 
 def test_a_compile_that_fails_at_its_first_step_falls_back_to_eager_once(monkeypatch):
@@ -916,8 +917,8 @@ def test_a_gpu_older_than_triton_supports_trains_uncompiled_with_a_note(monkeypa
         assert isinstance(result, training.CompileGuard) and notes == []
     else:
         assert result is model and len(notes) == 1
-        assert (f"needs a GPU of compute capability 7.0 or newer (Triton's minimum); this one is "
-                f"{capability[0]}.{capability[1]}") in notes[0] and "--no-compile" in notes[0]
+        assert notes == [f"torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is "
+                         f"{capability[0]}.{capability[1]}; training uncompiled (--no-compile skips this note)"]
 
 
 def test_a_run_on_cuda_n_makes_its_card_the_current_device(tiny_data, monkeypatch):
