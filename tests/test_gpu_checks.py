@@ -23,6 +23,7 @@ case "$*" in
     printf '%b\n' "${FAST_OUT:-done: cifarnet\nfinal validation accuracy 85.90%, final test accuracy 85.50% (with test-time flip averaging: 86.10%)}" ;;
   *"11_full_training"*) mkdir -p runs && echo '{"by": "notebook"}' > runs/cifarnet-full-e40-b512-s1.json ;;
   *"course_utils bench"*) exit 3 ;;
+  *"course_utils doctor"*) if [ -n "${DOCTOR_SLEEP:-}" ]; then exec sleep "$DOCTOR_SLEEP"; fi ;;
 esac
 """
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
                                 reason="needs bash and coreutils' timeout")
 
 
-def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None):
+def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None, script=SCRIPT, doctor_sleep=None):
     stand_in = tmp_path / "python"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
@@ -44,12 +45,14 @@ def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None):
         env["XDIST"] = "1"
     if fast_out is not None:
         env["FAST_OUT"] = fast_out
+    if doctor_sleep is not None:
+        env["DOCTOR_SLEEP"] = str(doctor_sleep)
     work = tmp_path / "repo"
     (work / "runs").mkdir(parents=True)
     old = work / "runs" / "before.json"
     old.write_text("{}")
     os.utime(old, (time.time() - 3600, time.time() - 3600))   # a record from before the checks
-    done = subprocess.run(["bash", str(SCRIPT), "out-rel", str(budget)], cwd=work, env=env, capture_output=True,
+    done = subprocess.run(["bash", str(script), "out-rel", str(budget)], cwd=work, env=env, capture_output=True,
                           text=True, timeout=60)
     return done, calls.read_text().splitlines() if calls.exists() else [], work / "out-rel"
 
@@ -128,3 +131,25 @@ def test_a_fast_run_that_fails_two_checks_names_both(tmp_path):
     done, _, out = run_checks(tmp_path, 200, workers=15, fast_out="Recompiling function forward\nfinal test accuracy 84.99% (x)")
     assert ("train_fast: failed its checks: the compiled graph was traced again; final test accuracy 84.99%, under 85%"
             in (out / "steps.log").read_text())
+
+
+@pytest.mark.parametrize("doctor_limits, budget, rc, line, end", [
+    # its own maximum (3 s) is the limit: it overran what it is allowed, a failure
+    ("1 3", 100, 1, "doctor: rc=124 (over its own limit of 3 s: failed)", "end: failed: doctor bench"),
+    # the budget (3 s) is the limit: the step is unfinished, not failed, and the last line says so
+    ("1 60", 3, 0, "doctor: rc=124 (cut when the budget ran out after 3 s: unfinished, not failed)",
+     "end: every step that ran passed; cut by the budget, unfinished: doctor"),
+])
+def test_a_step_cut_by_the_budget_is_unfinished_and_one_over_its_own_limit_failed(tmp_path, doctor_limits, budget,
+                                                                                  rc, line, end):
+    """Timed with short limits: a copy of the script whose doctor step may take 1 to 3 (or 60) s, and a
+    doctor that hangs for 30 s."""
+    script = tmp_path / "gpu-checks"
+    text = SCRIPT.read_text()
+    assert text.count("step doctor 20 60 ") == 1
+    script.write_text(text.replace("step doctor 20 60 ", f"step doctor {doctor_limits} "))
+    done, calls, out = run_checks(tmp_path, budget, workers=15, script=script, doctor_sleep=30)
+    assert done.returncode == rc, done.stderr
+    log = (out / "steps.log").read_text()
+    assert line in log and log.rstrip().endswith(end), log
+    assert (out / "doctor.log").read_text().splitlines()[-1] == "rc=124"
