@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "85% test accuracy. Prints a table and writes a JSON record under runs/bench/.")
     bench.add_argument("--quick", action="store_true", help="a CPU-sized run: 3 steps per row (noisy)")
     bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    bench.add_argument("--no-time-to-accuracy", dest="time_to_target", action="store_false",
+                       help="on CUDA, leave out the time to 85%% (a whole fast-recipe run)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     ablate = sub.add_parser("ablate", help="train the ablation variants, several seeds each; CSVs and figure to figures/",
                             description="Train every ablation variant (course_utils.ablation.VARIANTS: CifarNet with "
@@ -286,7 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     print(f"benchmark record: {path} (rewritten after every row: a stopped benchmark keeps the rows it measured)")
     try:  # the record is rewritten (atomically) after every row, and written once before the first
-        run_benchmark(device, quick=args.quick, data=data, save=lambda r: atomic_write_text(json.dumps(r, indent=2), path))
+        run_benchmark(device, quick=args.quick, data=data, time_to_target=args.time_to_target,
+                      save=lambda r: atomic_write_text(json.dumps(r, indent=2), path))
     except KeyboardInterrupt:
         print(f"interrupted: the rows measured so far are in {path} (marked \"complete\": false)", file=sys.stderr)
         return 130

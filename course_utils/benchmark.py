@@ -228,8 +228,12 @@ def time_to_accuracy(h, target: float, config: dict | None = None) -> dict:
     }
 
 
-def run_benchmark(device, quick: bool = False, data=None, log=print, save: Callable[[dict], object] | None = None) -> dict:
+def run_benchmark(device, quick: bool = False, data=None, log=print, save: Callable[[dict], object] | None = None,
+                  time_to_target: bool = True) -> dict:
     """Everything ``python -m course_utils bench`` measures, as one record.
+
+    ``time_to_target=False`` leaves out the time to 85% on CUDA (a whole fast-recipe run, minutes), for a
+    caller that has just trained that recipe anyway (``.ci/gpu-checks``).
 
     ``save`` (the CLI's: an atomic write of the JSON file) is called with the record after each row and
     at the end, so that a benchmark stopped part-way (a time limit, Ctrl-C) keeps the rows it measured:
@@ -289,7 +293,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
                 if log:
                     log(f"train step  {name:<13} {params:8,d} params {macs / 1e6:6.2f} M MACs  batch {batch:4d}  "
                         f"{amp or 'fp32':>4}  channels_last={cl!s:<5} {ips:10,.0f} images/s")
-    if device.type == "cuda" and not quick:
+    if device.type == "cuda" and not quick and time_to_target:
         # a benchmark, not a decision: it reads the test set every epoch, and keeps its checkpoint
         # under runs/bench/, away from the learner's own runs
         result = run_training("cifarnet", TrainConfig.fast(test_each_epoch=True), device=str(device), data=data,
@@ -302,7 +306,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         if log:
             log(f"time to 85%: {record['time_to_accuracy']}")
     elif log:
-        log("time to accuracy: skipped (" + ("--quick" if quick else "needs CUDA") + ")")
+        why = "--quick" if quick else "needs CUDA" if device.type != "cuda" else "--no-time-to-accuracy"
+        log(f"time to accuracy: skipped ({why})")
     record["complete"] = True
     save(record)
     return record

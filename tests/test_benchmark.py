@@ -196,3 +196,31 @@ def test_a_benchmark_stopped_in_its_time_to_accuracy_run_is_not_complete(monkeyp
     last = saved[-1]
     assert last["complete"] is False and last["time_to_accuracy"]["interrupted"] is True
     assert last["time_to_accuracy"]["reached_at_epoch"] is None and len(last["train_step"]) > 0
+
+
+def test_a_benchmark_without_its_time_to_accuracy_run_trains_nothing_and_says_why(monkeypatch):
+    """`bench --no-time-to-accuracy` (what .ci/gpu-checks runs, right after its own fast run) measures the
+    throughput rows on (simulated) CUDA and never starts the fast recipe's training run."""
+    from course_utils import benchmark, experiment, runtime
+    from course_utils.__main__ import build_parser
+
+    class Data:
+        def subset(self, *a):
+            return self
+
+    def must_not_train(*a, **k):
+        raise AssertionError("the time-to-85% run was started")
+
+    monkeypatch.setattr(runtime, "device_name", lambda device: "a simulated A100")
+    monkeypatch.setattr(runtime, "mixed_precision", lambda device, amp=True: torch.bfloat16)
+    monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda device: True)
+    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: 1000.0)
+    monkeypatch.setattr(benchmark, "train_step_throughput", lambda *a, **k: 500.0)
+    monkeypatch.setattr(experiment, "run_training", must_not_train)
+    lines = []
+    record = benchmark.run_benchmark(torch.device("cuda"), quick=False, data=Data(), log=lines.append,
+                                     time_to_target=False)
+    assert record["complete"] is True and record["time_to_accuracy"] is None and record["train_step"]
+    assert lines[-1] == "time to accuracy: skipped (--no-time-to-accuracy)"
+    assert build_parser().parse_args(["bench", "--no-time-to-accuracy"]).time_to_target is False
+    assert build_parser().parse_args(["bench"]).time_to_target is True

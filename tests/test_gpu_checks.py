@@ -64,7 +64,7 @@ def test_every_step_runs_in_order_of_value_at_full_size(tmp_path):
     assert steps == ["-m course_utils doctor",
                      "-m course_utils train --recipe fast --no-progress",
                      "-m pytest -q -p no:cacheprovider tests --ignore=tests/test_jupyterlab_e2e.py -n 15 --dist loadfile",
-                     "-m course_utils bench",
+                     "-m course_utils bench --no-time-to-accuracy",
                      "-m pytest -q -p no:cacheprovider --nbval --nbval-current-env notebooks/11_full_training.ipynb"]
     assert all(c.endswith("SMOKE=unset") for c in calls)               # never in smoke mode
     assert [c.split("|")[1] for c in calls] == ["TORCH_LOGS=", "TORCH_LOGS=recompiles"] + ["TORCH_LOGS="] * 3
@@ -86,7 +86,7 @@ def test_a_short_budget_skips_what_it_cannot_finish_and_says_so(tmp_path):
     steps = [c.split("|")[0] for c in calls]
     assert steps == ["-m course_utils doctor",
                      "-m pytest -q -p no:cacheprovider tests --ignore=tests/test_jupyterlab_e2e.py",
-                     "-m course_utils bench"]
+                     "-m course_utils bench --no-time-to-accuracy"]
     log = (out / "steps.log").read_text()
     assert "train_fast: skipped" in log and "(it needs 120)" in log and "notebook_11: skipped" in log
     assert "pytest-xdist is not installed (pip install pytest-xdist): one process" in log
