@@ -9,6 +9,7 @@ Tan & Le, "EfficientNet", 2019 (https://arxiv.org/abs/1905.11946), and timm's ``
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import itertools
 import math
@@ -338,19 +339,58 @@ def _epoch_line(h: History, i: int, epochs: int) -> str:
             f"{val}{test}{ema}lr {h.lr[i]:.4f}  {h.seconds[i]:5.1f} s")
 
 
-def weight_average(model: nn.Module, decay: float):
+class WeightAverage(nn.Module):
+    """An exponential moving average of a network's weights (``weight_average`` builds one).
+
+    ``module`` is the averaged copy; ``n_averaged`` counts the steps taken, as in PyTorch's
+    ``torch.optim.swa_utils.AveragedModel``, whose state-dict layout this keeps (``module.*`` and
+    ``n_averaged``: checkpoints written with it load here). Written out rather than used because
+    ``AveragedModel`` copies its CPU step counter to the GPU at every step, a copy that waits for the GPU
+    to finish its queued work; here the counter stays on the CPU and each step is one fused update per
+    group of tensors (``torch._foreach_lerp_``), which queues no copy and reads nothing back."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long))   # on the CPU: read every step
+
+    def _apply(self, fn, recurse=True):   # .to(device) moves the averaged weights; the counter stays on the CPU
+        n_averaged = self.n_averaged
+        super()._apply(fn, recurse)
+        self.n_averaged = n_averaged
+        return self
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        averaged = [p.detach() for p in self.module.parameters()]
+        weights = [p.detach() for p in model.parameters()]
+        if len(averaged) != len(weights):
+            raise ValueError(f"the average holds {len(averaged)} parameter tensors, the model {len(weights)}: "
+                             "average the network it was built from")
+        if int(self.n_averaged) == 0:
+            torch._foreach_copy_(averaged, weights)
+        else:
+            torch._foreach_lerp_(averaged, weights, 1.0 - self.decay)
+        # the buffers (BatchNorm's statistics) follow the trained network's, as AveragedModel's do without
+        # use_buffers; refresh_batchnorm measures them for the averaged weights before scoring
+        buffers = [(mine, theirs.detach()) for mine, theirs in zip(self.module.buffers(), model.buffers())]
+        if buffers:
+            torch._foreach_copy_(*map(list, zip(*buffers)))
+        self.n_averaged += 1
+
+
+def weight_average(model: nn.Module, decay: float) -> WeightAverage | None:
     """An exponential moving average of ``model``'s weights, or None when ``decay`` is 0: after every step
     ``average = decay · average + (1 − decay) · weights``, so it weighs about the last ``1 / (1 − decay)``
-    steps (Polyak & Juditsky 1992). ``update_parameters(model)`` takes a step; ``.module`` is the averaged
-    network. Its BatchNorm statistics are not averaged: an average of the statistics of weights that kept
-    moving describes none of them, least of all early in a run, so
+    steps (Polyak & Juditsky 1992); the first step copies the weights. ``update_parameters(model)`` takes a
+    step; ``.module`` is the averaged network. Its BatchNorm statistics are not averaged: an average of the
+    statistics of weights that kept moving describes none of them, least of all early in a run, so
     ``refresh_batchnorm`` measures them for the averaged weights before it is scored, as SWA does
     (Izmailov et al. 2018, arXiv:1803.05407)."""
     if not decay:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    return WeightAverage(model, decay)
 
 
 #: How many training batches ``refresh_batchnorm`` measures BatchNorm's statistics on (5,120 images at batch 256).

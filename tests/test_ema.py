@@ -159,3 +159,63 @@ def test_the_cli_reports_the_average_beside_the_trained_weights(image_folder, tm
     record = json.loads(open(re.search(r"run record: (\S+)", out.stdout)[1]).read())
     assert report and float(report[2]) == pytest.approx(record["final_ema_test_acc"], abs=0.005)
     assert float(report[1]) == pytest.approx(record["final_ema_val_acc"], abs=0.005)
+
+
+def test_an_update_moves_nothing_between_devices_and_reads_nothing_back():
+    """AveragedModel copied its CPU step counter to the GPU at every step, and such a copy waits for the
+    GPU's queued work. Here, on a model on the 'meta' device (a stand-in for a GPU: no data), every op of
+    an update is logged: none copies between devices, none reads a value off the model's device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.crossings, self.reads = [], []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            name = func.overloadpacket.__name__
+            if name == "_local_scalar_dense" and tensors[0].device.type != "cpu":
+                self.reads.append(name)
+            if name in ("_to_copy", "copy_", "_copy_from") and len({t.device.type for t in tensors}
+                                                                | ({torch.device(kwargs["device"]).type}
+                                                                   if kwargs.get("device") else set())) > 1:
+                self.crossings.append(name)
+            return func(*args, **(kwargs or {}))
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).to("meta")
+    ema = weight_average(model, 0.9)
+    with Log() as log:
+        for _ in range(3):
+            ema.update_parameters(model)
+    assert log.crossings == [] and log.reads == []
+    assert int(ema.n_averaged) == 3 and ema.n_averaged.device.type == "cpu"
+    assert all(p.device.type == "meta" for p in ema.module.parameters())
+
+
+def test_the_average_keeps_averaged_models_state_dict_layout():
+    """Checkpoints written when the kit used torch.optim.swa_utils.AveragedModel load into the average,
+    and the other way round; moving the average moves its weights, not its CPU step counter."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=False)
+    ours = weight_average(model, 0.9)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        theirs.update_parameters(model)
+        ours.update_parameters(model)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for k, v in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v)
+    fresh = weight_average(model, 0.9)
+    fresh.load_state_dict(theirs.state_dict())
+    assert int(fresh.n_averaged) == 3
+    fresh.to(torch.float64)
+    assert fresh.n_averaged.dtype == torch.long and fresh.module[0].weight.dtype == torch.float64
+    with pytest.raises(ValueError, match="average the network it was built from"):
+        ours.update_parameters(nn.Linear(3, 4))
