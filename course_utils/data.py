@@ -680,9 +680,10 @@ def eval_loader(images: np.ndarray, labels: np.ndarray, mean: Sequence[float], s
     """An unshuffled, unaugmented loader (validation or test): normalisation only, done per batch."""
     from .runtime import loader_settings
 
-    how = loader_settings(device, num_workers)
+    how = loader_settings(device, num_workers)   # workers only on CUDA (see loader_settings)
     return DataLoader(AlbumentationsDataset(images, labels), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=how["pin_memory"], persistent_workers=how["persistent_eval"],
+                      num_workers=how["eval_workers"], pin_memory=how["pin_memory"],
+                      persistent_workers=how["persistent_eval"],
                       collate_fn=BatchNormalize(mean, std))
 
 

@@ -142,11 +142,14 @@ def loader_workers(device: torch.device, requested: int | None = None) -> int:
 def loader_settings(device: torch.device | str, workers: int) -> dict:
     """How the loaders move data to ``device``: pinned memory and asynchronous copies only on CUDA
     (the only place they are safe and useful), persistent workers for the training loader whenever it
-    has workers, and for the evaluation loaders only on CUDA (on MPS each persistent worker holds its
-    own copy of the images for the whole run)."""
+    has workers. The evaluation loaders (no augmentation: a batch is one vectorised normalisation) get
+    workers only on CUDA, kept for the whole run, where they pin the next batch while the GPU works;
+    elsewhere they load in the training process: on MPS each pass would otherwise *spawn* its workers
+    again, each unpickling its own copy of the images, to save one normalisation per batch."""
     cuda = torch.device(device).type == "cuda"
     return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
-            "persistent_train": workers > 0, "persistent_eval": workers > 0 and cuda}
+            "persistent_train": workers > 0, "eval_workers": workers if cuda else 0,
+            "persistent_eval": workers > 0 and cuda}
 
 
 @contextlib.contextmanager

@@ -100,6 +100,10 @@ def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, 
     train, test = make_loaders(load_cifar10(image_folder, download=False), 8, workers, device=device)
     assert train.pin_memory is pinned and test.pin_memory is pinned
     assert train.persistent_workers is (workers > 0) and test.persistent_workers is persistent_eval
+    # evaluation loads in the training process except on CUDA: on MPS a pass would spawn its workers again
+    assert train.num_workers == workers and test.num_workers == (workers if device == "cuda" else 0)
+    _, test = make_loaders(load_cifar10(image_folder, download=False), 8, 1, device=device)   # --workers 1
+    assert test.num_workers == (1 if device == "cuda" else 0) and how["eval_workers"] == (workers if device == "cuda" else 0)
     assert loader_workers(torch.device(device), requested=1) == 1
 
 
