@@ -236,7 +236,8 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "device": str(dev),
         "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
-        "precision": precision_name(mixed_precision(dev, config.amp)),
+        "precision": precision_name(mixed_precision(dev, config.amp)),   # this call's; a resumed run: see ran_on
+        "ran_on": history.ran_on(),   # each stretch of epochs on one device in one precision
         "loader": loader_settings(dev, workers),
         "epochs": len(history),
         "epochs_planned": config.epochs,

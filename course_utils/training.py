@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LEARNING_SETTINGS, TrainConfig
-from .runtime import cuda_device_context, mixed_precision, needs_grad_scaler, shown_path, synchronize
+from .runtime import cuda_device_context, mixed_precision, needs_grad_scaler, precision_name, shown_path, synchronize
 
 
 class TrainingDivergedError(RuntimeError):
@@ -50,6 +50,10 @@ class History:
     ema_val_loss: list[float] = field(default_factory=list)
     ema_val_acc: list[float] = field(default_factory=list)
     ema_test_acc: list[float | None] = field(default_factory=list)  # read when test_acc is, else None
+    # where each epoch ran ("cpu", "cuda:0") and in what precision ("fp32", "bf16"): a resumed run may
+    # change both; None for epochs of checkpoints written before these were kept
+    device: list[str | None] = field(default_factory=list)
+    precision: list[str | None] = field(default_factory=list)
     interrupted: bool = False
     compile_seconds: float | None = None  # the first compiled step, compiling included (inside epoch 1's seconds)
 
@@ -103,7 +107,24 @@ class History:
     @classmethod
     def from_dict(cls, values: dict) -> "History":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        history = cls(**{k: v for k, v in values.items() if k in names})
+        for key in ("device", "precision"):   # older checkpoints: the epochs before these were kept are unknown
+            known = getattr(history, key)
+            setattr(history, key, [None] * (len(history.epoch) - len(known)) + list(known))
+        return history
+
+    def ran_on(self) -> list[dict]:
+        """The run's stretches of epochs on one device in one precision, in order: one entry for a run
+        that never changed, more for one resumed elsewhere (``device``/``precision`` None: not recorded)."""
+        spans: list[dict] = []
+        for i, epoch in enumerate(self.epoch):
+            where = {"device": self.device[i] if i < len(self.device) else None,
+                     "precision": self.precision[i] if i < len(self.precision) else None}
+            if spans and {k: spans[-1][k] for k in where} == where:
+                spans[-1]["last_epoch"] = epoch
+            else:
+                spans.append({"first_epoch": epoch, "last_epoch": epoch, **where})
+        return spans
 
     def __str__(self) -> str:
         if not self.epoch:
@@ -596,6 +617,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 else f"resumed from {shown_path(resume)} after epoch {start_epoch}:")
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
+            before = history.ran_on()[-1] if len(history) else None
+            now = {"device": str(device), "precision": precision_name(dtype)}
+            if (start_epoch < config.epochs and before and before["precision"] is not None
+                    and (before["precision"], torch.device(before["device"]).type)
+                    != (now["precision"], torch.device(now["device"]).type)):
+                log(f"note: epochs {before['first_epoch']}–{before['last_epoch']} ran in {before['precision']} on "
+                    f"{before['device']}; from epoch {start_epoch + 1} this run trains in {now['precision']} on "
+                    f"{now['device']} (its record lists each stretch under 'ran_on')")
 
     train_model = compiled(model, device, log) if config.compile else model
     # on cuda:N the loaders' pin-memory thread pins on the current device: make it the run's
@@ -642,7 +671,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 # the epoch joins the history once its checkpoint is on disk: stopped during the write, the
                 # history (and the log, and the run record) end where the checkpoint does
                 done = History.from_dict(history.to_dict())
-                done.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                done.append(epoch=epoch + 1, device=str(device), precision=precision_name(dtype),
+                            train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                             test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
                 if checkpoint:
                     save_checkpoint(checkpoint, model, optimizer=optimizer.state_dict(),

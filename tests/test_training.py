@@ -168,6 +168,39 @@ def test_fp16_training_scales_the_loss_and_a_resume_restores_the_scale(tiny_data
     assert [s["scale"] for s in made[1].loaded] == [2.0] and made[1].steps == len(train)
 
 
+def test_a_run_resumed_in_another_precision_says_so_and_its_history_keeps_both(tiny_data, tmp_path, monkeypatch):
+    """Started in fp16 (a T4's path, simulated), resumed in fp32: the resume says which epochs ran how, and
+    the history (so the run record's 'ran_on') keeps each stretch. A checkpoint written before epochs kept
+    their precision reads back as not recorded."""
+    import course_utils.training as training
+
+    monkeypatch.setattr(training, "mixed_precision", lambda device, amp=True: torch.float16 if amp else None)
+    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler([]))
+    config = small_config(epochs=3)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    ckpt = tmp_path / "c.pt"
+    torch.manual_seed(config.seed)
+    part = fit(tiny_model(), StopAfter(train, 2), test, config, CPU, checkpoint=ckpt, progress=False, log=None)
+    assert part.epoch == [1] and part.precision == ["fp16 + GradScaler"] and part.device == ["cpu"]
+    monkeypatch.setattr(training, "mixed_precision", lambda device, amp=True: None)
+    notes = []
+    h = fit(tiny_model(), train, test, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=notes.append)
+    assert ("note: epochs 1–1 ran in fp16 + GradScaler on cpu; from epoch 2 this run trains in fp32 on cpu "
+            "(its record lists each stretch under 'ran_on')") in notes
+    assert h.ran_on() == [{"first_epoch": 1, "last_epoch": 1, "device": "cpu", "precision": "fp16 + GradScaler"},
+                          {"first_epoch": 2, "last_epoch": 3, "device": "cpu", "precision": "fp32"}]
+    notes.clear()      # read back when finished: nothing left to train, nothing to note
+    fit(tiny_model(), train, test, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=notes.append)
+    assert not any(n.startswith("note:") for n in notes)
+
+    old = h.to_dict()
+    old.pop("device"), old.pop("precision")
+    assert training.History.from_dict(old).ran_on() == [
+        {"first_epoch": 1, "last_epoch": 3, "device": None, "precision": None}]
+    old["device"], old["precision"] = ["cpu"], ["fp32"]            # kept from epoch 3 on (resumed after 2)
+    assert [(r["first_epoch"], r["precision"]) for r in training.History.from_dict(old).ran_on()] == [(1, None), (3, "fp32")]
+
+
 def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
     """bfloat16 keeps float32's exponent (capability 8.0 and later) and fp32 needs nothing: no scaler is
     built, and the checkpoint's scaler entry is empty."""
