@@ -266,6 +266,7 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         "pipeline": [],
         "train_step": [],
         "time_to_accuracy": None,
+        "time_to_accuracy_skipped": None,   # why it was not measured: "--quick", "needs CUDA", "--no-time-to-accuracy"
         "complete": False,
     }
     save = save or (lambda r: None)
@@ -305,9 +306,11 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
             raise KeyboardInterrupt
         if log:
             log(f"time to 85%: {record['time_to_accuracy']}")
-    elif log:
-        why = "--quick" if quick else "needs CUDA" if device.type != "cuda" else "--no-time-to-accuracy"
-        log(f"time to accuracy: skipped ({why})")
+    else:
+        record["time_to_accuracy_skipped"] = ("--quick" if quick else "needs CUDA" if device.type != "cuda"
+                                              else "--no-time-to-accuracy")
+        if log:
+            log(f"time to accuracy: skipped ({record['time_to_accuracy_skipped']})")
     record["complete"] = True
     save(record)
     return record

@@ -158,7 +158,8 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         raise ValueError(f"{record['checkpoint']} is not the run this record describes (epoch {state.get('epoch')}, "
                          f"final test accuracy {saved_test}); was it overwritten by a later run of the same name?")
     atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
-    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "epochs", "train_seconds",
+    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "ran_on", "epochs",
+            "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
     info = {k: record.get(k) for k in keep}
     info["recipe"] = info.get("recipe") or recipe

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LEARNING_SETTINGS, TrainConfig
-from .runtime import cuda_device_context, mixed_precision, needs_grad_scaler, precision_name, shown_path, synchronize
+from .runtime import (cuda_device_context, device_name, mixed_precision, needs_grad_scaler, precision_name, shown_path,
+                      synchronize)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -50,8 +51,9 @@ class History:
     ema_val_loss: list[float] = field(default_factory=list)
     ema_val_acc: list[float] = field(default_factory=list)
     ema_test_acc: list[float | None] = field(default_factory=list)  # read when test_acc is, else None
-    # where each epoch ran ("cpu", "cuda:0") and in what precision ("fp32", "bf16"): a resumed run may
-    # change both; None for epochs of checkpoints written before these were kept
+    # where each epoch ran (the device's name: "NVIDIA A100-SXM4-40GB", "AMD EPYC (AVX512)", as
+    # runtime.device_name gives it) and in what precision ("fp32", "bf16"): a resumed run may change both;
+    # None for the epochs of a checkpoint written before these were kept
     device: list[str | None] = field(default_factory=list)
     precision: list[str | None] = field(default_factory=list)
     interrupted: bool = False
@@ -108,18 +110,22 @@ class History:
     def from_dict(cls, values: dict) -> "History":
         names = {f.name for f in fields(cls)}
         history = cls(**{k: v for k, v in values.items() if k in names})
-        for key in ("device", "precision"):   # older checkpoints: the epochs before these were kept are unknown
-            known = getattr(history, key)
-            setattr(history, key, [None] * (len(history.epoch) - len(known)) + list(known))
+        for key in ("device", "precision"):
+            setattr(history, key, history._per_epoch(key))
         return history
+
+    def _per_epoch(self, key: str) -> list:
+        """``key``'s list, one entry per epoch: a checkpoint written before the list was kept began it
+        later, so the epochs before it are None; it never runs past the last epoch."""
+        known = list(getattr(self, key))[-len(self.epoch):] if self.epoch else []
+        return [None] * (len(self.epoch) - len(known)) + known
 
     def ran_on(self) -> list[dict]:
         """The run's stretches of epochs on one device in one precision, in order: one entry for a run
         that never changed, more for one resumed elsewhere (``device``/``precision`` None: not recorded)."""
         spans: list[dict] = []
-        for i, epoch in enumerate(self.epoch):
-            where = {"device": self.device[i] if i < len(self.device) else None,
-                     "precision": self.precision[i] if i < len(self.precision) else None}
+        for epoch, device, precision in zip(self.epoch, self._per_epoch("device"), self._per_epoch("precision")):
+            where = {"device": device, "precision": precision}
             if spans and {k: spans[-1][k] for k in where} == where:
                 spans[-1]["last_epoch"] = epoch
             else:
@@ -382,23 +388,36 @@ class WeightAverage(nn.Module):
         self.n_averaged = n_averaged
         return self
 
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
         averaged = [p.detach() for p in self.module.parameters()]
         weights = [p.detach() for p in model.parameters()]
-        if len(averaged) != len(weights):
-            raise ValueError(f"the average holds {len(averaged)} parameter tensors, the model {len(weights)}: "
-                             "average the network it was built from")
-        if int(self.n_averaged) == 0:
-            torch._foreach_copy_(averaged, weights)
-        else:
-            torch._foreach_lerp_(averaged, weights, 1.0 - self.decay)
+        mine = [b.detach() for b in self.module.buffers()]
+        theirs = [b.detach() for b in model.buffers()]
+        if (len(averaged), len(mine)) != (len(weights), len(theirs)):
+            raise ValueError(f"the average holds {len(averaged)} parameter and {len(mine)} buffer tensors, the model "
+                             f"{len(weights)} and {len(theirs)}: average the network it was built from")
+        if averaged:
+            if int(self.n_averaged) == 0:
+                torch._foreach_copy_(averaged, weights)
+            else:
+                torch._foreach_lerp_(averaged, weights, 1.0 - self.decay)
         # the buffers (BatchNorm's statistics) follow the trained network's, as AveragedModel's do without
         # use_buffers; refresh_batchnorm measures them for the averaged weights before scoring
-        buffers = [(mine, theirs.detach()) for mine, theirs in zip(self.module.buffers(), model.buffers())]
-        if buffers:
-            torch._foreach_copy_(*map(list, zip(*buffers)))
+        if mine:
+            torch._foreach_copy_(mine, theirs)
         self.n_averaged += 1
+
+
+def _named(device: torch.device) -> str:
+    """``runtime.device_name``, or the device's string where the device cannot be asked (a broken driver)."""
+    try:
+        return device_name(device)
+    except Exception:  # noqa: BLE001 - a name is a label: training goes on without it
+        return str(device)
 
 
 def weight_average(model: nn.Module, decay: float) -> WeightAverage | None:
@@ -574,6 +593,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     optimizer, scheduler = build_optimizer(model, config, steps_per_epoch)
     dtype = mixed_precision(device, config.amp)
     amp = dtype is not None
+    where, how = _named(device), precision_name(dtype)   # kept with every epoch (History.ran_on)
     scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None  # fp16 only (a T4)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     ema = weight_average(model, config.ema_decay)
@@ -618,13 +638,12 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             for i in range(len(history)):
                 log(_epoch_line(history, i, config.epochs))
             before = history.ran_on()[-1] if len(history) else None
-            now = {"device": str(device), "precision": precision_name(dtype)}
             if (start_epoch < config.epochs and before and before["precision"] is not None
-                    and (before["precision"], torch.device(before["device"]).type)
-                    != (now["precision"], torch.device(now["device"]).type)):
-                log(f"note: epochs {before['first_epoch']}–{before['last_epoch']} ran in {before['precision']} on "
-                    f"{before['device']}; from epoch {start_epoch + 1} this run trains in {now['precision']} on "
-                    f"{now['device']} (its record lists each stretch under 'ran_on')")
+                    and (before["device"], before["precision"]) != (where, how)):
+                first, last = before["first_epoch"], before["last_epoch"]
+                span = f"epoch {first}" if first == last else f"epochs {first}–{last}"
+                log(f"note: {span} ran in {before['precision']} on {before['device']}; from epoch {start_epoch + 1} "
+                    f"this run trains in {how} on {where} (its record lists each stretch under 'ran_on')")
 
     train_model = compiled(model, device, log) if config.compile else model
     # on cuda:N the loaders' pin-memory thread pins on the current device: make it the run's
@@ -671,7 +690,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 # the epoch joins the history once its checkpoint is on disk: stopped during the write, the
                 # history (and the log, and the run record) end where the checkpoint does
                 done = History.from_dict(history.to_dict())
-                done.append(epoch=epoch + 1, device=str(device), precision=precision_name(dtype),
+                done.append(epoch=epoch + 1, device=where, precision=how,
                             train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                             test_acc=test_acc, lr=lr, seconds=seconds, train_seconds=train_seconds, **scores)
                 if checkpoint:

@@ -221,6 +221,7 @@ def test_a_benchmark_without_its_time_to_accuracy_run_trains_nothing_and_says_wh
     record = benchmark.run_benchmark(torch.device("cuda"), quick=False, data=Data(), log=lines.append,
                                      time_to_target=False)
     assert record["complete"] is True and record["time_to_accuracy"] is None and record["train_step"]
+    assert record["time_to_accuracy_skipped"] == "--no-time-to-accuracy"       # the record says why, too
     assert lines[-1] == "time to accuracy: skipped (--no-time-to-accuracy)"
     assert build_parser().parse_args(["bench", "--no-time-to-accuracy"]).time_to_target is False
     assert build_parser().parse_args(["bench"]).time_to_target is True

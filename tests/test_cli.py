@@ -172,6 +172,7 @@ def test_bench_quick_measures_and_writes_a_record(image_folder, capsys, tmp_path
     record = _json.loads(path.read_text())
     assert record["device"] == "cpu" and record["quick"] is True
     assert record["cudnn_benchmark"] is False and record["cudnn_allow_tf32"] is None   # CUDA-only settings
+    assert record["time_to_accuracy"] is None and record["time_to_accuracy_skipped"] == "--quick"
     assert [p["workers"] for p in record["pipeline"]][:2] == [0, 1]
     assert all(p["images_per_s"] > 0 for p in record["pipeline"])
     from course_utils.benchmark import BENCH_MODELS

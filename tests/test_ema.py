@@ -48,7 +48,7 @@ def test_the_average_follows_the_formula_step_by_step(tiny_data):
     for k, v in expected.items():
         torch.testing.assert_close(averaged[k], v, rtol=1e-5, atol=1e-6)
     assert not torch.equal(averaged["head.weight"], model.state_dict()["head.weight"])  # an average, not a copy
-    # the statistics are not averaged: AveragedModel keeps the trained weights' (refresh_batchnorm replaces them)
+    # the statistics are not averaged: the average keeps the trained weights' (refresh_batchnorm replaces them)
     assert all(torch.equal(averaged[k], v) for k, v in model.state_dict().items() if "running" in k)
 
 
@@ -164,7 +164,9 @@ def test_the_cli_reports_the_average_beside_the_trained_weights(image_folder, tm
 def test_an_update_moves_nothing_between_devices_and_reads_nothing_back():
     """AveragedModel copied its CPU step counter to the GPU at every step, and such a copy waits for the
     GPU's queued work. Here, on a model on the 'meta' device (a stand-in for a GPU: no data), every op of
-    an update is logged: none copies between devices, none reads a value off the model's device."""
+    an update is logged: none copies between devices, none reads a value off the model's device. (Only
+    ops on single tensors are inspected, not the fused _foreach_ ops, whose tensors all sit on one device
+    here; AveragedModel's counter copy, `n_averaged.to(device)`, is such a single-tensor op, and fails it.)"""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Log(TorchDispatchMode):
@@ -217,5 +219,16 @@ def test_the_average_keeps_averaged_models_state_dict_layout():
     assert int(fresh.n_averaged) == 3
     fresh.to(torch.float64)
     assert fresh.n_averaged.dtype == torch.long and fresh.module[0].weight.dtype == torch.float64
+    fresh.to("meta")                               # moving it (to a GPU, say) leaves the counter on the CPU
+    assert fresh.n_averaged.device.type == "cpu" and int(fresh.n_averaged) == 3
+    assert fresh.module[0].weight.device.type == "meta"
+    x = torch.randn(5, 3)
+    ours.eval()
+    torch.testing.assert_close(ours(x), ours.module(x))                 # called, it is the averaged network
     with pytest.raises(ValueError, match="average the network it was built from"):
         ours.update_parameters(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="0 and 0: average the network it was built from"):
+        ours.update_parameters(nn.ReLU())
+    empty = weight_average(nn.ReLU(), 0.9)          # nothing to average: a step only counts
+    empty.update_parameters(nn.ReLU())
+    assert int(empty.n_averaged) == 1

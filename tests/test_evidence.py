@@ -314,6 +314,9 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     assert info["recipe"] == "course"                  # what auto chose on a CPU
     assert info["epochs"] == 1 and info["final_test_acc"] == run.history.test_acc[-1]
     assert info["run_record"] == run.record_path.name and info["precision"] == "fp32"
+    # where and how every epoch ran, in the run record and on the card (a resumed run may have moved)
+    assert record["ran_on"] == info["ran_on"] == [{"first_epoch": 1, "last_epoch": 1, "device": record["device_name"],
+                                                   "precision": "fp32"}]
     loaded = load_pretrained("cifarnet", tmp_path / "weights")
     trained = run.model.state_dict()
     assert all(torch.equal(value, trained[key]) for key, value in loaded.state_dict().items())

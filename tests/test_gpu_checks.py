@@ -3,6 +3,7 @@ one time limit. Its logic (order, budget, skips, exit codes, what is kept) is te
 stand-in interpreter that records each call; the steps themselves are tested where they live (doctor,
 train, bench, notebooks)."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -23,7 +24,8 @@ case "$*" in
     printf '%b\n' "${FAST_OUT:-done: cifarnet\nfinal validation accuracy 85.90%, final test accuracy 85.50% (with test-time flip averaging: 86.10%)}" ;;
   *"11_full_training"*) mkdir -p runs && echo '{"by": "notebook"}' > runs/cifarnet-full-e40-b512-s1.json ;;
   *"course_utils bench"*) exit 3 ;;
-  *"course_utils doctor"*) if [ -n "${DOCTOR_SLEEP:-}" ]; then exec sleep "$DOCTOR_SLEEP"; fi ;;
+  *"course_utils doctor"*) if [ -n "${DOCTOR_SLEEP:-}" ]; then exec sleep "$DOCTOR_SLEEP"; fi
+                           if [ -n "${DOCTOR_KILLED:-}" ]; then kill -9 $$; fi ;;
 esac
 """
 
@@ -31,7 +33,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
                                 reason="needs bash and coreutils' timeout")
 
 
-def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None, script=SCRIPT, doctor_sleep=None):
+def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None, script=SCRIPT, doctor_sleep=None,
+               doctor_killed=False):
     stand_in = tmp_path / "python"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
@@ -47,6 +50,8 @@ def run_checks(tmp_path, budget, workers=None, xdist=True, fast_out=None, script
         env["FAST_OUT"] = fast_out
     if doctor_sleep is not None:
         env["DOCTOR_SLEEP"] = str(doctor_sleep)
+    if doctor_killed:
+        env["DOCTOR_KILLED"] = "1"
     work = tmp_path / "repo"
     (work / "runs").mkdir(parents=True)
     old = work / "runs" / "before.json"
@@ -137,7 +142,8 @@ def test_a_fast_run_that_fails_two_checks_names_both(tmp_path):
     # its own maximum (3 s) is the limit: it overran what it is allowed, a failure
     ("1 3", 100, 1, "doctor: rc=124 (over its own limit of 3 s: failed)", "end: failed: doctor bench"),
     # the budget (3 s) is the limit: the step is unfinished, not failed, and the last line says so
-    ("1 60", 3, 0, "doctor: rc=124 (cut when the budget ran out after 3 s: unfinished, not failed)",
+    # (the budget's seconds are counted from the script's start: the step may get one second less)
+    ("1 60", 3, 0, re.compile(r"doctor: rc=124 \(cut when the budget ran out after [23] s: unfinished, not failed\)"),
      "end: every step that ran passed; cut by the budget, unfinished: doctor"),
 ])
 def test_a_step_cut_by_the_budget_is_unfinished_and_one_over_its_own_limit_failed(tmp_path, doctor_limits, budget,
@@ -151,5 +157,15 @@ def test_a_step_cut_by_the_budget_is_unfinished_and_one_over_its_own_limit_faile
     done, calls, out = run_checks(tmp_path, budget, workers=15, script=script, doctor_sleep=30)
     assert done.returncode == rc, done.stderr
     log = (out / "steps.log").read_text()
-    assert line in log and log.rstrip().endswith(end), log
+    assert (line.search(log) if isinstance(line, re.Pattern) else line in log) and log.rstrip().endswith(end), log
     assert (out / "doctor.log").read_text().splitlines()[-1] == "rc=124"
+
+
+def test_a_step_killed_before_its_limit_failed_whatever_the_budget(tmp_path):
+    """Exit code 137 (SIGKILL) is a cut only when the limit has passed (timeout's KILL, 10 s after its TERM);
+    a doctor killed at once (as the out-of-memory killer would) failed, though the budget set its limit."""
+    done, _, out = run_checks(tmp_path, 30, workers=15, doctor_killed=True)
+    assert done.returncode == 1, done.stderr
+    log = (out / "steps.log").read_text()
+    assert "doctor: rc=137 (killed before its limit: out of memory?)" in log and "unfinished" not in log, log
+    assert log.rstrip().endswith("end: failed: doctor")

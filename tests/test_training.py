@@ -181,14 +181,24 @@ def test_a_run_resumed_in_another_precision_says_so_and_its_history_keeps_both(t
     ckpt = tmp_path / "c.pt"
     torch.manual_seed(config.seed)
     part = fit(tiny_model(), StopAfter(train, 2), test, config, CPU, checkpoint=ckpt, progress=False, log=None)
-    assert part.epoch == [1] and part.precision == ["fp16 + GradScaler"] and part.device == ["cpu"]
+    cpu = training.device_name(CPU)                                 # the processor's name, as in run records
+    assert part.epoch == [1] and part.precision == ["fp16 + GradScaler"] and part.device == [cpu]
     monkeypatch.setattr(training, "mixed_precision", lambda device, amp=True: None)
     notes = []
     h = fit(tiny_model(), train, test, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=notes.append)
-    assert ("note: epochs 1–1 ran in fp16 + GradScaler on cpu; from epoch 2 this run trains in fp32 on cpu "
+    assert (f"note: epoch 1 ran in fp16 + GradScaler on {cpu}; from epoch 2 this run trains in fp32 on {cpu} "
             "(its record lists each stretch under 'ran_on')") in notes
-    assert h.ran_on() == [{"first_epoch": 1, "last_epoch": 1, "device": "cpu", "precision": "fp16 + GradScaler"},
-                          {"first_epoch": 2, "last_epoch": 3, "device": "cpu", "precision": "fp32"}]
+    assert h.ran_on() == [{"first_epoch": 1, "last_epoch": 1, "device": cpu, "precision": "fp16 + GradScaler"},
+                          {"first_epoch": 2, "last_epoch": 3, "device": cpu, "precision": "fp32"}]
+    # another machine, the same precision: the card's (or processor's) name is what changed
+    other = tmp_path / "other.pt"
+    fit(tiny_model(), StopAfter(train, 3), test, config, CPU, checkpoint=other, progress=False, log=None)
+    monkeypatch.setattr(training, "device_name", lambda device: "NVIDIA A100-SXM4-40GB")
+    notes.clear()
+    h = fit(tiny_model(), train, test, config, CPU, checkpoint=other, resume=True, progress=False, log=notes.append)
+    assert (f"note: epochs 1–2 ran in fp32 on {cpu}; from epoch 3 this run trains in fp32 on NVIDIA A100-SXM4-40GB "
+            "(its record lists each stretch under 'ran_on')") in notes
+    assert [(r["first_epoch"], r["last_epoch"]) for r in h.ran_on()] == [(1, 2), (3, 3)]
     notes.clear()      # read back when finished: nothing left to train, nothing to note
     fit(tiny_model(), train, test, config, CPU, checkpoint=ckpt, resume=True, progress=False, log=notes.append)
     assert not any(n.startswith("note:") for n in notes)
@@ -199,6 +209,8 @@ def test_a_run_resumed_in_another_precision_says_so_and_its_history_keeps_both(t
         {"first_epoch": 1, "last_epoch": 3, "device": None, "precision": None}]
     old["device"], old["precision"] = ["cpu"], ["fp32"]            # kept from epoch 3 on (resumed after 2)
     assert [(r["first_epoch"], r["precision"]) for r in training.History.from_dict(old).ran_on()] == [(1, None), (3, "fp32")]
+    old["precision"] = ["bf16", "bf16", "fp32", "fp32"]             # longer than the epochs: the last three count
+    assert training.History.from_dict(old).precision == ["bf16", "fp32", "fp32"]
 
 
 def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
