@@ -168,11 +168,12 @@ def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, c
     return Trained(model, history, data, test_loader)
 
 
-def _keep_interrupted(ckpt: Path, log) -> "Path | None":
-    """Before a fresh run overwrites ``ckpt``: if it holds an interrupted run (fewer epochs than it
-    planned), move it and its record aside as ``<name>.interrupted-e<epoch>.pt`` / ``.json``, and say so:
-    a fresh run is the default, and the run it replaces is kept, not lost. A finished run is overwritten
-    (running the same command again trains again); an unreadable file is left for the run to replace."""
+def _keep_aside(ckpt: Path, log) -> "Path | None":
+    """Before a fresh run overwrites ``ckpt``, move the run it holds and its record aside, and say so: a
+    fresh run is the default, and the run it replaces is kept, not lost. An interrupted run (fewer epochs
+    than it planned) becomes ``<name>.interrupted-e<epoch>.pt`` / ``.json``; a finished one
+    ``<name>.finished-<its file's time>.pt`` / ``.json`` (running the same command again trains again,
+    beside it). An unreadable file is left for the run to replace."""
     from .checkpoint import load_checkpoint
 
     if not ckpt.is_file():
@@ -182,16 +183,27 @@ def _keep_interrupted(ckpt: Path, log) -> "Path | None":
         done, planned = int(state["epoch"]), int(state["config"]["epochs"])
     except (CheckpointError, KeyError, TypeError, ValueError):
         return None
-    if done >= planned:
-        return None
-    kept = ckpt.with_name(f"{ckpt.stem}.interrupted-e{done}{ckpt.suffix}")
+    finished = done >= planned
+    tag = (time.strftime("finished-%Y%m%d-%H%M%S", time.localtime(ckpt.stat().st_mtime)) if finished
+           else f"interrupted-e{done}")
+    kept = ckpt.with_name(f"{ckpt.stem}.{tag}{ckpt.suffix}")
+    n = 1
+    while kept.exists():   # the same second, or the same epoch, twice: keep both
+        n += 1
+        kept = ckpt.with_name(f"{ckpt.stem}.{tag}-{n}{ckpt.suffix}")
     ckpt.replace(kept)
     record = ckpt.with_suffix(".json")
     if record.is_file():
         record.replace(kept.with_suffix(".json"))
     if log:
-        log(f"kept the interrupted run's checkpoint (epoch {done} of {planned}) as {shown_path(kept)}; this call "
-            "starts anew (resume would have continued it: --resume, or resume=True)")
+        if finished:
+            test = (state.get("history", {}).get("test_acc") or [None])[-1]
+            score = f", final test accuracy {test:.2f}%" if isinstance(test, (int, float)) else ""
+            log(f"kept the finished run's checkpoint ({done} epochs{score}) as {shown_path(kept)}; this call "
+                "trains anew (resume would have read it back: --resume, or resume=True)")
+        else:
+            log(f"kept the interrupted run's checkpoint (epoch {done} of {planned}) as {shown_path(kept)}; this call "
+                "starts anew (resume would have continued it: --resume, or resume=True)")
     return kept
 
 
@@ -218,7 +230,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
             f"batch, the seed and every changed setting: other settings are another run).{listing} Resume with "
             "the settings of the run to continue, or start anew without resume.")
     if not resume:
-        _keep_interrupted(ckpt, log)
+        _keep_aside(ckpt, log)
     t0 = time.perf_counter()
     run = train(lambda: get_model(model_name), data, config, dev, checkpoint=ckpt, resume=resume,
                 progress=progress, log=log)

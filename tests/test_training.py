@@ -775,10 +775,20 @@ def test_a_fresh_run_keeps_an_interrupted_one_and_resume_without_a_checkpoint_sa
     assert lines[0] == (f"kept the interrupted run's checkpoint (epoch 1 of 2) as {kept}; this call starts anew "
                         "(resume would have continued it: --resume, or resume=True)")
     assert load_checkpoint(again.checkpoint)["epoch"] == 2
-    lines.clear()                                           # a finished run is simply trained again
-    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=lines.append,
-                            checkpoint_dir=tmp_path)
-    assert not any(line.startswith("kept") for line in lines)
+    lines.clear()                                           # a finished run is kept too, and trained again
+    finished = json.loads(again.checkpoint.with_suffix(".json").read_text())
+    third = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False,
+                                    log=lines.append, checkpoint_dir=tmp_path)
+    kept = sorted(tmp_path.glob(f"{first.checkpoint.stem}.finished-*.pt"))
+    assert len(kept) == 1 and load_checkpoint(kept[0])["epoch"] == 2
+    assert json.loads(kept[0].with_suffix(".json").read_text()) == finished       # its record, unchanged
+    assert lines[0] == (f"kept the finished run's checkpoint (2 epochs, final test accuracy "
+                        f"{finished['final_test_acc']:.2f}%) as {kept[0]}; this call trains anew (resume would have "
+                        "read it back: --resume, or resume=True)")
+    assert load_checkpoint(third.checkpoint)["epoch"] == 2
+    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                            checkpoint_dir=tmp_path)          # again within the same second: a second copy
+    assert len(list(tmp_path.glob(f"{first.checkpoint.stem}.finished-*.pt"))) == 2
     with pytest.raises(CheckpointError, match=r"resume: no checkpoint of this run at .*-e3-.*other settings are "
                                               r"another run\)\. Checkpoints of cifarnet there: cifarnet-.*\.pt.*start "
                                               r"anew without resume"):
