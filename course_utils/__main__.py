@@ -280,11 +280,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         device = get_device(args.device)
         data = load_cifar10(args.data_dir)
+        folder = runs_dir() / "bench"  # the benchmark's own folder: it never touches a training run's files
+        folder.mkdir(parents=True, exist_ok=True)
     except (DataNotFoundError, DataFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    folder = runs_dir() / "bench"  # the benchmark's own folder: it never touches a training run's files
-    folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
+        return 1
     path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     print(f"benchmark record: {path} (rewritten after every row: a stopped benchmark keeps the rows it measured)")
     try:  # the record is rewritten (atomically) after every row, and written once before the first
@@ -339,6 +342,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (DataNotFoundError, DataFormatError, CheckpointError, TrainingDivergedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:   # a read-only or full disk: the last checkpoint written is whole (atomic writes)
+        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
+        return 1
     r = result.record
     status = "interrupted" if r["interrupted"] else "done"
     print(f"{status}: {r['model']} ({r['parameters']:,} parameters) on {r['device']}, {r['epochs']} epochs, "
@@ -358,6 +364,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if r["interrupted"] else 0
 
 
+_DISK_FIX = ("Make the runs folder writable and free some space, or set COURSE_RUNS_DIR to another folder; the last "
+             "checkpoint written is whole, and --resume continues from it")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as the command line prints it: one line, ``warning: ...`` (``warning (FutureWarning): ...``
     for another category than UserWarning), without Python's ``file.py:123:`` prefix and the source line."""
@@ -370,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings():   # restored on return: main() called from Python keeps the caller's
         warnings.showwarning = _show_warning
-        return _run(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        try:
+            return _run(args)
+        except KeyboardInterrupt:   # outside the epochs (fit handles those): loading data, the final evaluation
+            print("interrupted (Ctrl-C); a training run continues from its last complete epoch with --resume",
+                  file=sys.stderr)
+            return 130
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -162,6 +162,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
             "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
     info = {k: record.get(k) for k in keep}
+    info["data"] = _without_machine_paths(info["data"])
     info["recipe"] = info.get("recipe") or recipe
     if info["recipe"] == "auto":  # name what auto chose on the run's device
         info["recipe"] = "fast" if str(record["device"]).startswith("cuda") else "course"  # as choose_recipe does
@@ -170,6 +171,19 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
                 file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))
     atomic_write_text(json.dumps(info, indent=2) + "\n", card_path)
     return weights, card_path
+
+
+#: An absolute path inside a string (POSIX, home-relative or a Windows drive), up to its last component.
+_ABSOLUTE = re.compile(r"(?<![\w.])(?:~|[A-Za-z]:)?[/\\](?:[^\s/\\()]+[/\\])*([^\s/\\()]+)")
+
+
+def _without_machine_paths(data: dict) -> dict:
+    """``data`` (a record's ``"data"`` entry) with the folders of every absolute path in its ``source``
+    replaced by ``…`` (``image folder /home/ada/cifar10`` → ``image folder …/cifar10``): a published file
+    names no folder of the machine that made it."""
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        return data
+    return {**data, "source": _ABSOLUTE.sub(lambda m: f"…/{m.group(1)}", data["source"])}
 
 
 def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
@@ -186,5 +200,7 @@ def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None =
     for key in ("checkpoint", "record_path"):
         if data.get(key):
             data[key] = f"runs/{Path(data[key]).name}"
+    if "data" in data:
+        data["data"] = _without_machine_paths(data["data"])
     out = Path(folder) if folder is not None else REPO_ROOT / "figures" / "runs"
     return atomic_write_text(json.dumps(data, indent=2) + "\n", out / path.name)

@@ -49,6 +49,8 @@ def get_device(name: str | None = None) -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from err
+    if device.type not in ("cpu", "cuda", "mps"):   # torch knows more (xpu, meta, ...); the kit trains on these
+        raise ValueError(f"device {name!r} is not one the kit trains on; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -217,7 +219,12 @@ def figures_dir() -> Path:
 def runs_dir() -> Path:
     """Where run records and checkpoints go: env ``COURSE_RUNS_DIR`` if set (a Google Drive folder in
     Colab, say), else ``runs/`` at the repository root (git-ignored)."""
-    path = Path(os.environ.get("COURSE_RUNS_DIR") or REPO_ROOT / "runs").expanduser()
+    chosen = os.environ.get("COURSE_RUNS_DIR")
+    path = Path(chosen or REPO_ROOT / "runs").expanduser()
+    if chosen and not path.parent.is_dir():
+        # not created: in Colab an unmounted Drive path would land on the runtime's own disk, lost with it
+        raise ValueError(f"COURSE_RUNS_DIR={chosen}: its parent folder {path.parent} does not exist (in Colab: is "
+                         "Google Drive mounted? drive.mount('/content/drive')); create it, or unset COURSE_RUNS_DIR")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

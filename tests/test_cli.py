@@ -576,3 +576,35 @@ def test_adam_without_its_own_learning_rate_gets_a_note(monkeypatch, capsys):
     assert "note: the peak lr 0.2 is the recipe's, tuned for SGD; Adam usually wants far less (about 1e-3: pass --lr)" in out
     main(["train", "--optimizer", "adam", "--lr", "0.001", "--device", "cpu"])
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_full_disk_and_ctrl_c_outside_the_epochs_end_with_a_message_not_a_traceback(image_folder, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """A disk that fills while a checkpoint is written (OSError from the save) and Ctrl-C while the data
+    loads: each ends with one line naming what to do (exit codes 1 and 130), not a traceback."""
+    import errno
+
+    from course_utils import checkpoint, data
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    args = ["train", "--epochs", "1", "--batch-size", "16", "--subset", "5", "--device", "cpu", "--no-progress",
+            "--data-dir", str(image_folder)]
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: [Errno 28] No space left on device. Make the runs folder writable and free some space" in err
+    assert "--resume continues from it" in err and "Traceback" not in err
+    monkeypatch.undo()
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "load_cifar10", stopped)
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted (Ctrl-C); a training run continues from its last "
+                                               "complete epoch with --resume")

@@ -315,6 +315,8 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     assert info["epochs"] == 1 and info["final_test_acc"] == run.history.test_acc[-1]
     assert info["run_record"] == run.record_path.name and info["precision"] == "fp32"
     # where and how every epoch ran, in the run record and on the card (a resumed run may have moved)
+    assert data.source in record["data"]["source"] and "/tmp/" in data.source    # read from a temporary folder,
+    assert "/tmp/" not in card_path.read_text()                                   # which the card does not name
     assert record["ran_on"] == info["ran_on"] == [{"first_epoch": 1, "last_epoch": 1, "device": record["device_name"],
                                                    "precision": "fp32"}]
     loaded = load_pretrained("cifarnet", tmp_path / "weights")
@@ -359,7 +361,9 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
     record = {"model": "cifarnet", "epochs": 5, "epochs_planned": 5, "interrupted": False, "smoke": False,
               "final_val_acc": 80.5, "final_test_acc": 81.25, "config": {"train_per_class": None},
               "checkpoint": str(tmp_path / "deep" / "runs" / "cifarnet-full-e5-s1.pt"),
-              "record_path": str(tmp_path / "deep" / "runs" / "cifarnet-full-e5-s1.json")}
+              "record_path": str(tmp_path / "deep" / "runs" / "cifarnet-full-e5-s1.json"),
+              "data": {"source": f"image folder {tmp_path}/datasets/cifar10 (validation 5000 held out)",
+                       "train": 45_000, "test": 10_000}}
     src = tmp_path / "cifarnet-full-e5-s1.json"
     src.write_text(json.dumps(record))
     out = publish_record(src, folder=tmp_path / "published")
@@ -368,8 +372,9 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
     assert str(tmp_path) not in text
     copy = json.loads(text)
     assert copy["checkpoint"] == "runs/cifarnet-full-e5-s1.pt" and copy["record_path"] == "runs/cifarnet-full-e5-s1.json"
-    assert {k: v for k, v in copy.items() if k not in ("checkpoint", "record_path")} == \
-        {k: v for k, v in record.items() if k not in ("checkpoint", "record_path")}
+    assert copy["data"]["source"] == "image folder …/cifar10 (validation 5000 held out)"    # the folder's name only
+    assert {k: v for k, v in copy.items() if k not in ("checkpoint", "record_path", "data")} == \
+        {k: v for k, v in record.items() if k not in ("checkpoint", "record_path", "data")}
     assert [p.name for p in out.parent.iterdir()] == [out.name]          # no temporary file left behind
     for bad, message in (({"interrupted": True}, "did not finish; publish"), ({"smoke": True}, "smoke-mode"),
                          ({"config": {"train_per_class": 50}}, "subset")):

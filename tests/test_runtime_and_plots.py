@@ -17,6 +17,28 @@ def test_get_device():
     assert get_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device 'tpu0'; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"):
         get_device("tpu0")
+    for other in ("xpu", "meta"):   # devices torch knows and the kit does not train on
+        with pytest.raises(ValueError, match=f"device '{other}' is not one the kit trains on; use 'cpu', 'cuda', "
+                                             "'cuda:N', 'mps' or 'auto'"):
+            get_device(other)
+
+
+def test_a_runs_folder_whose_parent_is_missing_is_refused_not_created(monkeypatch, tmp_path, capsys, image_folder):
+    """COURSE_RUNS_DIR under a Google Drive that is not mounted: created, it would sit on the Colab
+    runtime's own disk and vanish with it. Refused, with the fix; nothing is created; the CLI says so."""
+    from course_utils.__main__ import main
+    from course_utils.runtime import runs_dir
+
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "drive" / "MyDrive" / "runs"))
+    with pytest.raises(ValueError, match=r"COURSE_RUNS_DIR=.*runs: its parent folder .*MyDrive does not exist \(in "
+                                         r"Colab: is Google Drive mounted\? drive.mount\('/content/drive'\)\); "
+                                         r"create it, or unset COURSE_RUNS_DIR"):
+        runs_dir()
+    assert not (tmp_path / "drive").exists()
+    assert main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)]) == 1
+    assert "is Google Drive mounted?" in capsys.readouterr().err and not (tmp_path / "drive").exists()
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    assert runs_dir() == tmp_path / "drive" / "MyDrive" / "runs" and runs_dir().is_dir()
 
 
 def test_asking_for_a_missing_accelerator_says_what_to_use(monkeypatch):
