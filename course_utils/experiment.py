@@ -191,10 +191,16 @@ def _keep_aside(ckpt: Path, log) -> "Path | None":
     while kept.exists():   # the same second, or the same epoch, twice: keep both
         n += 1
         kept = ckpt.with_name(f"{ckpt.stem}.{tag}-{n}{ckpt.suffix}")
-    ckpt.replace(kept)
     record = ckpt.with_suffix(".json")
-    if record.is_file():
+    moved = record.is_file()
+    if moved:   # the record first: if either move fails, the run stays whole where it was
         record.replace(kept.with_suffix(".json"))
+    try:
+        ckpt.replace(kept)
+    except BaseException:
+        if moved:
+            kept.with_suffix(".json").replace(record)
+        raise
     if log:
         if finished:
             test = (state.get("history", {}).get("test_acc") or [None])[-1]

@@ -64,6 +64,7 @@ def test_figure_and_run_folders_can_be_moved(monkeypatch, tmp_path):
     assert runs_dir() == REPO_ROOT / "runs"
     monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "deep" / "runs"))
+    (tmp_path / "deep").mkdir()        # its parent must exist (an unmounted Drive is refused: the test below)
     assert figures_dir() == tmp_path / "figs" and (tmp_path / "figs").is_dir()
     assert runs_dir() == tmp_path / "deep" / "runs" and runs_dir().is_dir()
     monkeypatch.setenv("COURSE_SMOKE", "1")

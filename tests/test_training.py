@@ -626,8 +626,9 @@ def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny
 
 
 def test_a_failed_record_write_keeps_the_previous_record(tiny_data, tmp_path, monkeypatch):
-    """The run record is written like the checkpoint: to a temporary file, then renamed over the old
-    one. A failure at the rename (a full disk, a killed process) leaves the previous record whole."""
+    """The run record is written like the checkpoint: to a temporary file, then renamed. A failure at the
+    rename (a full disk, a killed process) leaves no half-written record, and the previous run's record
+    whole: a fresh run first keeps that run aside, and a failure there leaves it where it was."""
     from course_utils import experiment
 
     config, runs = small_config(epochs=1, validation=False), tmp_path / "runs"
@@ -637,17 +638,31 @@ def test_a_failed_record_write_keeps_the_previous_record(tiny_data, tmp_path, mo
     assert json.loads(before)["epochs"] == 1
     rename = os.replace
 
-    def fails_for_records(src, dst, *args, **kwargs):
-        if str(dst).endswith(".json"):
-            raise OSError("disk full")
-        return rename(src, dst, *args, **kwargs)
+    checkpoint = first.checkpoint.read_bytes()
 
-    monkeypatch.setattr(os, "replace", fails_for_records)
+    def fails_for(names):
+        def replace(src, dst, *args, **kwargs):
+            if any(str(dst).endswith(n) for n in names):
+                raise OSError("disk full")
+            return rename(src, dst, *args, **kwargs)
+        return replace
+
+    # the checkpoint cannot be kept aside: the record, moved first, comes back; nothing else changes
+    monkeypatch.setattr(os, "replace", fails_for([".pt"]))
     with pytest.raises(OSError, match="disk full"):
         experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
                                 checkpoint_dir=runs)
-    assert first.record_path.read_text() == before
+    assert first.record_path.read_text() == before and first.checkpoint.read_bytes() == checkpoint
     assert sorted(p.name for p in runs.iterdir()) == sorted([first.record_path.name, first.checkpoint.name])
+    # the new run's own record cannot be written: the previous run is whole, aside, and no temporary file is left
+    monkeypatch.setattr(os, "replace", fails_for([first.record_path.name]))
+    with pytest.raises(OSError, match="disk full"):
+        experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                checkpoint_dir=runs)
+    kept = sorted(runs.glob("*.finished-*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == before and kept[0].with_suffix(".pt").read_bytes() == checkpoint
+    assert sorted(p.name for p in runs.iterdir()) == sorted([kept[0].name, kept[0].with_suffix(".pt").name,
+                                                             first.checkpoint.name])
 
 
 @pytest.mark.parametrize("settings, message", [
