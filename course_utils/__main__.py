@@ -320,6 +320,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = choose_recipe(args.recipe, args.device)
         # after for_environment, which drops None (an unset flag): crop_size=none is a setting
         config = replace(TrainConfig.for_environment(recipe, **overrides), **settings)
+        # asked to crop (and not also told not to: crop_fraction=0 or crop_size=none), yet no epoch would
+        idle = [n for n in ("crop_size", "crop_fraction") if n in settings and settings[n]]
+        off = [n for n in ("crop_size", "crop_fraction") if n in settings and not settings[n]]
+        if idle and not off and not config.crop_epochs:
+            print(f"error: {', '.join(f'{n}={settings[n]}' for n in idle)} would change nothing: no epoch of this run "
+                  f"trains on crops (crop_size {config.crop_size}, crop_fraction {config.crop_fraction} of "
+                  f"{config.epochs} epochs). Set both, e.g. --set crop_size=24 --set crop_fraction=0.75, or leave "
+                  "them out", file=sys.stderr)
+            return 2
         print(f"recipe {recipe}{' (auto)' if args.recipe == 'auto' else ''}: batch {config.batch_size}, "
               f"peak lr {config.lr:g}, {config.epochs} epochs"
               + (f" (the first {config.crop_epochs} on random {config.crop_size}x{config.crop_size} crops)"

@@ -608,3 +608,17 @@ def test_a_full_disk_and_ctrl_c_outside_the_epochs_end_with_a_message_not_a_trac
     assert main(args) == 130
     assert capsys.readouterr().err.strip() == ("interrupted (Ctrl-C); a training run continues from its last "
                                                "complete epoch with --resume")
+
+
+@pytest.mark.parametrize("setting, then", [
+    ("crop_size=24", "crop_size 24, crop_fraction 0.0 of 40 epochs"),       # the fast recipe crops nothing
+    ("crop_fraction=0.75", "crop_size None, crop_fraction 0.75 of 40 epochs"),
+])
+def test_a_crop_setting_that_would_change_nothing_is_refused(tmp_path, monkeypatch, capsys, setting, then):
+    """On the fast recipe (no crop size, no crop fraction) one of the two alone trains exactly the fast
+    recipe, under another run's name: refused (exit code 2), naming both settings; nothing is written."""
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["train", "--recipe", "fast", "--device", "cpu", "--set", setting, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {setting} would change nothing: no epoch of this run trains on crops ({then})" in err
+    assert "--set crop_size=24 --set crop_fraction=0.75" in err and not (tmp_path / "runs").exists()
