@@ -210,8 +210,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .ablation import (ABLATION_SEEDS, PARTIAL_CSV, VARIANTS, StudyMismatchError, ablation_config, crop_setup,
                            crop_words, distinct, record_study, record_time, recorded_rows, run_ablation,
                            total_cpu_minutes)
+    from .checkpoint import CheckpointError
     from .data import DataFormatError, DataNotFoundError, load_cifar10
-    from .runtime import get_device, shown_path
+    from .runtime import get_device, runs_dir, shown_path
+    from .training import TrainingDivergedError
 
     known = {v.name: v for v in VARIANTS}
     unknown = sorted(set(args.variants or ()) - set(known))
@@ -245,8 +247,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             record_study(done, complete=False)
         rows = run_ablation(data, config, device, variants, seeds, known_rows=recorded_rows(), on_row=on_row,
                             jobs=args.jobs)
-    except StudyMismatchError as err:   # the recorded study is of another length or data size
+    except CheckpointError as err:   # a run's checkpoint of older code, or a damaged one
+        print(f"error: {err} (ablate continues every run from its checkpoint under {shown_path(runs_dir() / 'ablation')}: "
+              "delete that run's .pt to train it anew; the finished runs are kept)", file=sys.stderr)
+        return 1
+    except (StudyMismatchError, TrainingDivergedError, ValueError) as err:   # another study recorded; --jobs on a GPU
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
         return 1
     planned = len(variants) * len(seeds)
     if len(rows) < planned:

@@ -622,3 +622,32 @@ def test_a_crop_setting_that_would_change_nothing_is_refused(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert f"error: {setting} would change nothing: no epoch of this run trains on crops ({then})" in err
     assert "--set crop_size=24 --set crop_fraction=0.75" in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("raised, says", [
+    ("checkpoint", "ablate continues every run from its checkpoint under "),
+    ("value", "jobs=2 runs side by side share one cuda device"),
+    ("disk", "Make the runs folder writable and free some space"),
+])
+def test_ablate_ends_a_failed_run_with_a_message_not_a_traceback(image_folder, tmp_path, monkeypatch, capsys,
+                                                                   raised, says):
+    """A run's checkpoint that no longer loads (older code, a damaged file), --jobs on a GPU, a full disk:
+    each ends the study with one line naming the fix, exit code 1 (the finished runs stay recorded)."""
+    import errno
+
+    from course_utils import ablation
+    from course_utils.checkpoint import CheckpointError
+
+    errors = {"checkpoint": CheckpointError("runs/ablation/x/reference-s1.pt holds another model's weights"),
+              "value": ValueError("jobs=2 runs side by side share one cuda device and slow each other down"),
+              "disk": OSError(errno.ENOSPC, "No space left on device")}
+
+    def fails(*a, **k):
+        raise errors[raised]
+
+    monkeypatch.setenv("COURSE_FIGURES_DIR", str(tmp_path / "figs"))
+    monkeypatch.setattr(ablation, "run_ablation", fails)
+    code = main(["ablate", "--variants", "reference", "--seeds", "1", "--epochs", "2", "--device", "cpu",
+                 "--data-dir", str(image_folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and says in err and "Traceback" not in err
