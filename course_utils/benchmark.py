@@ -232,8 +232,9 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
                   time_to_target: bool = True) -> dict:
     """Everything ``python -m course_utils bench`` measures, as one record.
 
-    ``time_to_target=False`` leaves out the time to 85% on CUDA (a whole fast-recipe run, minutes), for a
-    caller that has just trained that recipe anyway (``.ci/gpu-checks``).
+    ``time_to_target=False`` leaves out the time to 85% on CUDA (a second whole fast-recipe run, minutes,
+    reading the test set every epoch), for a caller that cannot afford it: ``.ci/gpu-checks`` on a short
+    loan, which leaves that measure to the full procedure; ``record["time_to_accuracy_skipped"]`` says why.
 
     ``save`` (the CLI's: an atomic write of the JSON file) is called with the record after each row and
     at the end, so that a benchmark stopped part-way (a time limit, Ctrl-C) keeps the rows it measured:

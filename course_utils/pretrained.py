@@ -156,7 +156,8 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     saved_test = state.get("history", {}).get("test_acc", [None])[-1]
     if state.get("epoch") != record["epochs"] or saved_test != record.get("final_test_acc"):
         raise ValueError(f"{record['checkpoint']} is not the run this record describes (epoch {state.get('epoch')}, "
-                         f"final test accuracy {saved_test}); was it overwritten by a later run of the same name? (A fresh run keeps the one it replaces as <name>.finished-<time>.pt, with its record.)")
+                         f"final test accuracy {saved_test}); was it overwritten by a later run of the same name? "
+                         "(A fresh run keeps the one it replaces as <name>.finished-<time>.pt, with its record.)")
     atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
     keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "ran_on", "epochs",
             "train_seconds",
