@@ -147,7 +147,9 @@ def test_the_benchmark_times_its_cuda_rows_with_the_autotuner_training_uses(monk
     """On a (simulated) CUDA device every training-step row is timed with cuDNN's autotuner on, as
     training runs (it used to come on only with the time-to-accuracy run after the rows), and the record
     says so, and whether the fp32 rows may use TF32."""
-    from course_utils import benchmark, runtime
+    # experiment imported before mixed_precision is patched: run_benchmark imports it, and a first import
+    # under the patch would bind the simulated fp16 for every later test in this process
+    from course_utils import benchmark, experiment, runtime  # noqa: F401
 
     class Data:
         def subset(self, *a):
