@@ -33,7 +33,7 @@ from .data import CIFAR10Data
 from .experiment import split, train
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, count_parameters
-from .runtime import device_name, figures_dir, is_smoke, runs_dir
+from .runtime import device_name, figures_dir, is_smoke, runs_dir, shown_path
 
 #: The recipe of every ablation run: the course recipe (progressive resizing included), shortened. Ten
 #: variants besides the reference, three seeds each, must fit one working session of a 2-core CPU in
@@ -60,6 +60,11 @@ TIME_JSON = "09_ablation_time.json"   # the wall-clock time of the call that fin
 class StudyMismatchError(ValueError):
     """Runs of two different studies (other epochs, another number of training images or another crop
     phase) would be mixed in one table."""
+
+
+class StudyFileError(ValueError):
+    """A recorded study's CSV that cannot be read back as run rows (a merge conflict left in it, a column
+    missing, a number that is not one)."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,51 @@ def recorded_rows(folder: Path | None = None) -> list[dict]:
     ``09_ablation_runs.csv`` of a finished study and ``09_ablation_runs.partial.csv`` of an unfinished
     one. Passed to ``run_ablation`` as ``known_rows``, they spare a fresh clone the hours of training."""
     folder = folder or figures_dir()
-    return [row for name in (RUNS_CSV, PARTIAL_CSV) if (folder / name).is_file() for row in read_csv(folder / name)]
+    return [row for name in (RUNS_CSV, PARTIAL_CSV) if (folder / name).is_file() for row in read_runs(folder / name)]
+
+
+_CONFLICT_MARKS = ("<<<<<<<", "=======", ">>>>>>>")
+_RUN_COLUMNS = ("variant", "factor", "device") + _INTS[:-2] + _FLOATS   # crop columns may be absent (typed_row)
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The run rows of a recorded study's CSV (``read_csv``), each checked to read back as numbers
+    (``typed_row``). Raises ``StudyFileError`` naming the file, the line and the fix when it does not:
+    a git merge left its conflict markers in it, a column is missing, or a value is not a number."""
+    path = Path(path)
+    fix = (f"Restore the committed copy (git checkout -- {shown_path(path)}), or, if no copy is right, move the "
+           "file away: its runs are then trained again")
+    with open(path, newline="") as f:
+        text = f.read()
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith(_CONFLICT_MARKS):
+            raise StudyFileError(f"{shown_path(path)} line {number} is a merge-conflict marker ({line[:7]}): the file "
+                                 f"holds two versions of the study. {fix}")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise StudyFileError(f"{shown_path(path)} is not a readable CSV ({err}). {fix}") from None
+    header = rows[0].keys() if rows else ()
+    missing = [c for c in _RUN_COLUMNS if c not in header]
+    if not rows or missing:
+        what = "has no run rows" if not rows else f"lacks the column(s) {', '.join(missing)}"
+        raise StudyFileError(f"{shown_path(path)} {what}, so it is not a run table of the ablation. {fix}")
+    for number, row in enumerate(rows, 2):   # line 1 is the header
+        try:
+            typed_row(row)
+        except (TypeError, ValueError):
+            bad = next((k for k in _INTS + _FLOATS if k in row and not _is_number(row[k])), "a value")
+            raise StudyFileError(f"{shown_path(path)} line {number}: {bad} is {row.get(bad)!r}, not a number (or the "
+                                 f"line has too few fields). {fix}") from None
+    return rows
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def merge_rows(*groups: list[dict]) -> list[dict]:

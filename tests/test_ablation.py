@@ -429,3 +429,51 @@ def test_write_csv_round_trips_and_a_failed_write_keeps_the_previous_file(tmp_pa
     with pytest.raises(ValueError, match="extra"):   # a row with a column the header lacks
         ablation.write_csv([rows[0], dict(rows[1], extra=1)], path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
+
+
+def _conflicted(tmp_path):
+    """A partial CSV as `git merge` leaves it when two machines each recorded a run."""
+    path = tmp_path / ablation.PARTIAL_CSV
+    ablation.write_csv([_row("reference", 1, 60.0)], path)
+    header, row = path.read_text().splitlines()
+    path.write_text("\n".join([header, "<<<<<<< HEAD", row, "=======", row.replace("60.0", "61.0"),
+                               ">>>>>>> other"]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("conflict", "line 2 is a merge-conflict marker (<<<<<<<)"),
+    ("column", "lacks the column(s) final_test_acc"),
+    ("number", "line 3: final_val_acc is 'sixty', not a number"),
+    ("short", "line 2: parameters is None, not a number (or the line has too few fields)"),
+    ("empty", "has no run rows"),
+])
+def test_a_damaged_recorded_study_is_refused_with_the_file_the_line_and_the_fix(tmp_path, damage, message):
+    path = tmp_path / ablation.PARTIAL_CSV
+    rows = [_row("reference", 1, 60.0), _row("reference", 2, 61.0)]
+    if damage == "conflict":
+        _conflicted(tmp_path)
+    elif damage == "column":
+        ablation.write_csv([{k: v for k, v in r.items() if k != "final_test_acc"} for r in rows], path)
+    elif damage == "number":
+        ablation.write_csv([rows[0], dict(rows[1], final_val_acc="sixty")], path)
+    elif damage == "short":
+        ablation.write_csv(rows, path)
+        header, first, second = path.read_text().splitlines()
+        path.write_text("\n".join([header, "reference,f,1", second]) + "\n")
+    else:
+        ablation.write_csv(rows, path)
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ablation.StudyFileError) as err:
+        ablation.recorded_rows(tmp_path)
+    assert message in str(err.value) and ablation.PARTIAL_CSV in str(err.value)
+    assert "git checkout -- " in str(err.value) and "trained again" in str(err.value)
+    with pytest.raises(ablation.StudyFileError):   # the writer reads the recorded runs back the same way
+        ablation.record_study([_row("se", 1, 65.0)], complete=False, folder=tmp_path)
+
+
+def test_a_sound_recorded_study_reads_back_as_written(tmp_path):
+    rows = [dict(_row(name, 1, val), crop_size=24, crop_epochs=3) for name, val in (("reference", 60.0), ("se", 65.0))]
+    ablation.write_csv(rows, tmp_path / ablation.RUNS_CSV)
+    back = ablation.recorded_rows(tmp_path)
+    assert [ablation.typed_row(r) for r in back] == [ablation.typed_row(r) for r in rows]

@@ -428,6 +428,31 @@ def test_a_running_ablation_keeps_the_earlier_runs_in_its_partial_csv(image_fold
     assert trained == ["reference", "se"]
 
 
+def test_ablate_refuses_a_partial_csv_left_conflicted_by_git_in_one_line_and_trains_nothing(image_folder, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """Two machines each committed a finished run to the partial CSV and `git merge` left both versions
+    in it: the call says which file and line, and how to mend it, instead of a traceback."""
+    from course_utils import ablation
+
+    args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+            "--variants", "reference", "--seeds", "1"]
+    assert main(args) == 0
+    figs = tmp_path / "figures"
+    text = (figs / "09_ablation_runs.csv").read_text()
+    header, row = text.splitlines()
+    (figs / "09_ablation_runs.csv").unlink()
+    (figs / "09_ablation_runs.partial.csv").write_text(
+        "\n".join([header, "<<<<<<< HEAD", row, "=======", row, ">>>>>>> other"]) + "\n")
+    trained = []
+    monkeypatch.setattr(ablation, "train", lambda *a, **k: trained.append(a))
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "09_ablation_runs.partial.csv line 2 is a merge-conflict marker" in err and "git checkout -- " in err
+    assert trained == []
+
+
 def test_ablate_rejects_an_unknown_variant(capsys):
     assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
