@@ -113,18 +113,21 @@ def check_crop_fits(data: CIFAR10Data, config: TrainConfig) -> None:
     check_crop_size(config.crop_size, data.train_images.shape[1], setting="crop_size", whole="none", note=unused)
 
 
-def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device):
+def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device, drop_last: bool | None = None):
     """The data side of a run, the same for ``run_training`` and the ablation: hold out the validation
     split (if ``config.validation``), take the stratified subset the config asks for, and build the
-    training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``."""
+    training, test and validation loaders. Returns ``(data, train_loader, test_loader, val_loader)``.
+
+    ``drop_last`` (each epoch's last, smaller training batch left out): by default on exactly when
+    torch.compile trains on CUDA; a resumed run passes what its checkpoint's run did (``train``)."""
     data = split(data, config)
     check_crop_fits(data, config)
     workers = loader_workers(device, config.num_workers)
     augment = AugmentConfig(flip_p=config.flip_p, affine_p=config.affine_p, dropout_p=config.dropout_p)
-    compiling = config.compile and device.type == "cuda"
-    use_cudnn_autotuner(device)  # on CUDA: the fastest kernels per input shape, unless determinism was asked for
     # compiled training keeps one batch shape: the last, smaller batch of an epoch is dropped (a few
     # images, a different one each epoch) rather than compiled a second time
+    compiling = (config.compile and device.type == "cuda") if drop_last is None else drop_last
+    use_cudnn_autotuner(device)  # on CUDA: the fastest kernels per input shape, unless determinism was asked for
     train_loader, test_loader = make_loaders(data, config.batch_size, workers, seed=config.seed, device=device,
                                              augment_config=augment, drop_last=compiling)
     phases = [(0, train_loader)]
@@ -158,14 +161,43 @@ def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, c
     (a learner's design, already built) or a function that builds one after seeding, so that its initial
     weights follow ``config.seed``. With ``resume=True`` an existing ``checkpoint`` is continued.
     ``run_training``, the ablation and ``assignment.train_design`` all train through here."""
-    data, train_loader, test_loader, valid = prepare(data, config, device)
+    resume_from = checkpoint if resume and checkpoint is not None and checkpoint.exists() else None
+    prepared = prepare(data, config, device)
+    if resume_from is not None:
+        prepared = _as_the_saved_run_batched(prepared, data, config, device, resume_from, log)
+    data, train_loader, test_loader, valid = prepared
     seed_everything(config.seed)
     if not isinstance(model, torch.nn.Module):
         model = model()
-    resume_from = checkpoint if resume and checkpoint is not None and checkpoint.exists() else None
     history = fit(model, train_loader, test_loader, config, device, checkpoint=checkpoint, resume=resume_from,
                   progress=progress, log=log, val_loader=valid)
     return Trained(model, history, data, test_loader)
+
+
+def _as_the_saved_run_batched(prepared: tuple, data: CIFAR10Data, config: TrainConfig, device: torch.device,
+                              resume_from: Path, log) -> tuple:
+    """``prepared`` (``prepare``'s loaders), or loaders that keep or drop each epoch's last partial batch
+    as the checkpoint's run did, when only that makes their steps per epoch the saved run's: a run begun
+    with torch.compile on CUDA (last batch dropped) continues on a CPU, or the other way round, on the
+    learning-rate schedule it was laid out for. Any other difference is left for ``fit`` to name."""
+    from .checkpoint import load_checkpoint
+    from .training import saved_steps_per_epoch
+
+    train_loader = prepared[1]
+    try:
+        saved = saved_steps_per_epoch(load_checkpoint(resume_from), config.epochs)
+    except (CheckpointError, AttributeError, TypeError, ValueError):
+        return prepared   # fit reads it again and says what is wrong with it
+    if not saved or saved == len(train_loader):
+        return prepared
+    other = prepare(data, config, device, drop_last=not train_loader.drop_last)
+    if len(other[1]) != saved:
+        return prepared
+    if log:
+        how = "left out" if other[1].drop_last else "kept"
+        log(f"note: {shown_path(resume_from)} was trained with each epoch's last, smaller batch {how} ({saved} steps "
+            f"per epoch); this run does the same, so that its learning-rate schedule holds")
+    return other
 
 
 def _keep_aside(ckpt: Path, log) -> "Path | None":

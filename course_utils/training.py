@@ -562,6 +562,14 @@ def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] 
     return CompileGuard(model, fn, log)
 
 
+def saved_steps_per_epoch(state: dict, epochs: int) -> int:
+    """The optimizer steps per epoch a checkpoint's run was laid out for (its learning-rate schedule
+    spans ``epochs`` of them); checkpoints older than the ``steps_per_epoch`` entry: OneCycle's total
+    divided by the epochs. 0 when neither is there."""
+    total = (state.get("scheduler") or {}).get("total_steps") or 0
+    return int(state.get("steps_per_epoch") or total // max(epochs, 1))
+
+
 def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, config: TrainConfig,
         device: torch.device | str, checkpoint: str | Path | None = None, resume: str | Path | bool | None = None,
         progress: bool = True, log: Callable[[str], None] | None = print,
@@ -614,12 +622,14 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 + "; resume with the same settings (got " + ", ".join(f"{k}={getattr(config, k)}" for k in differ) + ")"
             )
         # the schedule was laid out for the saved run's steps per epoch (older checkpoints: OneCycle's total)
-        saved_steps = state.get("steps_per_epoch") or (state["scheduler"].get("total_steps") or 0) // config.epochs
+        saved_steps = saved_steps_per_epoch(state, config.epochs)
         if saved_steps and saved_steps != steps_per_epoch:
             raise CheckpointError(
                 f"{shown_path(resume)} ran {saved_steps} steps per epoch and this loader gives {steps_per_epoch}, so "
-                "its learning-rate schedule would run out before the last epoch. On CUDA torch.compile drops each "
-                "epoch's last partial batch: resume with the same --compile/--no-compile and the same kind of device")
+                "its learning-rate schedule would run out before the last epoch. Resume on the same training images "
+                "(data folder, subset, validation split), with a loader that keeps or drops each epoch's last partial "
+                "batch as the saved run's did (on CUDA torch.compile drops it; experiment.train, behind --resume, "
+                "matches the checkpoint)")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):

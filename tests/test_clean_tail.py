@@ -160,3 +160,53 @@ def test_a_clean_tail_names_its_checkpoint_and_the_published_names_still_hold():
             renamed.append((path.name, name))
     # the crops comparison's runs became the course recipe after they ran, so they now have its plain name
     assert renamed == [(f"cifarnet-full-e40-s{s}-x51c88c.json", f"cifarnet-full-e40-s{s}.json") for s in (2, 3)]
+
+
+def test_a_run_begun_with_the_last_batch_dropped_resumes_elsewhere_with_it_dropped(tiny_data, tmp_path, capsys):
+    """A fast-recipe run begun on CUDA with torch.compile drops each epoch's last, smaller batch; carried
+    to a CPU (no compile there), ``train`` builds its loaders as the checkpoint's run did, says so, and
+    ends with the history of the run uninterrupted."""
+    cfg = config()
+    _, train, test, _ = experiment.prepare(tiny_data, cfg, CPU, drop_last=True)
+    assert len(train) != len(experiment.prepare(tiny_data, cfg, CPU)[1])   # the tiny set does not divide
+    whole = fit(tiny_model_seeded(cfg), train, test, cfg, CPU, progress=False, log=None)
+    ckpt = tmp_path / "run.pt"
+    _, train, test, _ = experiment.prepare(tiny_data, cfg, CPU, drop_last=True)
+    part = fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
+    assert part.interrupted and part.epoch == [1, 2]
+    assert experiment.prepare(tiny_data, cfg, CPU)[1].drop_last is False   # the CPU's own default keeps it
+    capsys.readouterr()
+    resumed = experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True).history
+    out = capsys.readouterr().out
+    assert resumed.train_loss == whole.train_loss and resumed.test_acc == whole.test_acc
+    assert f"was trained with each epoch's last, smaller batch left out ({len(train)} steps per epoch)" in out
+
+
+def test_a_run_begun_with_the_last_batch_kept_keeps_it_where_compile_would_drop_it(tiny_data, tmp_path):
+    """The other way round: a run begun on a CPU, continued on a CUDA card with torch.compile (whose
+    loaders drop the last batch, simulated here), gets loaders that keep it; an unchanged one is
+    passed through as it is."""
+    cfg = config()
+    ckpt = tmp_path / "run.pt"
+    _, train, test, _ = experiment.prepare(tiny_data, cfg, CPU)
+    fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
+    as_compiled = experiment.prepare(tiny_data, cfg, CPU, drop_last=True)
+    notes = []
+    kept = experiment._as_the_saved_run_batched(as_compiled, tiny_data, cfg, CPU, ckpt, notes.append)
+    assert kept[1].drop_last is False and len(kept[1]) == len(train)
+    assert len(notes) == 1 and f"smaller batch kept ({len(train)} steps per epoch)" in notes[0]
+    same = experiment.prepare(tiny_data, cfg, CPU)
+    assert experiment._as_the_saved_run_batched(same, tiny_data, cfg, CPU, ckpt, notes.append) is same
+    assert len(notes) == 1
+
+
+def test_a_checkpoint_of_other_training_images_is_still_refused_by_its_steps(tiny_data, tmp_path):
+    """Only the last batch is matched to the checkpoint: a run of another number of images (neither
+    setting gives its steps per epoch) is left to fit's refusal."""
+    cfg = config()
+    ckpt = tmp_path / "run.pt"
+    small = tiny_data.subset(2, None, seed=0)
+    _, train, test, _ = experiment.prepare(small, cfg, CPU)
+    fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
+    with pytest.raises(CheckpointError, match=rf"ran {len(train)} steps per epoch and this loader gives"):
+        experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None)
