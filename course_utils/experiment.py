@@ -200,6 +200,36 @@ def _as_the_saved_run_batched(prepared: tuple, data: CIFAR10Data, config: TrainC
     return other
 
 
+#: What a run record says of the call that trained the run: a later call that only reads the finished
+#: run back (resume, perhaps on another machine) keeps these as they were recorded
+TRAINED_BY = ("device", "device_name", "threads", "precision", "loader", "versions", "wall_seconds_this_call",
+              "finished_at")
+
+
+def _epochs_in(ckpt: Path) -> int:
+    """The epochs ``ckpt`` holds (0 for no file or an unreadable one, which ``fit`` then names)."""
+    from .checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(ckpt)["epoch"]) if ckpt.is_file() else 0
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def _as_recorded(record: dict, path: Path) -> dict:
+    """``record`` of a run this call only read back, with ``TRAINED_BY`` taken from the record already at
+    ``path`` (if one is there and readable) and the time of the reading added as ``read_back_at``: the
+    device, threads, precision and versions stay those of the machine that trained it."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return record
+    if not isinstance(old, dict):
+        return record
+    kept = {k: old[k] for k in TRAINED_BY if k in old}
+    return {**record, **kept, "read_back_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def _keep_aside(ckpt: Path, log) -> "Path | None":
     """Before a fresh run overwrites ``ckpt``, move the run it holds and its record aside, and say so: a
     fresh run is the default, and the run it replaces is kept, not lost. An interrupted run (fewer epochs
@@ -269,6 +299,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
             "the settings of the run to continue, or start anew without resume.")
     if not resume:
         _keep_aside(ckpt, log)
+    done_before = _epochs_in(ckpt) if resume else 0
     t0 = time.perf_counter()
     run = train(lambda: get_model(model_name), data, config, dev, checkpoint=ckpt, resume=resume,
                 progress=progress, log=log)
@@ -309,6 +340,8 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "checkpoint": str(ckpt),
     }
     record_path = ckpt.with_suffix(".json")
+    if resume and len(history) == done_before:   # read back, nothing trained: the record keeps who trained it
+        record = _as_recorded(record, record_path)
     record["record_path"] = str(record_path)
     atomic_write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False), record_path)
     return RunResult(model, history, data, config, dev, record, record_path, ckpt, test_loader)

@@ -665,6 +665,34 @@ def test_a_failed_record_write_keeps_the_previous_record(tiny_data, tmp_path, mo
                                                              first.checkpoint.name])
 
 
+def test_a_finished_run_read_back_elsewhere_keeps_the_record_of_the_machine_that_trained_it(tiny_data, tmp_path):
+    """``resume`` on a finished run trains nothing: its record keeps the device, threads, precision,
+    versions and times of the call that trained it (here: a record as a T4 would have written it) and
+    adds when it was read back; a call that trains epochs writes its own."""
+    from course_utils import experiment
+
+    config, runs = small_config(epochs=1, validation=False), tmp_path / "runs"
+    first = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=runs)
+    elsewhere = dict(json.loads(first.record_path.read_text()), device="cuda", device_name="Tesla T4", threads=4,
+                     precision="fp16 + GradScaler", versions={"torch": "2.9.0", "python": "3.12.1"},
+                     wall_seconds_this_call=12.5, finished_at="2026-11-30T10:00:00+0000")
+    first.record_path.write_text(json.dumps(elsewhere))
+    again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=runs, resume=True)
+    record = json.loads(again.record_path.read_text())
+    assert {k: record[k] for k in experiment.TRAINED_BY} == {k: elsewhere[k] for k in experiment.TRAINED_BY}
+    assert record["read_back_at"] and record["final_test_acc"] == elsewhere["final_test_acc"]
+    assert record["history"] == elsewhere["history"]
+
+    longer = replace(config, epochs=2)   # another run (its own checkpoint): trained here, recorded as such
+    fresh = experiment.run_training("cifarnet", longer, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=runs)
+    record = json.loads(fresh.record_path.read_text())
+    assert record["device"] == "cpu" and record["threads"] == torch.get_num_threads() and "read_back_at" not in record
+    assert record["versions"]["torch"] == torch.__version__
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(lr=float("inf")), "lr must be a positive, finite number"),
     (dict(lr=float("nan")), "lr must be a positive, finite number"),
