@@ -212,7 +212,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                            total_cpu_minutes)
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DataNotFoundError, load_cifar10
-    from .runtime import get_device, runs_dir, shown_path
+    from .runtime import figures_dir, get_device, runs_dir, shown_path
     from .training import TrainingDivergedError
 
     known = {v.name: v for v in VARIANTS}
@@ -263,7 +263,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               "run the same command again to go on", file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
-    written = record_study(rows, complete=True)
+    try:   # the runs are safe in runs/ablation/ either way: the same command writes the study again
+        written = record_study(rows, complete=True)
+    except ValueError as err:   # the recorded study's CSV changed (damaged) while the runs trained
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {err}. The {len(rows)} runs are kept under {shown_path(runs_dir() / 'ablation')}: free some "
+              f"space or make {shown_path(figures_dir())} writable, then run the same command again to write the "
+              "study (the runs are read back, not trained)", file=sys.stderr)
+        return 1
     study, kept = written["study"], written["kept"]
     jobs = args.jobs if trained[0] > 1 else 1   # a single run to train trains in this process, every thread
     # a call that only read the runs back keeps the study's time record

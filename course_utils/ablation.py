@@ -387,43 +387,59 @@ def recorded_rows(folder: Path | None = None) -> list[dict]:
 
 _CONFLICT_MARKS = ("<<<<<<<", "=======", ">>>>>>>")
 _RUN_COLUMNS = ("variant", "factor", "device") + _INTS[:-2] + _FLOATS   # crop columns may be absent (typed_row)
+_ALL_COLUMNS = set(_RUN_COLUMNS) | {"crop_size", "crop_epochs"}
 
 
 def read_runs(path: str | Path) -> list[dict]:
-    """The run rows of a recorded study's CSV (``read_csv``), each checked to read back as numbers
-    (``typed_row``). Raises ``StudyFileError`` naming the file, the line and the fix when it does not:
-    a git merge left its conflict markers in it, a column is missing, or a value is not a number."""
+    """The run rows of a recorded study's CSV, each checked to read back as the study's rows
+    (``typed_row``). Raises ``StudyFileError`` naming the file, the line and the fix when they do not:
+    a git merge left its conflict markers in it, a column is missing or unknown, a line has too many or
+    too few fields, or a value is not a number (a whole one where the column counts)."""
     path = Path(path)
-    fix = (f"Restore the committed copy (git checkout -- {shown_path(path)}), or, if no copy is right, move the "
-           "file away: its runs are then trained again")
-    with open(path, newline="") as f:
-        text = f.read()
+    where = shown_path(path)
+    fix = (f"Restore the committed copy (git checkout HEAD -- {where}), or, if no copy is right, move the file "
+           "away: its runs are then trained again")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # -sig: a spreadsheet's byte-order mark
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise StudyFileError(f"{where} is not a text CSV ({err.reason} at byte {err.start}). {fix}") from None
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith(_CONFLICT_MARKS):
-            raise StudyFileError(f"{shown_path(path)} line {number} is a merge-conflict marker ({line[:7]}): the file "
-                                 f"holds two versions of the study. {fix}")
+            raise StudyFileError(
+                f"{where} line {number} is a merge-conflict marker ({line[:7]}): a git merge left both versions of "
+                "the study in it. Keep the runs of both: delete the lines that start with <<<<<<<, ======= and "
+                ">>>>>>> (and a second header line, if any); a run recorded on both sides is then read once, the "
+                "later row winning. Then commit the file")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows, lines = [], []
     try:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)   # the file's line, blank lines and quoted line breaks counted
     except csv.Error as err:
-        raise StudyFileError(f"{shown_path(path)} is not a readable CSV ({err}). {fix}") from None
-    header = rows[0].keys() if rows else ()
+        raise StudyFileError(f"{where} line {reader.line_num} is not readable CSV ({err}). {fix}") from None
+    header = reader.fieldnames or []
     missing = [c for c in _RUN_COLUMNS if c not in header]
-    if not rows or missing:
-        what = "has no run rows" if not rows else f"lacks the column(s) {', '.join(missing)}"
-        raise StudyFileError(f"{shown_path(path)} {what}, so it is not a run table of the ablation. {fix}")
-    for number, row in enumerate(rows, 2):   # line 1 is the header
-        try:
-            typed_row(row)
-        except (TypeError, ValueError):
-            bad = next((k for k in _INTS + _FLOATS if k in row and not _is_number(row[k])), "a value")
-            raise StudyFileError(f"{shown_path(path)} line {number}: {bad} is {row.get(bad)!r}, not a number (or the "
-                                 f"line has too few fields). {fix}") from None
+    unknown = [c for c in header if c not in _ALL_COLUMNS]
+    if not rows or missing or unknown:
+        what = ("has no run rows" if not rows else f"lacks the column(s) {', '.join(missing)}" if missing
+                else f"has column(s) the study does not write ({', '.join(unknown)})")
+        raise StudyFileError(f"{where} {what}, so it is not a run table of the ablation. {fix}")
+    for number, row in zip(lines, rows):
+        problem = ("has more fields than the header names" if None in row else
+                   next((f"{k} is {row[k]!r}, not {'a whole number' if k in _INTS else 'a number'}"
+                         + (" (the line has too few fields)" if row[k] is None else "")
+                         for k in _INTS + _FLOATS if k in row and not _is_number(row[k], whole=k in _INTS)), None))
+        if problem:
+            raise StudyFileError(f"{where} line {number} {problem}. {fix}" if problem.startswith("has")
+                                 else f"{where} line {number}: {problem}. {fix}")
     return rows
 
 
-def _is_number(value) -> bool:
+def _is_number(value, whole: bool = False) -> bool:
     try:
-        float(value)
+        (int if whole else float)(value)
         return True
     except (TypeError, ValueError):
         return False

@@ -217,17 +217,20 @@ def _epochs_in(ckpt: Path) -> int:
 
 
 def _as_recorded(record: dict, path: Path) -> dict:
-    """``record`` of a run this call only read back, with ``TRAINED_BY`` taken from the record already at
-    ``path`` (if one is there and readable) and the time of the reading added as ``read_back_at``: the
-    device, threads, precision and versions stay those of the machine that trained it."""
+    """``record`` of a finished run this call only read back, with ``TRAINED_BY`` taken from the record
+    already at ``path`` and the time of the reading added as ``read_back_at``: the device, threads,
+    precision and versions stay those of the machine that trained it (None where that record did not
+    say). Only a record of the same finished run counts (its epochs and final test accuracy those read
+    back, not interrupted): without one, this call's own fields stand."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return record
-    if not isinstance(old, dict):
+    same = (isinstance(old, dict) and not old.get("interrupted") and old.get("epochs") == record["epochs"]
+            and old.get("final_test_acc") == record["final_test_acc"])
+    if not same:
         return record
-    kept = {k: old[k] for k in TRAINED_BY if k in old}
-    return {**record, **kept, "read_back_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {**record, **{k: old.get(k) for k in TRAINED_BY}, "read_back_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _keep_aside(ckpt: Path, log) -> "Path | None":
@@ -317,7 +320,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "device": str(dev),
         "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
-        "precision": precision_name(mixed_precision(dev, config.amp)),   # this call's; a resumed run: see ran_on
+        "precision": precision_name(mixed_precision(dev, config.amp)),   # the last training call's (see ran_on)
         "ran_on": history.ran_on(),   # each stretch of epochs on one device in one precision
         "loader": loader_settings(dev, workers),
         "epochs": len(history),
@@ -340,7 +343,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "checkpoint": str(ckpt),
     }
     record_path = ckpt.with_suffix(".json")
-    if resume and len(history) == done_before:   # read back, nothing trained: the record keeps who trained it
+    if resume and finished and len(history) == done_before:   # read back: the record keeps who trained it
         record = _as_recorded(record, record_path)
     record["record_path"] = str(record_path)
     atomic_write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False), record_path)

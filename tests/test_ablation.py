@@ -442,34 +442,64 @@ def _conflicted(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("conflict", "line 2 is a merge-conflict marker (<<<<<<<)"),
     ("column", "lacks the column(s) final_test_acc"),
+    ("unknown", "has column(s) the study does not write (notes)"),
     ("number", "line 3: final_val_acc is 'sixty', not a number"),
-    ("short", "line 2: parameters is None, not a number (or the line has too few fields)"),
+    ("whole", "line 2: parameters is '10.5', not a whole number"),
+    ("short", "line 2: parameters is None, not a whole number (the line has too few fields)"),
+    ("long", "line 3 has more fields than the header names"),
+    ("blank", "line 5: final_val_acc is 'sixty'"),   # the file's line: blank lines counted
     ("empty", "has no run rows"),
+    ("binary", "is not a text CSV"),
 ])
 def test_a_damaged_recorded_study_is_refused_with_the_file_the_line_and_the_fix(tmp_path, damage, message):
     path = tmp_path / ablation.PARTIAL_CSV
     rows = [_row("reference", 1, 60.0), _row("reference", 2, 61.0)]
-    if damage == "conflict":
-        _conflicted(tmp_path)
-    elif damage == "column":
-        ablation.write_csv([{k: v for k, v in r.items() if k != "final_test_acc"} for r in rows], path)
-    elif damage == "number":
-        ablation.write_csv([rows[0], dict(rows[1], final_val_acc="sixty")], path)
-    elif damage == "short":
-        ablation.write_csv(rows, path)
-        header, first, second = path.read_text().splitlines()
-        path.write_text("\n".join([header, "reference,f,1", second]) + "\n")
-    else:
-        ablation.write_csv(rows, path)
-        path.write_text(path.read_text().splitlines()[0] + "\n")
+    bad = dict(rows[1], final_val_acc="sixty")
+    written = {"column": [{k: v for k, v in r.items() if k != "final_test_acc"} for r in rows],
+               "unknown": [dict(r, notes="") for r in rows], "number": [rows[0], bad], "blank": [rows[0], bad],
+               "whole": [dict(rows[0], parameters="10.5"), rows[1]]}.get(damage, rows)
+    ablation.write_csv(written, path)
+    lines = path.read_text().splitlines()
+    if damage == "short":
+        lines[1] = "reference,f,1"
+    elif damage == "long":
+        lines[2] += ",extra"
+    elif damage == "blank":
+        lines[1:1] = ["", ""]
+    elif damage == "empty":
+        lines = lines[:1]
+    path.write_text("\n".join(lines) + "\n")
+    if damage == "binary":
+        path.write_bytes(b"\xff\xfe\x00variant\x81")
     with pytest.raises(ablation.StudyFileError) as err:
         ablation.recorded_rows(tmp_path)
     assert message in str(err.value) and ablation.PARTIAL_CSV in str(err.value)
-    assert "git checkout -- " in str(err.value) and "trained again" in str(err.value)
+    assert "git checkout HEAD -- " in str(err.value) and "trained again" in str(err.value)
     with pytest.raises(ablation.StudyFileError):   # the writer reads the recorded runs back the same way
         ablation.record_study([_row("se", 1, 65.0)], complete=False, folder=tmp_path)
+
+
+def test_a_conflicted_recorded_study_says_to_keep_both_sides_and_then_reads_both(tmp_path):
+    """`git merge` of two machines' partial CSVs: the message says which line and to keep the rows of
+    both sides; done so, the study reads each run once, the later row winning."""
+    path = _conflicted(tmp_path)
+    with pytest.raises(ablation.StudyFileError) as err:
+        ablation.recorded_rows(tmp_path)
+    assert f"{ablation.PARTIAL_CSV} line 2 is a merge-conflict marker (<<<<<<<)" in str(err.value)
+    assert "delete the lines that start with <<<<<<<, ======= and >>>>>>>" in str(err.value)
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines()
+                            if not line.startswith(("<<<<<<<", "=======", ">>>>>>>"))))
+    study = ablation.record_study([_row("se", 1, 65.0)], complete=False, folder=tmp_path)["study"]
+    assert [(r["variant"], r["seed"], r["final_val_acc"]) for r in study] == [("reference", 1, 61.0), ("se", 1, 65.0)]
+
+
+def test_a_recorded_study_saved_by_a_spreadsheet_with_a_byte_order_mark_reads_back(tmp_path):
+    rows = [_row("reference", 1, 60.0)]
+    ablation.write_csv(rows, tmp_path / ablation.RUNS_CSV)
+    path = tmp_path / ablation.RUNS_CSV
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    assert [ablation.typed_row(r) for r in ablation.recorded_rows(tmp_path)] == [ablation.typed_row(rows[0])]
 
 
 def test_a_sound_recorded_study_reads_back_as_written(tmp_path):

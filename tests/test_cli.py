@@ -449,8 +449,29 @@ def test_ablate_refuses_a_partial_csv_left_conflicted_by_git_in_one_line_and_tra
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
-    assert "09_ablation_runs.partial.csv line 2 is a merge-conflict marker" in err and "git checkout -- " in err
+    assert "09_ablation_runs.partial.csv line 2 is a merge-conflict marker" in err and "Keep the runs of both" in err
     assert trained == []
+
+
+def test_ablate_that_cannot_write_the_finished_study_says_where_the_runs_are_and_how_to_go_on(image_folder, tmp_path,
+                                                                                               monkeypatch, capsys):
+    from course_utils import ablation
+
+    args = ["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+            "--variants", "reference", "--seeds", "1"]
+    real = ablation.record_study
+
+    def full_disk(rows, complete, folder=None):
+        if complete:
+            raise OSError(28, "No space left on device")
+        return real(rows, complete, folder)
+    monkeypatch.setattr(ablation, "record_study", full_disk)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert "The 1 runs are kept under" in err and "run the same command again to write the study" in err
+    monkeypatch.setattr(ablation, "record_study", real)
+    assert main(args) == 0 and "(done before" in capsys.readouterr().out   # read back, not trained again
 
 
 def test_ablate_rejects_an_unknown_variant(capsys):

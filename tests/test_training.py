@@ -684,6 +684,19 @@ def test_a_finished_run_read_back_elsewhere_keeps_the_record_of_the_machine_that
     assert {k: record[k] for k in experiment.TRAINED_BY} == {k: elsewhere[k] for k in experiment.TRAINED_BY}
     assert record["read_back_at"] and record["final_test_acc"] == elsewhere["final_test_acc"]
     assert record["history"] == elsewhere["history"]
+    # an older record without some of the fields: those read None, not this machine's
+    first.record_path.write_text(json.dumps({k: v for k, v in elsewhere.items() if k not in ("loader", "versions")}))
+    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                            checkpoint_dir=runs, resume=True)
+    record = json.loads(again.record_path.read_text())
+    assert record["loader"] is None and record["versions"] is None and record["device_name"] == "Tesla T4"
+    # a record of another state of the run (stale: written when it was interrupted) is not taken for it
+    first.record_path.write_text(json.dumps(dict(elsewhere, epochs=0, interrupted=True)))
+    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                            checkpoint_dir=runs, resume=True)
+    record = json.loads(again.record_path.read_text())
+    assert record["device_name"] != "Tesla T4" and record["threads"] == torch.get_num_threads()
+    assert "read_back_at" not in record
 
     longer = replace(config, epochs=2)   # another run (its own checkpoint): trained here, recorded as such
     fresh = experiment.run_training("cifarnet", longer, device="cpu", data=tiny_data, progress=False, log=None,
