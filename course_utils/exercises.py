@@ -292,13 +292,15 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("06.1", "`PixelUnshuffle(r)` turns C × H × W into C·r² × H/r × W/r; then think of the jump", "instant",
              "a pair (channels, receptive field in pixels)", _check_06_1),
     Exercise("06.2", "`icnr_` initialises one sub-kernel and copies it to the r² sub-pixel positions", "on paper"),
-    Exercise("06.3", "target: `F.interpolate(x, scale_factor=2, mode='bilinear')`; same optimiser and seed for both",
+    Exercise("06.3", "target: `F.interpolate(x, scale_factor=2, mode='bilinear')` (`import torch.nn.functional as F` first: "
+             "this notebook has not); same optimiser and seed for both",
              "about a minute"),
     Exercise("07.1", "`SqueezeExcitation(C, reduction=8)` has two 1×1 convs, C → C/r → C (r = 8 here; section 1's table "
              "used 16), with biases", "instant", "an int",
              _simple(_se_in_c4_params, "the parameter count of one SE gate with r = 8 on C4")),
     Exercise("07.2", "a softmax over channels sums to 1: can every channel stay fully on?", "on paper"),
-    Exercise("07.3", "`capture(trained[\"se\"], lambda n, m: n.endswith('gate'))` collects every SE gate's excitations",
+    Exercise("07.3", "`with capture(trained[\"se\"], lambda n, m: n.endswith('gate')) as excitations:` around forward "
+             "passes collects every SE gate's excitations (a `with` block: it records only the passes inside it)",
              "a few minutes"),
     Exercise("08.1", "`A.Affine(rotate=(-45, 45))` in the pipeline; `plots.augmentation_preview`", "a few seconds"),
     Exercise("08.2", "`A.Compose([A.PadIfNeeded(40, 40), A.RandomCrop(32, 32), ...])`; compare the previews", "a few seconds"),
@@ -310,7 +312,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("09.3", "`compare_to_reference` (imported at the top) on each study's runs CSV: do the seed ranges separate at 4 "
              "and at 20 epochs, and in which direction?", "about 3 hours on two cores (9 runs of about half an "
              "hour each, two at a time)"),
-    Exercise("10.1", "`sum(p.numel() for p in bn.parameters())`, and the same over `bn.buffers()`", "instant",
+    Exercise("10.1", "`bn = nn.BatchNorm2d(64)` (a new one: the `bn` above has 4 channels), then "
+             "`sum(p.numel() for p in bn.parameters())`, and the same over `bn.buffers()`", "instant",
              "a pair (learnable parameters, buffer values)", _check_10_1),
     Exercise("10.2", "flatten C3's output (channels × 8 × 8) into one linear layer to 10 classes, with biases",
              "instant", "an int", _simple(_flatten_head_params, "the parameter count of a flatten + linear head on C3",
@@ -326,7 +329,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              "(`from course_utils import stages`) shows where the parameters and MACs sit",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),
-    Exercise("11.2", "`dataclasses.replace(config, dropout_p=0.0)`; from a terminal, in the background: "
+    Exercise("11.2", "`from dataclasses import replace`, then `replace(config, dropout_p=0.0)`; from a terminal, in the background: "
              "`python -m course_utils train --set dropout_p=0 --no-progress`", "as long as the run above"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "half as long as the run above"),
 )}

@@ -207,7 +207,8 @@ def test_the_05_3_note_kernel_is_exactly_nearest_neighbour_upsampling():
 
 
 def test_the_10_3_note_gradients_are_measured_on_section_5s_batch():
-    """Notebook 10's section 5 batch (the first 128 of a stratified 1,000 training images, seed 0), real data."""
+    """Notebook 10's section 5 batch (128 of a stratified 1,000 training images, seed 0, drawn by a seeded
+    permutation so that all ten classes mix), real data; the 20-layer numbers are the notebook's own."""
     from course_utils import blocks
     from course_utils.data import load_cifar10, stratified_indices
 
@@ -217,9 +218,11 @@ def test_the_10_3_note_gradients_are_measured_on_section_5s_batch():
         skip_without_real_data("CIFAR-10 is not in data/ (CI extracts it; see README, Data)")
     if len(data.train_labels) != 50_000:
         skip_without_real_data(f"data/ holds {len(data.train_labels):,} training images, not CIFAR-10's 50,000")
-    pick = stratified_indices(data.train_labels, 1000, seed=0)[:128]
-    x = blocks.normalized_tensor(data.train_images[pick], data.mean, data.std)
-    y = torch.from_numpy(data.train_labels[pick])
+    pick = stratified_indices(data.train_labels, 1000, seed=0)
+    batch = torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))[:128]   # as section 5 draws it
+    x = blocks.normalized_tensor(data.train_images[pick], data.mean, data.std)[batch]
+    y = torch.from_numpy(data.train_labels[pick])[batch]
+    assert len(set(y.tolist())) == 10
     g = {}
     for depth in (20, 40):
         for residual in (False, True):
