@@ -427,13 +427,13 @@ def read_runs(path: str | Path) -> list[dict]:
                 else f"has column(s) the study does not write ({', '.join(unknown)})")
         raise StudyFileError(f"{where} {what}, so it is not a run table of the ablation. {fix}")
     for number, row in zip(lines, rows):
-        problem = ("has more fields than the header names" if None in row else
-                   next((f"{k} is {row[k]!r}, not {'a whole number' if k in _INTS else 'a number'}"
-                         + (" (the line has too few fields)" if row[k] is None else "")
-                         for k in _INTS + _FLOATS if k in row and not _is_number(row[k], whole=k in _INTS)), None))
-        if problem:
-            raise StudyFileError(f"{where} line {number} {problem}. {fix}" if problem.startswith("has")
-                                 else f"{where} line {number}: {problem}. {fix}")
+        if None in row:   # DictReader files the fields beyond the header under the key None
+            raise StudyFileError(f"{where} line {number} has more fields than the header names. {fix}")
+        bad = next((k for k in _INTS + _FLOATS if k in row and not _is_number(row[k], whole=k in _INTS)), None)
+        if bad:
+            kind = "a whole number" if bad in _INTS else "a number"
+            short = " (the line has too few fields)" if row[bad] is None else ""
+            raise StudyFileError(f"{where} line {number}: {bad} is {row[bad]!r}, not {kind}{short}. {fix}")
     return rows
 
 
