@@ -148,11 +148,13 @@ def prepare(data: CIFAR10Data, config: TrainConfig, device: torch.device, drop_l
 @dataclass
 class Trained:
     """What ``train`` returns: the trained model, its history, the data as trained on (validation split
-    held out, subset taken) and the test loader (for predictions after training)."""
+    held out, subset taken), the test loader (for predictions after training) and the epochs the
+    resumed checkpoint held before this call (0 for a fresh run; all of them for a finished run read back)."""
     model: torch.nn.Module
     history: History
     data: CIFAR10Data
     test_loader: torch.utils.data.DataLoader
+    epochs_before: int = 0
 
 
 def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, checkpoint: Path | None = None,
@@ -161,33 +163,43 @@ def train(model, data: CIFAR10Data, config: TrainConfig, device: torch.device, c
     (a learner's design, already built) or a function that builds one after seeding, so that its initial
     weights follow ``config.seed``. With ``resume=True`` an existing ``checkpoint`` is continued.
     ``run_training``, the ablation and ``assignment.train_design`` all train through here."""
+    from .checkpoint import load_checkpoint
+
     resume_from = checkpoint if resume and checkpoint is not None and checkpoint.exists() else None
+    try:   # read once here for what train needs; fit reads it again to restore the run
+        saved = load_checkpoint(resume_from) if resume_from is not None else {}
+    except CheckpointError:
+        saved = {}   # fit says what is wrong with it
     prepared = prepare(data, config, device)
-    if resume_from is not None:
-        prepared = _as_the_saved_run_batched(prepared, data, config, device, resume_from, log)
+    if saved:
+        prepared = _as_the_saved_run_batched(prepared, data, config, device, saved, resume_from, log)
     data, train_loader, test_loader, valid = prepared
     seed_everything(config.seed)
     if not isinstance(model, torch.nn.Module):
         model = model()
     history = fit(model, train_loader, test_loader, config, device, checkpoint=checkpoint, resume=resume_from,
                   progress=progress, log=log, val_loader=valid)
-    return Trained(model, history, data, test_loader)
+    try:
+        before = int(saved.get("epoch", 0))
+    except (TypeError, ValueError):
+        before = 0
+    return Trained(model, history, data, test_loader, before)
 
 
 def _as_the_saved_run_batched(prepared: tuple, data: CIFAR10Data, config: TrainConfig, device: torch.device,
-                              resume_from: Path, log) -> tuple:
+                              saved_state: dict, resume_from: Path, log) -> tuple:
     """``prepared`` (``prepare``'s loaders), or loaders that keep or drop each epoch's last partial batch
     as the checkpoint's run did, when only that makes their steps per epoch the saved run's: a run begun
     with torch.compile on CUDA (last batch dropped) continues on a CPU, or the other way round, on the
-    learning-rate schedule it was laid out for. Any other difference is left for ``fit`` to name."""
-    from .checkpoint import load_checkpoint
+    learning-rate schedule it was laid out for. Any other difference is left for ``fit`` to name.
+    ``saved_state`` is the checkpoint at ``resume_from``, as ``load_checkpoint`` reads it."""
     from .training import saved_steps_per_epoch
 
     train_loader = prepared[1]
     try:
-        saved = saved_steps_per_epoch(load_checkpoint(resume_from), config.epochs)
-    except (CheckpointError, AttributeError, TypeError, ValueError):
-        return prepared   # fit reads it again and says what is wrong with it
+        saved = saved_steps_per_epoch(saved_state, config.epochs)
+    except (AttributeError, TypeError, ValueError):
+        return prepared   # fit says what is wrong with it
     if not saved or saved == len(train_loader):
         return prepared
     other = prepare(data, config, device, drop_last=not train_loader.drop_last)
@@ -204,16 +216,6 @@ def _as_the_saved_run_batched(prepared: tuple, data: CIFAR10Data, config: TrainC
 #: run back (resume, perhaps on another machine) keeps these as they were recorded
 TRAINED_BY = ("device", "device_name", "threads", "precision", "loader", "versions", "wall_seconds_this_call",
               "finished_at")
-
-
-def _epochs_in(ckpt: Path) -> int:
-    """The epochs ``ckpt`` holds (0 for no file or an unreadable one, which ``fit`` then names)."""
-    from .checkpoint import load_checkpoint
-
-    try:
-        return int(load_checkpoint(ckpt)["epoch"]) if ckpt.is_file() else 0
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return 0
 
 
 def _as_recorded(record: dict, path: Path) -> dict:
@@ -302,7 +304,6 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
             "the settings of the run to continue, or start anew without resume.")
     if not resume:
         _keep_aside(ckpt, log)
-    done_before = _epochs_in(ckpt) if resume else 0
     t0 = time.perf_counter()
     run = train(lambda: get_model(model_name), data, config, dev, checkpoint=ckpt, resume=resume,
                 progress=progress, log=log)
@@ -343,7 +344,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "checkpoint": str(ckpt),
     }
     record_path = ckpt.with_suffix(".json")
-    if resume and finished and len(history) == done_before:   # read back: the record keeps who trained it
+    if resume and finished and len(history) == run.epochs_before:   # read back: the record keeps who trained it
         record = _as_recorded(record, record_path)
     record["record_path"] = str(record_path)
     atomic_write_text(json.dumps(_no_nan(record), indent=2, allow_nan=False), record_path)

@@ -9,7 +9,7 @@ import torch
 
 from course_utils import experiment
 from course_utils.config import TrainConfig
-from course_utils.checkpoint import CheckpointError
+from course_utils.checkpoint import CheckpointError, load_checkpoint
 from course_utils.data import PhasedLoader, make_loaders
 from course_utils.experiment import checkpoint_path
 from course_utils.training import fit
@@ -192,11 +192,12 @@ def test_a_run_begun_with_the_last_batch_kept_keeps_it_where_compile_would_drop_
     fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
     as_compiled = experiment.prepare(tiny_data, cfg, CPU, drop_last=True)
     notes = []
-    kept = experiment._as_the_saved_run_batched(as_compiled, tiny_data, cfg, CPU, ckpt, notes.append)
+    saved = load_checkpoint(ckpt)
+    kept = experiment._as_the_saved_run_batched(as_compiled, tiny_data, cfg, CPU, saved, ckpt, notes.append)
     assert kept[1].drop_last is False and len(kept[1]) == len(train)
     assert len(notes) == 1 and f"smaller batch kept ({len(train)} steps per epoch)" in notes[0]
     same = experiment.prepare(tiny_data, cfg, CPU)
-    assert experiment._as_the_saved_run_batched(same, tiny_data, cfg, CPU, ckpt, notes.append) is same
+    assert experiment._as_the_saved_run_batched(same, tiny_data, cfg, CPU, saved, ckpt, notes.append) is same
     assert len(notes) == 1
 
 
