@@ -123,12 +123,21 @@ def test_bad_clean_settings_are_refused_naming_them(value):
         TrainConfig(clean_fraction=value)
 
 
-def test_the_cli_sets_the_clean_tail_for_any_recipe():
-    from course_utils.__main__ import build_parser
+def test_the_cli_sets_the_clean_tail_for_any_recipe(monkeypatch):
+    """What `train` hands to run_training: each recipe's own settings, with the tail on top."""
+    from course_utils.__main__ import main
 
+    configs = []
+
+    def stop(model, config, **kwargs):
+        configs.append(config)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(experiment, "run_training", stop)
     for recipe in ("course", "fast", "long"):
-        args = build_parser().parse_args(["train", "--recipe", recipe, "--set", "clean_fraction=0.5"])
-        assert args.settings == [("clean_fraction", 0.5)]
+        assert main(["train", "--recipe", recipe, "--set", "clean_fraction=0.5", "--device", "cpu"]) == 1
+    assert [c.clean_fraction for c in configs] == [0.5, 0.5, 0.5]
+    assert configs == [TrainConfig.recipe(r, clean_fraction=0.5) for r in ("course", "fast", "long")]
 
 
 def test_the_phased_loader_refuses_phases_it_cannot_serve(tiny_data):

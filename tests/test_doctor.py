@@ -130,15 +130,22 @@ def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake
     assert loader.ok and loader.text == "8 worker process(es)"
 
 
-def test_doctor_names_missing_class_folders_without_reading_an_image(tmp_path, capsys):
+def test_doctor_names_missing_class_folders_without_reading_an_image(tmp_path, capsys, monkeypatch):
     import shutil
 
+    from PIL import Image
     from conftest import write_image_folder
+
+    from course_utils import data
 
     root = write_image_folder(tmp_path / "nine")
     shutil.rmtree(root / "test" / "truck")
     (root / "test" / "lorry").mkdir()
+    reads = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: reads.append(a))
+    monkeypatch.setattr(data, "load_cifar10", lambda *a, **k: reads.append(a))
     assert main(["doctor", "--device", "cpu", "--data-dir", str(root)]) == 1
+    assert reads == []                       # the folders' names say it: not one image decoded
     text = "\n".join(lines(capsys))
     assert "FIX  data" in text and "test lacks the class folder(s) truck (and has lorry, not a CIFAR-10 class)" in text
 

@@ -223,11 +223,13 @@ def test_load_pretrained_refuses_an_altered_file(tmp_path):
 def test_load_pretrained_puts_the_network_on_the_device_asked_for(monkeypatch):
     """map_location names where the model goes, not only where the file's tensors are read to: a model
     left on the CPU would fail at its first CUDA batch. (No GPU here: the move is watched.)"""
-    moved = []
-    real_to = nn.Module.to
-    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: moved.append((type(self).__name__, a)) or real_to(self, *a, **k))
-    model = load_pretrained("cifarnet", map_location="cpu")
-    assert ("CifarNet", ("cpu",)) in moved and not model.training
+    from course_utils import pretrained
+
+    read_to, moved = [], []
+    monkeypatch.setattr(pretrained, "load_checkpoint", lambda path, model, map_location: read_to.append(map_location))
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: moved.append((type(self).__name__, a)) or self)
+    model = load_pretrained("cifarnet", map_location="cuda:1")   # not the default ("cpu"): a fixed .to would show
+    assert read_to == ["cuda:1"] and moved == [("CifarNet", ("cuda:1",))] and not model.training
 
 
 def test_load_pretrained_names_what_is_missing(tmp_path):

@@ -1,5 +1,7 @@
 """Mixed precision by capability, with the CUDA queries monkeypatched (no GPU runs these tests):
 bf16 only where the card has it natively, fp16 with a GradScaler on older cards, fp32 elsewhere."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -62,8 +64,10 @@ def test_autocast_follows_the_decision(card):
 
 
 def test_cpu_autocast_runs_through_the_same_path():
-    """The CUDA branch's code path, exercised on the CPU: an explicit bf16 autocast in training_step,
-    evaluate and predict gives bf16 activations and sensible numbers."""
+    """The CUDA branch's code path, exercised on the CPU: an explicit bf16 autocast in training_step gives
+    bf16 activations and a finite loss, and evaluate and predict (fp32 here: the CPU's decision is no
+    autocast) agree on the model it trained. Their autocast on CUDA is
+    test_evaluate_and_predict_autocast_when_the_device_calls_for_it."""
     torch.manual_seed(0)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
@@ -77,7 +81,7 @@ def test_cpu_autocast_runs_through_the_same_path():
     plain_loss, plain_acc = training.evaluate(model, loader, cpu)
     preds, labels = training.predict(model, loader, cpu)
     assert preds.shape == labels.shape == (16,) and (labels == y.numpy()).all()
-    assert plain_acc == pytest.approx(100 * (preds == labels).mean())
+    assert plain_acc == pytest.approx(100 * (preds == labels).mean()) and math.isfinite(plain_loss)
 
 
 @pytest.mark.parametrize("device, expected", [("cuda", True), ("cuda:1", True), ("mps", False), ("cpu", False)])

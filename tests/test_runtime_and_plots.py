@@ -192,7 +192,7 @@ def test_kernel_taps_draws_the_weights_and_the_span_of_each_dilation():
 
     fig = diagrams.kernel_taps(size=9, kernel=3, dilations=(1, 2, 3))
     assert "3x3 kernel" in fig._suptitle.get_text() and "dashed" in fig._suptitle.get_text()
-    for ax, d in zip(fig.axes, (1, 2, 3)):
+    for ax, d in zip(fig.axes, (1, 2, 3), strict=True):   # one panel per dilation, none left unchecked
         span = 2 * d + 1
         assert ax.get_title() == f"3x3, dilation {d}\nspans {span}x{span}, 9 weights"
         taps = [p for p in ax.patches if p.get_fill() and p.get_width() == 1]

@@ -387,12 +387,12 @@ def test_auto_recipe_is_fast_on_cuda_and_course_elsewhere(monkeypatch):
 
 
 def test_compile_is_ignored_on_a_cpu(tiny_data, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("torch.compile must not be called on a CPU")
-
-    monkeypatch.setattr(torch, "compile", refuse)
+    # `compiled` falls back to the eager model on any error torch.compile raises, so a stub that raised
+    # would be swallowed: record the calls instead
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: calls.append(args) or args[0])
     _, h = run(tiny_data, small_config(epochs=1, compile=True))
-    assert h.epoch == [1]
+    assert h.epoch == [1] and calls == []
 
 
 def test_compile_on_cuda_needs_triton(monkeypatch):
