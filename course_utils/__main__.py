@@ -68,6 +68,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    """A device name the kit knows (``runtime.device_named``), or ``auto``; whether this machine has it is
+    checked when the command runs (one line, exit code 1), not here."""
+    from .runtime import device_named
+
+    if text != "auto":
+        try:
+            device_named(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 #: Flags that set a TrainConfig field themselves: ``--set`` points to them instead of taking the field.
 _OWN_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size",
               "seed": "--seed", "num_workers": "--workers", "compile": "--compile", "train_per_class": "--subset"}
@@ -130,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"checkpoint name carry the change")
     train.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
-    train.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    train.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N, mps or auto (default)")
     train.add_argument("--workers", type=_non_negative,
                        help="data-loader worker processes, 0 or more (default: 0 on a CPU, up to 8 on a GPU)")
     train.add_argument("--seed", type=_non_negative, help="random seed, 0 or more (default 1)")
@@ -143,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "training steps of the course models, and on CUDA the time CifarNet takes to reach "
                                        "85% test accuracy. Prints a table and writes a JSON record under runs/bench/.")
     bench.add_argument("--quick", action="store_true", help="a CPU-sized run: 3 steps per row (noisy)")
-    bench.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    bench.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N, mps or auto (default)")
     bench.add_argument("--no-time-to-accuracy", dest="time_to_target", action="store_false",
                        help="on CUDA, leave out the time to 85%% (a whole fast-recipe run)")
     bench.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
@@ -153,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "set minus the validation split. Prints one row per run, writes "
                                         "figures/09_ablation_runs.csv (one row per variant and seed), "
                                         "figures/09_ablation_summary.csv (mean and std over seeds) and "
-                                        "figures/09_ablation.png. Finished runs are read back and an interrupted one "
-                                        "resumed (runs/ablation/); until the study is complete its finished rows are "
+                                        "figures/09_ablation.png. A run recorded in figures/ (the committed study) is read "
+                                        "back, not trained again: to train the study anew, point COURSE_FIGURES_DIR "
+                                        "at a new folder. Finished runs in runs/ablation/ are read back and an "
+                                        "interrupted one resumed; until the study is complete its finished rows are "
                                         "kept in figures/09_ablation_runs.partial.csv, which can be committed, so the "
                                         "study can be spread over several sittings and machines. A call with some "
                                         "variants adds its rows to the recorded study; one with other epochs or "
@@ -170,13 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--jobs", type=_positive, default=1, metavar="N",
                         help="train N runs at a time, each in its own process with 1/N of the CPU threads "
                              "(default 1; on a 2-core CPU, 2 gets more epochs per minute out of the cores)")
-    ablate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    ablate.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N, mps or auto (default)")
     ablate.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     doctor = sub.add_parser("doctor", help="check this machine before class: device, precision, data, versions",
                             description="Say which device training will use and why, the precision and compile choices, "
                                         "loader workers, where the data is (or what to do), library versions, widgets "
                                         "and the shipped weights. Exit code 0 when the kit can train here.")
-    doctor.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    doctor.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N, mps or auto (default)")
     doctor.add_argument("--data-dir", help="folder holding CIFAR-10 (default: $COURSE_DATA_DIR, else data/)")
     export = sub.add_parser("export", help="ship a finished run's weights: course_utils/weights/<model>.pt and its card",
                             description="Copy the weights of a finished full-size run (its JSON run record under runs/) "

@@ -65,13 +65,16 @@ _PLAIN_RECIPES = ("course", "fast")
 
 
 def _fingerprint(config: TrainConfig) -> str:
-    """"" for the settings of the course or the fast recipe (``_PLAIN_RECIPES``), else 6 hex digits of the
-    others (a setting in ``_LATER`` only when it is not at its no-op value)."""
+    """"" for the settings of the course or the fast recipe (``_PLAIN_RECIPES``) at that recipe's batch size,
+    else 6 hex digits of the others (a setting in ``_LATER`` only when it is not at its no-op value). The
+    batch size is in the name already; matching it here keeps the fast recipe at the course batch, or the
+    course recipe at the fast batch, from taking the other recipe's plain name."""
     def settings(c: TrainConfig) -> dict:
         return {k: getattr(c, k) for k in _NAMELESS if k not in _LATER or getattr(c, k) != _LATER[k]}
 
     mine = settings(config)
-    if any(mine == settings(TrainConfig.recipe(r)) for r in _PLAIN_RECIPES):
+    plain = (TrainConfig.recipe(r) for r in _PLAIN_RECIPES)
+    if any(config.batch_size == r.batch_size and mine == settings(r) for r in plain):
         return ""
     return "-x" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6]
 

@@ -33,6 +33,19 @@ def is_smoke() -> bool:
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def device_named(name: str) -> torch.device:
+    """``name`` as a device the kit trains on (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``), whether or not
+    this machine has it; a ``ValueError`` listing the choices for any other name. (``get_device`` then checks
+    that the device is there.)"""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from err
+    if device.type not in ("cpu", "cuda", "mps"):   # torch knows more (xpu, meta, ...); the kit trains on these
+        raise ValueError(f"device {name!r} is not one the kit trains on; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
+    return device
+
+
 def get_device(name: str | None = None) -> torch.device:
     """The device to train on: ``name`` if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``),
     else the first available of cuda, mps, cpu.
@@ -45,12 +58,7 @@ def get_device(name: str | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from err
-    if device.type not in ("cpu", "cuda", "mps"):   # torch knows more (xpu, meta, ...); the kit trains on these
-        raise ValueError(f"device {name!r} is not one the kit trains on; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
+    device = device_named(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

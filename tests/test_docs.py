@@ -107,7 +107,7 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     assert (f"SE and CBAM for 4 epochs each, {per_model[0] / 60:.1f} and {per_model[1] / 60:.1f} minutes by the epoch "
             "lines it prints") in prose
     study = json.loads((REPO_ROOT / "figures/09_ablation_time.json").read_text())
-    assert (f"`python -m course_utils ablate --jobs 2` ({study['wall_minutes']:.1f} minutes for its "
+    assert (f"`COURSE_FIGURES_DIR=fresh python -m course_utils ablate --jobs 2` ({study['wall_minutes']:.1f} minutes for its "
             f"{study['runs']} runs") in prose and study["jobs"] == 2
     from course_utils.assignment import train_design
     assert inspect.signature(train_design).parameters["epochs"].default is None

@@ -553,6 +553,13 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
     # and stable across processes and versions: the long recipe's published run has this very name
     assert checkpoint_path("cifarnet_res20", TrainConfig.recipe("long"), tmp_path).name == "cifarnet_res20-full-e100-s1-x6d2118.pt"
     assert name(num_workers=2, channels_last=False, compile=True, test_each_epoch=True) == name()
+    # each recipe's plain name only at its own batch size: the fast recipe at the course batch, or the course
+    # recipe at the fast batch, would otherwise share a file with the other recipe's run
+    fast_at_course_batch = replace(fast, batch_size=course.batch_size)
+    course_at_fast_batch = replace(course, epochs=fast.epochs, batch_size=fast.batch_size)
+    others = {checkpoint_path("cifarnet", c, tmp_path).name for c in (fast_at_course_batch, course_at_fast_batch)}
+    plain = {checkpoint_path("cifarnet", c, tmp_path).name for c in (replace(course, epochs=fast.epochs), fast)}
+    assert len(others | plain) == 4 and all(re.search(r"-x[0-9a-f]{6}\.pt$", n) for n in others)
 
 
 def test_resume_refuses_a_checkpoint_trained_with_another_optimizer_or_augmentation(tiny_data, tmp_path):
