@@ -436,8 +436,14 @@ def test_readme_results_rows_quote_their_published_records():
     assert len(cited) >= 2, "the results table cites no published records"
     for row, name in cited:
         record = json.loads((REPO_ROOT / name).read_text())
-        model, params, _macs, _device, recipe, _time, _ips, val, test, _source = row
+        model, params, _macs, _device, recipe, minutes, ips, val, test, _source = row
         assert params == f"{record['parameters']:,}", (name, params)
+        assert minutes.startswith(f"{record['train_seconds'] / 60:.1f} min"), (name, minutes)
+        passes = record["history"].get("train_seconds")
+        if passes and ips[:1].isdigit():   # images/s (unless the row says why none is given): the training
+            # passes' images over their summed time, the evaluation left out
+            rate = record["data"]["train"] * record["epochs"] / sum(passes)
+            assert ips.startswith(f"{int(rate + 0.5):,}"), (name, ips, rate)
         assert recipe.endswith(f", {record['epochs']}"), (name, recipe)
         if _held_out_validation(record):
             assert val.startswith(f"{record['final_val_acc']:.2f}%"), (name, val)
@@ -822,6 +828,13 @@ def test_readme_final_long_run_trains_the_long_recipe_on_all_training_images_and
             f"above the run that held 5,000 images out ({held['final_test_acc']:.2f}%), and {89 - t:.2f} points short "
             f"of the 89% aimed at") in prose
     assert abs(t - held["final_test_acc"]) < spread                                    # "less than a seed's spread"
+    # its row's time: epoch 5 held the pause, and the run's minutes with that epoch at the crop epochs' median
+    crop = h["seconds"][:TrainConfig.from_dict(run["config"]).crop_epochs]
+    median = statistics.median(crop)
+    at_median = (sum(h["seconds"]) - h["seconds"][4] + median) / 60
+    assert (f"including epoch 5, {h['seconds'][4]:.0f} s against a median crop epoch of {median:.0f} s" in _docs_text()
+            and f"{at_median:.1f} min with that epoch at the median" in _docs_text())
+    assert f"{run['train_seconds'] / 60:.1f} min as recorded (epoch 5's {(h['seconds'][4] - median) / 60:.0f} minutes" in prose
     assert f"test standard deviation of CifarNet's three crop runs: {spread:.2f} points" in prose
     assert (f"ends at {h['train_acc'][-1]:.2f}% ({held['history']['train_acc'][-1]:.2f}% with 45,000 images)") in prose
     assert f"it ends at {t:.2f}% on test, {89 - t:.2f} points short." in prose
