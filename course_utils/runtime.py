@@ -151,14 +151,17 @@ def loader_workers(device: torch.device, requested: int | None = None) -> int:
 
 def loader_settings(device: torch.device | str, workers: int) -> dict:
     """How the loaders move data to ``device``: pinned memory and asynchronous copies only on CUDA
-    (the only place they are safe and useful), persistent workers for the training loader whenever it
-    has workers. The evaluation loaders (no augmentation: a batch is one vectorised normalisation) get
+    (the only place they are safe and useful). The training loader's workers are kept for the whole run on
+    CUDA and MPS, where starting them each epoch would cost a short epoch's time; on a CPU they start anew
+    each epoch, seeded from the epoch's seed (``training._reseed_epoch`` seeds the loader's generator, which
+    draws their seeds), so a resumed run augments as the uninterrupted one did with any ``--workers``: kept
+    workers would carry their augmentation streams over from the epochs before. The evaluation loaders (no augmentation: a batch is one vectorised normalisation) get
     workers only on CUDA, kept for the whole run, where they pin the next batch while the GPU works;
     elsewhere they load in the training process: on MPS each pass would otherwise *spawn* its workers
     again, each unpickling its own copy of the images, to save one normalisation per batch."""
     cuda = torch.device(device).type == "cuda"
     return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
-            "persistent_train": workers > 0, "eval_workers": workers if cuda else 0,
+            "persistent_train": workers > 0 and torch.device(device).type != "cpu", "eval_workers": workers if cuda else 0,
             "persistent_eval": workers > 0 and cuda}
 
 

@@ -248,13 +248,14 @@ def _epochs(loader, n=2):
 
 
 def test_loaders_with_two_workers_are_seeded_per_worker_and_repeatable(image_folder):
-    """Two worker processes (persistent): each epoch's batches differ from the last, each worker draws
-    its own augmentation, and the same seed gives the same two epochs again."""
+    """Two worker processes (on a CPU started anew each epoch, from seeds the loader's generator draws):
+    each epoch's batches differ from the last, each worker draws its own augmentation, and the same seed
+    gives the same two epochs again."""
     d = load_cifar10(image_folder, download=False)
     # every training image the same: whatever differs between batches is shuffling-free augmentation
     same = D.CIFAR10Data(np.repeat(d.train_images[:1], 32, 0), np.zeros(32, np.int64), d.test_images, d.test_labels)
     train, _ = make_loaders(same, 16, num_workers=2, seed=5)
-    assert train.num_workers == 2 and train.persistent_workers
+    assert train.num_workers == 2 and not train.persistent_workers
     first, second = _epochs(train)
     assert not torch.equal(first[0], first[1])      # worker 0 and worker 1 augment differently
     assert not torch.equal(first[0], second[0])     # and the next epoch differs again
@@ -548,3 +549,25 @@ def test_course_utils_keeps_your_own_albumentations_update_setting(monkeypatch):
     monkeypatch.delenv("NO_ALBUMENTATIONS_UPDATE")
     importlib.reload(course_utils)
     assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_epoch_after_a_resume_augments_as_the_uninterrupted_run_did_with_loader_workers_too(workers):
+    """A resumed run's loader is new: its epoch must see the same images, augmented the same way, as the epoch
+    of a loader that served the epochs before it (kept workers would carry their streams over)."""
+    from course_utils.data import CIFAR10Data, make_train_loader
+    from course_utils.training import _reseed_epoch
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 10
+    data = CIFAR10Data(x, y, x[:10], y[:10])
+
+    def epoch(loader, e):
+        _reseed_epoch(loader, 1000 + e)   # what fit does before each epoch
+        return [images.clone() for images, _ in loader]
+
+    straight = make_train_loader(data, 10, workers, seed=1)
+    first, second = epoch(straight, 0), epoch(straight, 1)
+    resumed = epoch(make_train_loader(data, 10, workers, seed=1), 1)
+    assert len(resumed) == 2 and all(torch.equal(a, b) for a, b in zip(second, resumed, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))   # the epochs themselves differ

@@ -100,7 +100,8 @@ def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, 
     assert loader_workers(torch.device(device)) == workers
     how = loader_settings(device, workers)
     assert how["pin_memory"] is pinned and how["non_blocking"] is pinned and how["persistent_eval"] is persistent_eval
-    assert how["persistent_train"] is (workers > 0)
+    assert how["persistent_train"] is (workers > 0)   # on CUDA and MPS: kept for the run
+    assert loader_settings("cpu", 2)["persistent_train"] is False   # a CPU's workers start each epoch anew
     train, test = make_loaders(load_cifar10(image_folder, download=False), 8, workers, device=device)
     assert train.pin_memory is pinned and test.pin_memory is pinned
     assert train.persistent_workers is (workers > 0) and test.persistent_workers is persistent_eval
