@@ -30,7 +30,7 @@ from . import plots
 from .config import TrainConfig
 from .checkpoint import atomic_write_text
 from .data import CIFAR10Data
-from .experiment import split, train
+from .experiment import size_name, split, train
 from .inspection import count_macs, receptive_field
 from .models import CifarNet, CifarNetConfig, count_parameters
 from .runtime import device_name, figures_dir, is_smoke, runs_dir, shown_path
@@ -137,8 +137,9 @@ def crop_words(crop_size: int, crop_epochs: int, whole: str = "") -> str:
 
 def run_folder(config: TrainConfig, folder: Path | None = None) -> Path:
     """Where the runs of one ablation live: one folder per data size, number of epochs and crop phase,
-    so a smoke study never mixes with a full one, nor a study on crops with one on whole images."""
-    size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
+    so a smoke study never mixes with a full one or a ``--subset`` one (``experiment.size_name``), nor a study
+    on crops with one on whole images."""
+    size = size_name(config)
     crop_size, crop_epochs = crop_setup(config)
     crops = f"-crop{crop_size}x{crop_epochs}" if crop_epochs else ""
     return (folder or runs_dir() / "ablation") / f"{size}-e{config.epochs}{crops}"

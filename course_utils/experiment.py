@@ -79,14 +79,22 @@ def _fingerprint(config: TrainConfig) -> str:
     return "-x" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:6]
 
 
+def size_name(config: TrainConfig) -> str:
+    """The data size in a run's name: ``full``, or ``sub{N}`` for N training images per class (``--subset``),
+    then ``-t{M}`` where the test and validation splits are cut to M per class (smoke mode), so a smoke run
+    and a ``--subset`` run of the same length never share a checkpoint or an ablation folder."""
+    size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
+    return size if config.test_per_class is None else f"{size}-t{config.test_per_class}"
+
+
 def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = None) -> Path:
-    """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size, epochs,
-    batch size, seed, other settings). The batch size is named only when it is not the course recipe's,
+    """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size
+    (``size_name``), epochs, batch size, seed, other settings). The batch size is named only when it is not the course recipe's,
     so ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one; a
     run whose other settings are not the course or fast recipe's (another learning rate, optimizer,
     augmentation; the long recipe's smaller hole too) ends in a fingerprint of them:
     ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
-    size = "full" if config.train_per_class is None else f"sub{config.train_per_class}"
+    size = size_name(config)
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
     name = f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}{_fingerprint(config)}.pt"
     return (folder or runs_dir()) / name

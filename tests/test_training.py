@@ -553,6 +553,15 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
     # and stable across processes and versions: the long recipe's published run has this very name
     assert checkpoint_path("cifarnet_res20", TrainConfig.recipe("long"), tmp_path).name == "cifarnet_res20-full-e100-s1-x6d2118.pt"
     assert name(num_workers=2, channels_last=False, compile=True, test_each_epoch=True) == name()
+    # a smoke run (its test and validation splits cut too) and a --subset run of the same size and length
+    from course_utils import ablation
+    from course_utils.config import SMOKE_TEST_PER_CLASS, SMOKE_TRAIN_PER_CLASS
+    smoke = replace(course, train_per_class=SMOKE_TRAIN_PER_CLASS, test_per_class=SMOKE_TEST_PER_CLASS)
+    subset = replace(smoke, test_per_class=None)
+    assert checkpoint_path("cifarnet", smoke, tmp_path).name == (
+        f"cifarnet-sub{SMOKE_TRAIN_PER_CLASS}-t{SMOKE_TEST_PER_CLASS}-e{course.epochs}-s1.pt")
+    assert checkpoint_path("cifarnet", subset, tmp_path).name == f"cifarnet-sub{SMOKE_TRAIN_PER_CLASS}-e{course.epochs}-s1.pt"
+    assert ablation.run_folder(smoke, tmp_path) != ablation.run_folder(subset, tmp_path)
     # each recipe's plain name only at its own batch size: the fast recipe at the course batch, or the course
     # recipe at the fast batch, would otherwise share a file with the other recipe's run
     fast_at_course_batch = replace(fast, batch_size=course.batch_size)
