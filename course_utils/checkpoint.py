@@ -39,8 +39,11 @@ def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[Any], Any
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
     try:
+        try:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
+        except OSError:
+            pass   # a drive without permissions (FAT, exFAT, some network shares): the file is written all the same
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()

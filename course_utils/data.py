@@ -282,9 +282,17 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     )
 
 
+def _hidden(path: Path) -> bool:
+    """A dot-name: a staging folder, or what macOS writes beside files it copies (``._name.png``: AppleDouble
+    metadata, not an image; ``.DS_Store``)."""
+    return path.name.startswith(".")
+
+
 def _find_image_folder(root: Path) -> Path | None:
-    """``root`` itself, or its only sub-folder, when it holds ``train/`` and ``test/``."""
-    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+    """``root`` itself, or its only sub-folder, when it holds ``train/`` and ``test/``. Hidden folders are
+    not candidates: a ``.extracting-*`` folder left by an extraction that was killed (a kernel restart, out of
+    memory) holds a partial copy, which would otherwise be decoded and cached as the data."""
+    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
     for c in candidates:
         if (c / "train").is_dir() and (c / "test").is_dir():
             return c
@@ -420,7 +428,7 @@ def _check_counts(split: Path, labels: np.ndarray, classes: Sequence[str]) -> No
 
 def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = False) -> list[Path]:
     """The class folders of one split, in the order of ``classes`` (label i is ``classes[i]``)."""
-    dirs = {p.name: p for p in split.iterdir() if p.is_dir()}
+    dirs = {p.name: p for p in split.iterdir() if p.is_dir() and not _hidden(p)}
     if not dirs:
         raise DataFormatError(f"{split} has no class sub-folders; expected {split}/<class>/*.png|jpg")
     missing = [c for c in classes if c not in dirs]
@@ -440,6 +448,17 @@ def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = 
     return [dirs[c] for c in classes]
 
 
+def _eight_bit(im):
+    """A 16-bit grayscale image (PIL modes ``I;16*``, or ``I`` as 16-bit PNGs open) scaled to 8 bits (mode
+    ``L``): ``convert("RGB")`` would clip every value above 255 to white instead. Other images as they are."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    values = np.asarray(im, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+
+
 def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
@@ -448,14 +467,14 @@ def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         files = sorted(f for f in d.iterdir() if f.is_file())
         count = 0
         for f in files:
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+            if f.suffix.lower() not in IMAGE_EXTENSIONS or _hidden(f):
                 skipped.append(f.name)
                 continue
             try:
                 with Image.open(f) as im:
                     if im.mode != "RGB" or im.size != (IMAGE_SIZE, IMAGE_SIZE):
                         converted.append(f"{f.name} ({im.mode}, {im.size[0]}x{im.size[1]})")
-                        im = im.convert("RGB")
+                        im = _eight_bit(im).convert("RGB")
                         if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                             im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
                     images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
@@ -471,7 +490,9 @@ def _decode_split(class_dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
                 "Copy its images again, or extract the archive again."
             )
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} non-image file(s), e.g. {skipped[:3]}", stacklevel=3)
+        apple = " (._ files are macOS metadata: COPYFILE_DISABLE=1 tar ... makes an archive without them)" \
+            if any(name.startswith("._") for name in skipped) else ""
+        warnings.warn(f"skipped {len(skipped)} non-image file(s), e.g. {skipped[:3]}{apple}", stacklevel=3)
     if converted:
         warnings.warn(
             f"converted {len(converted)} image(s) to 32x32 RGB, e.g. {converted[:3]}", stacklevel=3

@@ -571,3 +571,40 @@ def test_an_epoch_after_a_resume_augments_as_the_uninterrupted_run_did_with_load
     resumed = epoch(make_train_loader(data, 10, workers, seed=1), 1)
     assert len(resumed) == 2 and all(torch.equal(a, b) for a, b in zip(second, resumed, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, second))   # the epochs themselves differ
+
+
+def test_a_partial_copy_left_by_a_killed_extraction_is_not_taken_for_the_data(tmp_path):
+    """An extraction killed outright (kernel restart, out of memory) leaves its hidden staging folder: the
+    archive beside it is extracted and loaded, not the partial copy."""
+    src = write_image_folder(tmp_path / "src", 2, 1)
+    root = tmp_path / "root"
+    root.mkdir()
+    _archive(src, root / "cifar.tar.gz")
+    write_image_folder(root / ".extracting-abc123", 1, 1)   # what the killed extraction had written so far
+    d = load_cifar10(root, download=False)
+    assert len(d.train_labels) == 20 and ".extracting" not in d.source
+    assert (root / "train" / "cat").is_dir()
+
+
+def test_macos_metadata_files_beside_the_images_are_skipped_with_a_hint(image_folder):
+    """A copy made on a Mac carries ``._name.png`` (AppleDouble) beside each image and ``.DS_Store`` files:
+    they are not images, and not a reason to stop."""
+    for cls in ("cat", "dog"):
+        (image_folder / "train" / cls / "._0000.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (image_folder / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (image_folder / "test" / ".Spotlight-V100").mkdir()
+    with pytest.warns(UserWarning, match=r"skipped 2 non-image file\(s\), e\.g\. \['._0000.png', '._0000.png'\] "
+                                         r"\(._ files are macOS metadata: COPYFILE_DISABLE=1"):
+        d = load_cifar10(image_folder, download=False, cache=False)
+    assert len(d.train_labels) == 60 and len(d.test_labels) == 30
+
+
+def test_a_16_bit_grayscale_image_is_scaled_to_8_bits_not_clipped_to_white(image_folder):
+    path = image_folder / "train" / "cat" / "0000.png"
+    Image.fromarray(np.full((32, 32), 30000, dtype=np.uint16)).save(path)   # about 46% grey, 16 bits
+    assert Image.open(path).mode.startswith("I")
+    with pytest.warns(UserWarning, match="converted 1 image"):
+        d = load_cifar10(image_folder, download=False, cache=False)
+    cat = D.CLASSES.index("cat")
+    first_cat = d.train_images[np.flatnonzero(d.train_labels == cat)[0]]
+    assert (first_cat == 117).all()   # 30000 / 257, in all three channels

@@ -299,6 +299,24 @@ def test_failed_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
 
 
+def test_a_drive_without_permissions_still_gets_the_checkpoint_and_the_record(tmp_path, monkeypatch):
+    """FAT, exFAT and some network shares refuse chmod (EPERM): the permissions are cosmetic, the file is not."""
+    import errno
+    import os
+
+    from course_utils.checkpoint import atomic_write_text
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    atomic_save({"format": "x", "value": 3}, tmp_path / "c.pt")
+    atomic_write_text('{"epochs": 1}', tmp_path / "c.json")
+    assert torch.load(tmp_path / "c.pt", weights_only=True) == {"format": "x", "value": 3}
+    assert (tmp_path / "c.json").read_text() == '{"epochs": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.pt"]   # no temporary file left
+
+
 def test_wrong_or_corrupt_checkpoints_get_clear_errors(tmp_path):
     save_checkpoint(tmp_path / "cifar.pt", tiny_model())
     with pytest.raises(CheckpointError, match="holds a CifarNet, but the model given is a BaselineNet; "
