@@ -16,6 +16,7 @@ The rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -174,11 +175,16 @@ def check(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), num_
     return report
 
 
-def train_design(model: nn.Module, epochs: int | None = None, device: str | None = None, data=None,
-                 log=print):
+def train_design(model: "nn.Module | Callable[[], nn.Module]", epochs: int | None = None, device: str | None = None,
+                 data=None, log=print):
     """A short training run of a learner's design with the course recipe, shortened to ``epochs``
     (default: 5, or smoke mode's 2 epochs on its subset): the validation split held out, validation
     accuracy printed each epoch, the test set read once at the end. Returns the ``History``.
+
+    ``model`` is best the function that builds the design (``my_network``, ``CifarNet``): it is built
+    after the recipe's seed is set, so the run starts from the same weights however often, and after
+    whatever, the cell runs, and two designs compare from seeded starts. A network already built starts
+    from the weights it was built with, which depend on everything that drew random numbers before.
 
     Refuses a model that breaks a rule (it prints the report instead and returns None): the
     assignment is to design under the rules, then train."""
@@ -187,7 +193,7 @@ def train_design(model: nn.Module, epochs: int | None = None, device: str | None
     from .experiment import train
     from .runtime import get_device, is_smoke
 
-    report = check(model)
+    report = check(model if isinstance(model, nn.Module) else model())   # a copy to check; train builds its own
     if not report.passed:
         print(report)
         print("train_design: fix the failing rule(s) first, then train")

@@ -74,14 +74,17 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
                           steps: int = 20, warmup: int = 3) -> float:
     """Training images per second on random data (forward, backward, SGD step).
 
-    ``amp``: None (fp32), "bf16" or "fp16" (CUDA autocast).
+    ``amp``: None (fp32), "bf16" or "fp16" (CUDA autocast). On CUDA with cuDNN's autotuner on, as training
+    turns it on (``runtime.use_cudnn_autotuner``), so a timing does not depend on whether a training cell
+    ran before it in the same kernel.
     """
     import torch
     from torch import nn
 
-    from .runtime import synchronize
+    from .runtime import synchronize, use_cudnn_autotuner
     from .training import training_step
 
+    use_cudnn_autotuner(device)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -325,7 +325,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              _check_12_1),
     Exercise("12.2", "the receptive-field rule sets a minimum depth; `count_parameters` and `train_design` for two widths",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
-    Exercise("12.3", "`train_design(CifarNet())` (`from course_utils.models import CifarNet`); `stages(model)` "
+    Exercise("12.3", "`train_design(CifarNet)` (`from course_utils.models import CifarNet`); `stages(model)` "
              "(`from course_utils import stages`) shows where the parameters and MACs sit",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),

@@ -309,8 +309,10 @@ def empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int
     with _eval_mode(module):
         out = module(x)
         h, w = out.shape[-2] // 2, out.shape[-1] // 2
-        out[0, :, h, w].sum().backward()
-    return x.grad[0].abs().sum(0).cpu().numpy()
+        # the gradient with respect to the input alone: .backward() would also add one to every weight's
+        # .grad, on a network the notebook goes on using, with each re-run of the cell
+        (grad,) = torch.autograd.grad(out[0, :, h, w].sum(), x)
+    return grad[0].abs().sum(0).cpu().numpy()
 
 
 def mean_empirical_receptive_field(module: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32),

@@ -235,6 +235,8 @@ def test_the_empirical_receptive_field_is_nonzero_exactly_on_the_theoretical_tap
     grad = empirical_receptive_field(dilated, (1, 11, 11))
     assert sorted(zip(*np.nonzero(grad))) == [(r, c) for r in (3, 5, 7) for c in (3, 5, 7)]
     assert np.allclose(grad[3:8:2, 3:8:2], dilated.weight[0, 0].abs().detach().numpy())
+    assert dilated.weight.grad is None and all(p.grad is None for p in two.parameters())   # the network's own
+    # gradients are left alone: re-running a notebook cell adds nothing to them
 
 
 def test_mean_empirical_receptive_field_averages_the_seeds_and_central_share_measures_squares():

@@ -128,3 +128,25 @@ def test_train_design_refuses_a_broken_model_and_trains_a_passing_one(image_fold
     history = train_design(CifarNet(), epochs=1, device="cpu", data=data, log=None)
     assert len(history) == 1 and not history.interrupted
     assert 0.0 <= history.final_val_acc <= 100.0 and 0.0 <= history.final_test_acc <= 100.0
+
+
+def test_train_design_given_the_builder_starts_from_the_same_weights_whatever_ran_before(image_folder):
+    """A cell re-run in class, or after other cells drew random numbers: given the function that builds the
+    design, the run is the same."""
+    from course_utils import experiment
+    from course_utils.assignment import train_design
+    from course_utils.data import load_cifar10
+    from course_utils.models import CifarNet
+
+    data = load_cifar10(image_folder, download=False)
+    runs = []
+    for draws in (0, 7):
+        torch.rand(draws)          # whatever the kernel did before
+        CifarNet()                 # a network built and thrown away, as a check cell does
+        runs.append(train_design(CifarNet, epochs=1, device="cpu", data=data, log=None))
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].val_acc == runs[1].val_acc
+    built = []
+    for draws in (0, 7):
+        torch.rand(draws)
+        built.append(train_design(CifarNet(), epochs=1, device="cpu", data=data, log=None))
+    assert built[0].train_loss != built[1].train_loss   # a built network starts where the RNG happened to be

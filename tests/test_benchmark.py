@@ -169,7 +169,25 @@ def test_the_benchmark_times_its_cuda_rows_with_the_autotuner_training_uses(monk
     assert {r["amp"] for r in record["train_step"]} == {"fp32", "fp16"}          # no bf16 row on a T4
 
 
-def test_a_benchmark_stopped_in_its_time_to_accuracy_run_is_not_complete(monkeypatch):
+def test_a_relative_timing_turns_the_autotuner_on_as_training_does_whatever_ran_before(monkeypatch):
+    """Notebook 09's speed comparison on a (simulated) CUDA device: timed with cuDNN's autotuner on even in a
+    kernel where no training cell has run yet, so its ratios do not depend on what ran before."""
+    from course_utils import benchmark, runtime
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    turned = []
+    monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda device: turned.append(str(device)) or True)
+    monkeypatch.setattr(runtime, "synchronize", lambda device: None)
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: self)          # no GPU here: the model stays put
+    real_randn, real_randint = torch.randn, torch.randint
+    monkeypatch.setattr(torch, "randn", lambda *a, device=None, **k: real_randn(*a, **k))
+    monkeypatch.setattr(torch, "randint", lambda *a, device=None, **k: real_randint(*a, **k))
+    from course_utils import training
+    monkeypatch.setattr(training, "training_step", lambda *a, **k: None)
+    benchmark.relative_throughput({"a": lambda: nn.Linear(2, 2)}, "cuda", passes=1, steps=1)
+    assert turned == ["cuda"]
+
     """Ctrl-C during the (simulated) CUDA time-to-85% run: training keeps its epochs and returns, and the
     benchmark must not call that a finished record (it marked it complete and exited 0)."""
     from types import SimpleNamespace
