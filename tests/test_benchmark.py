@@ -245,3 +245,25 @@ def test_a_benchmark_without_its_time_to_accuracy_run_trains_nothing_and_says_wh
     assert lines[-1] == "time to accuracy: skipped (--no-time-to-accuracy)"
     assert build_parser().parse_args(["bench", "--no-time-to-accuracy"]).time_to_target is False
     assert build_parser().parse_args(["bench"]).time_to_target is True
+
+
+def test_the_loader_is_timed_from_its_first_pass_once_started_and_counts_every_image(monkeypatch):
+    """The start-up batch comes before the clock; the timed batches continue that pass (a new pass would
+    start its workers again on a CPU, inside the timing), and the next pass only when it runs out."""
+    from course_utils import benchmark, data
+
+    passes = []
+
+    class Loader:
+        def __iter__(self):
+            passes.append(0)
+            for _ in range(3):
+                passes[-1] += 1
+                yield torch.zeros(4, 3, 2, 2), None
+
+    monkeypatch.setattr(data, "make_loaders", lambda *a, **k: (Loader(), None))
+    clock = iter(range(100))
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: float(next(clock)))
+    rate = benchmark.loader_throughput(object(), 4, 2, max_batches=4)
+    assert passes == [3, 2]                 # 1 start-up batch + 2 timed from the first pass, then 2 from a second
+    assert rate == 4 * 4 / 1.0              # 16 images timed: the stubbed clock read once at start, once at the end
