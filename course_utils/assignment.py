@@ -74,6 +74,8 @@ class _Conv:
     kernel: tuple[int, int]
     dilation: int
     groups: int
+    in_hw: tuple[int, int] = (0, 0)    # the map it reads
+    out_hw: tuple[int, int] = (0, 0)   # the map it writes
 
 
 def _pair(v) -> tuple[int, int]:
@@ -81,46 +83,60 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Watcher(TorchFunctionMode):
-    """Records convolutions, max-pooling and global average pooling in one forward pass."""
+    """Records convolutions, max-pooling and global pooling in one forward pass, and after which call the
+    last map larger than 1×1 was made: a global pool is the network's only when no map follows it (the
+    squeeze inside an SE, ECA or CBAM gate pools too, and its gate then rescales a map)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.convs: list[_Conv] = []
         self.max_pools: list[str] = []
-        self.global_pools: list[str] = []
+        self.pools: list[tuple[int, str]] = []   # (call number, what pooled) of every global pool
+        self.calls = 0
+        self.last_map = -1                       # call number of the last op whose result is a map > 1x1
+
+    @property
+    def global_pools(self) -> list[str]:
+        """The global pools after which no map is made: what reaches the classifier."""
+        return [name for call, name in self.pools if call > self.last_map]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.calls += 1
         name = getattr(func, "__name__", "")
         x = args[0] if args else kwargs.get("input")
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and tuple(out.shape[-2:]) != (1, 1):
+            self.last_map = self.calls
         if name == "conv2d":
             weight = args[1] if len(args) > 1 else kwargs["weight"]
             dilation = args[5] if len(args) > 5 else kwargs.get("dilation", 1)
             groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
             self.convs.append(_Conv(int(x.shape[1]), int(weight.shape[0]), tuple(weight.shape[-2:]),
-                                    max(_pair(dilation)), int(groups)))
+                                    max(_pair(dilation)), int(groups), tuple(x.shape[-2:]), tuple(out.shape[-2:])))
         elif "max_pool" in name:
             self.max_pools.append(name)
         elif isinstance(x, torch.Tensor) and x.dim() == 4 and isinstance(out, torch.Tensor):
             spatial = tuple(x.shape[-2:]) != (1, 1)
             if name in ("adaptive_avg_pool2d", "avg_pool2d") and spatial and tuple(out.shape[-2:]) == (1, 1):
-                self.global_pools.append(name)
+                self.pools.append((self.calls, name))
             elif name == "mean" and spatial:
                 dims = args[1] if len(args) > 1 else kwargs.get("dim")
                 dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else (dims or ()))}
                 if {2, 3} <= dims:
-                    self.global_pools.append("mean over H, W")
+                    self.pools.append((self.calls, "mean over H, W"))
         return out
 
 
 def _separable_pairs(convs: list[_Conv]) -> int:
     """Depthwise convs (k×k, ``groups = C_in > 1``, one filter per channel) directly followed, among the
-    convolutions run, by a 1×1 conv that reads their output."""
+    convolutions run, by a 1×1 conv that reads their output: their channels, on their map (larger than
+    1×1; a 1×1 conv on a pooled vector, as in an SE gate, mixes no pixels' channels)."""
     pairs = 0
     for a, b in zip(convs, convs[1:]):
         depthwise = a.groups == a.in_ch > 1 and max(a.kernel) > 1
-        pointwise = b.kernel == (1, 1) and b.groups == 1 and b.in_ch == a.out_ch
+        pointwise = (b.kernel == (1, 1) and b.groups == 1 and b.in_ch == a.out_ch and b.in_hw == a.out_hw
+                     and b.in_hw != (1, 1))
         pairs += depthwise and pointwise
     return pairs
 

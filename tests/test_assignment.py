@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from course_utils.assignment import check
-from course_utils.models import CifarNet, CifarNetConfig, count_parameters
+from course_utils.models import CifarNet, CifarNetConfig, count_parameters, get_model
 
 RULES = ["parameters", "no max-pooling", "depthwise-separable", "dilated convolution", "global average pooling",
          "receptive field"]
@@ -150,3 +150,26 @@ def test_train_design_given_the_builder_starts_from_the_same_weights_whatever_ra
         torch.rand(draws)
         built.append(train_design(CifarNet(), epochs=1, device="cpu", data=data, log=None))
     assert built[0].train_loss != built[1].train_loss   # a built network starts where the RNG happened to be
+
+
+def test_an_attention_gate_is_neither_the_global_pooling_nor_the_pointwise_half_of_a_separable_conv():
+    """An SE gate pools its map to 1x1 and runs 1x1 convs on that vector, then rescales the map: with a
+    flatten + linear head it is not global average pooling before the classifier, and after a depthwise
+    conv its 1x1 convs do not make it separable (they mix no pixel's channels)."""
+    from course_utils.layers import SqueezeExcitation
+
+    flat = learner_net(pool="flatten")
+    gated = nn.Sequential(*flat[:-2], SqueezeExcitation(64, 8), *flat[-2:])
+    report = check(gated)
+    assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
+    w = 16
+    no_pointwise = nn.Sequential(block(3, w), block(w, w), block(w, 2 * w, stride=2), block(2 * w, 2 * w, dilation=2),
+                                 block(2 * w, 2 * w, stride=2), block(2 * w, 2 * w, groups=2 * w),
+                                 SqueezeExcitation(2 * w, 4), block(2 * w, 4 * w, stride=2), block(4 * w, 4 * w),
+                                 block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
+    report = check(no_pointwise)
+    assert report.failed() == ["depthwise-separable"] and report["depthwise-separable"].measured == "0 found"
+    # the kit's attention variants keep their head's pooling and their separable convs, and name only the head's
+    for name in ("cifarnet_se", "cifarnet_eca", "cifarnet_cbam"):
+        report = check(get_model(name))
+        assert report.passed and report["global average pooling"].measured == "adaptive_avg_pool2d", name
