@@ -252,13 +252,10 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
             ) from err
         return _write_cache(root, data) if cache else data
 
-    archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
+    archives = _archives(root)
     looked.append(f"a .tar.gz archive in {root}/")
     if len(archives) > 1:
-        raise DataFormatError(
-            f"{root} holds {len(archives)} archives ({', '.join(a.name for a in archives)}) and no extracted data; "
-            "keep the one CIFAR-10 archive there (or extract the one you want yourself) and try again."
-        )
+        raise DataFormatError(_several_archives(root, archives))
     if archives:
         _extract(archives[0], root)
         return load_cifar10(root, download=download, cache=cache, classes=classes)
@@ -280,6 +277,18 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
         f"  * point {DATA_ENV} (or data_dir=... / --data-dir) at the folder that holds your copy, or\n"
         "  * go online once: torchvision downloads the official archive to that folder."
     )
+
+
+def _archives(root: Path) -> list[Path]:
+    """The .tar.gz / .tgz archives in ``root`` (not macOS's ``._name.tar.gz`` metadata beside one)."""
+    if not root.is_dir():
+        return []
+    return [a for a in sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if not _hidden(a)]
+
+
+def _several_archives(root: Path, archives: list[Path]) -> str:
+    return (f"{root} holds {len(archives)} archives ({', '.join(a.name for a in archives)}) and no extracted data; "
+            "keep the one CIFAR-10 archive there (or extract the one you want yourself) and try again.")
 
 
 def _hidden(path: Path) -> bool:

@@ -27,16 +27,19 @@ class Finding:
         return "FIX" if not self.ok else "note" if self.note else "ok"
 
 
-def _versions() -> str:
+def _versions() -> Finding:
+    """The libraries training needs, with their versions; one missing stops training (the augmentation needs
+    albumentations, the data download torchvision)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    parts = [f"python {platform.python_version()}"]
+    parts, missing = [f"python {platform.python_version()}"], False
     for name in ("torch", "torchvision", "albumentations"):
         try:
             parts.append(f"{name} {version(name)}")
         except PackageNotFoundError:
             parts.append(f"{name} MISSING (pip install -r requirements.txt)")
-    return ", ".join(parts)
+            missing = True
+    return Finding("versions", ", ".join(parts), ok=not missing)
 
 
 def _device_findings(device_name: str | None) -> list[Finding]:
@@ -115,7 +118,8 @@ DOWNLOAD_MB = 170
 
 
 def _data_finding(data_dir: str | None) -> Finding:
-    from .data import CACHE_NAME, CLASSES, DataNotFoundError, _find_image_folder, data_root
+    from .data import (CACHE_NAME, CLASSES, DataNotFoundError, _archives, _find_image_folder, _hidden,
+                       _several_archives, data_root)
     from .runtime import shown_path
 
     try:
@@ -125,19 +129,25 @@ def _data_finding(data_dir: str | None) -> Finding:
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
         for split in ("train", "test"):  # the folders' names only: no image is read
-            have = {p.name for p in (folder / split).iterdir() if p.is_dir()}
+            have = {p.name for p in (folder / split).iterdir() if p.is_dir() and not _hidden(p)}
             missing = [c for c in CLASSES if c not in have]
+            extra = sorted(have - set(CLASSES))
             if missing:
-                extra = sorted(have - set(CLASSES))
                 return Finding("data", f"{shown_path(folder / split)} lacks the class folder(s) {', '.join(missing)}"
                                        + (f" (and has {', '.join(extra)}, not a CIFAR-10 class)" if extra else "")
                                        + ": every split needs CIFAR-10's ten class folders; extract the whole "
                                          "copy again", ok=False)
+            if extra:   # the loader refuses them too: the labels follow the folder names
+                return Finding("data", f"{shown_path(folder / split)} has {', '.join(extra)} beside CIFAR-10's ten "
+                                       "class folders: move it out of the split (the labels follow the folder "
+                                       "names)", ok=False)
         cached = " (decoded cache present)" if (root / CACHE_NAME).is_file() else " (decoded on first use, then cached)"
         return Finding("data", f"image folder {shown_path(folder)}{cached}")
     if (root / "cifar-10-batches-py").is_dir():
         return Finding("data", f"torchvision's archive {shown_path(root / 'cifar-10-batches-py')}")
-    archives = sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else []
+    archives = _archives(root)
+    if len(archives) > 1:
+        return Finding("data", _several_archives(shown_path(root), archives), ok=False)
     if archives:
         return Finding("data", f"archive {archives[0].name} in {shown_path(root)} (extracted on first use)")
     return Finding("data", f"no CIFAR-10 copy in {shown_path(root)} yet: the first run downloads it with torchvision "
@@ -158,11 +168,12 @@ def _weights_finding() -> Finding:
 
     try:
         info = card("cifarnet")
-    except PretrainedError as err:
-        return Finding("weights", str(err), ok=True)  # training does not need them
+    except PretrainedError as err:   # training does not need them; the notebooks' pictures of a trained net do
+        return Finding("weights", str(err), note=True)
     path = WEIGHTS_DIR / info["file"]
     if not path.is_file() or sha256(path) != info["sha256"]:
-        return Finding("weights", f"{path.name} is missing or altered: git checkout -- course_utils/weights", ok=True)
+        return Finding("weights", f"{path.name} is missing or altered: load_pretrained will refuse it; "
+                                  "git checkout -- course_utils/weights", note=True)
     return Finding("weights", f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
                               f"{info['train_minutes']} min on {info['device']}"
                               + (f" ({info['device_name']})" if info.get("device_name") not in (None, "", info["device"]) else "")
@@ -171,7 +182,7 @@ def _weights_finding() -> Finding:
 
 def diagnose(device: str | None = None, data_dir: str | None = None) -> list[Finding]:
     """Everything ``doctor`` checks, as findings; ``ok=False`` marks what stops training here."""
-    return [Finding("versions", _versions()), *_device_findings(device), _data_finding(data_dir),
+    return [_versions(), *_device_findings(device), _data_finding(data_dir),
             _widgets_finding(), _weights_finding()]
 
 

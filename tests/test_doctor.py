@@ -87,7 +87,8 @@ def test_doctor_on_a_simulated_machine_with_two_cards_reports_the_one_asked_for(
 
 def test_doctor_reports_the_shipped_weights_and_names_an_altered_or_missing_file(monkeypatch, tmp_path):
     """The weights line: the card's accuracy when the file matches it; the fix when it was changed or
-    removed; the card's own message when there is no card. Training needs none of it, so all are ok."""
+    removed; the card's own message when there is no card. Training needs none of it, so none stops the
+    doctor, but the notebooks' pictures of a trained net do: a missing or altered file is a note."""
     import json
     import shutil
 
@@ -99,17 +100,46 @@ def test_doctor_reports_the_shipped_weights_and_names_an_altered_or_missing_file
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
     info = json.loads((folder / "cifarnet.json").read_text())
     found = doctor._weights_finding()
-    assert found.ok and found.text.startswith(f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
+    assert found.ok and not found.note and found.text.startswith(f"cifarnet: {info['final_test_acc']:.2f}% test accuracy, trained in "
                                               f"{info['train_minutes']} min on cpu")
     raw = bytearray((folder / "cifarnet.pt").read_bytes())
     raw[-1] ^= 0xFF
     (folder / "cifarnet.pt").write_bytes(bytes(raw))
     altered = doctor._weights_finding()
-    assert altered.ok and altered.text == "cifarnet.pt is missing or altered: git checkout -- course_utils/weights"
+    assert altered.tag == "note" and altered.text == ("cifarnet.pt is missing or altered: load_pretrained will refuse "
+                                                      "it; git checkout -- course_utils/weights")
     (folder / "cifarnet.pt").unlink()
     assert doctor._weights_finding().text == altered.text
     (folder / "cifarnet.json").unlink()
-    assert "no shipped weights named 'cifarnet'" in doctor._weights_finding().text
+    assert "no shipped weights named 'cifarnet'" in doctor._weights_finding().text and doctor._weights_finding().note
+
+
+def test_doctor_stops_at_a_missing_library_training_needs(monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: (_ for _ in ()).throw(metadata.PackageNotFoundError(name))
+                        if name == "albumentations" else real(name))
+    found = doctor._versions()
+    assert found.tag == "FIX" and "albumentations MISSING (pip install -r requirements.txt)" in found.text
+
+
+def test_doctor_refuses_what_the_loader_refuses_several_archives_and_a_folder_beside_the_classes(tmp_path):
+    from conftest import write_image_folder
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("cifar-10-python.tar.gz", "cifar10-jpeg.tar.gz", "._cifar10-jpeg.tar.gz"):   # the last: macOS's
+        (two / name).write_bytes(b"")
+    found = doctor._data_finding(str(two))
+    assert found.tag == "FIX" and "holds 2 archives (cifar-10-python.tar.gz, cifar10-jpeg.tar.gz)" in found.text
+    (two / "cifar-10-python.tar.gz").unlink()
+    assert doctor._data_finding(str(two)).ok        # one archive (its macOS metadata file beside it is not one)
+    root = write_image_folder(tmp_path / "extra", 1, 1)
+    (root / "train" / "other").mkdir()
+    (root / "train" / ".ipynb_checkpoints").mkdir()   # hidden: not a class folder, for doctor or loader
+    found = doctor._data_finding(str(root))
+    assert found.tag == "FIX" and "has other beside CIFAR-10's ten class folders" in found.text
 
 
 def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake_gpu, monkeypatch, image_folder):
