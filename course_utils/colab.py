@@ -62,16 +62,29 @@ def colab_link(notebook: str, url: str | None = None) -> str:
 
 
 def sync_notebooks(folder: Path = NOTEBOOKS, url: str | None = None) -> list[Path]:
-    """Rewrite the first code cell of every notebook in ``folder``; returns the notebooks changed."""
+    """Rewrite the Colab cell (the first code cell, when it begins ``# Colab:``) of every notebook in
+    ``folder``; a notebook without one (a new lesson) gets it inserted before its first code cell, or at its
+    end if it has none, and keeps every cell it had. Returns the notebooks changed."""
+    import uuid
+
     source, changed = first_cell(url), []
     for path in sorted(folder.glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
-        if "".join(cell["source"]) != source:
-            cell["source"] = source.splitlines(True)
-            cell["outputs"], cell["execution_count"] = [], None
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-            changed.append(path)
+        code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+        first = nb["cells"][code[0]] if code else None
+        if first is not None and "".join(first["source"]).startswith("# Colab:"):
+            if "".join(first["source"]) == source:
+                continue
+            first["source"] = source.splitlines(True)
+            first["outputs"], first["execution_count"] = [], None
+        else:
+            cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                    "source": source.splitlines(True)}
+            if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5):
+                cell["id"] = uuid.uuid4().hex[:8]   # nbformat 4.5 gives every cell an id
+            nb["cells"].insert(code[0] if code else len(nb["cells"]), cell)
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        changed.append(path)
     return changed
 
 

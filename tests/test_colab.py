@@ -96,3 +96,28 @@ def test_outside_colab_the_cell_does_nothing(in_colab, monkeypatch):
     rec = Recorder()
     run_cell(monkeypatch, rec)
     assert rec.calls == []
+
+
+def test_sync_rewrites_the_colab_cell_and_gives_a_new_lesson_one_without_losing_a_cell(tmp_path):
+    import shutil
+
+    from course_utils.runtime import REPO_ROOT
+
+    shutil.copy(REPO_ROOT / "notebooks" / "01_data_analysis.ipynb", tmp_path / "01.ipynb")
+    lesson = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "markdown", "id": "t", "metadata": {}, "source": ["# 13 · A new lesson"]},
+        {"cell_type": "code", "id": "c", "execution_count": 1, "metadata": {}, "outputs": [],
+         "source": ["from course_utils import CifarNet\n", "CifarNet()"]}]}
+    (tmp_path / "13.ipynb").write_text(json.dumps(lesson))
+    url = "https://github.com/me/fork"
+    assert colab.sync_notebooks(tmp_path, url) == [tmp_path / "01.ipynb", tmp_path / "13.ipynb"]
+    for name in ("01.ipynb", "13.ipynb"):
+        nb = json.loads((tmp_path / name).read_text())
+        first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        assert "".join(first["source"]) == colab.first_cell(url), name
+    new = json.loads((tmp_path / "13.ipynb").read_text())["cells"]
+    assert [c["cell_type"] for c in new] == ["markdown", "code", "code"] and new[2] == lesson["cells"][1]
+    assert len({c["id"] for c in new}) == 3
+    before = len(json.loads((tmp_path / "01.ipynb").read_text())["cells"])
+    assert colab.sync_notebooks(tmp_path, url) == []              # in step: nothing to rewrite, nothing added
+    assert len(json.loads((tmp_path / "01.ipynb").read_text())["cells"]) == before
