@@ -270,7 +270,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
+        print(f"error: {err}. {_disk_fix('ablate')}", file=sys.stderr)
         return 1
     planned = len(variants) * len(seeds)
     if len(rows) < planned:
@@ -319,7 +319,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
+        print(f"error: {err}. {_disk_fix('bench')}", file=sys.stderr)
         return 1
     path = folder / f"bench-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     print(f"benchmark record: {path} (rewritten after every row: a stopped benchmark keeps the rows it measured)")
@@ -385,7 +385,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:   # a read-only or full disk: the last checkpoint written is whole (atomic writes)
-        print(f"error: {err}. {_DISK_FIX}", file=sys.stderr)
+        print(f"error: {err}. {_disk_fix('train')}", file=sys.stderr)
         return 1
     r = result.record
     status = "interrupted" if r["interrupted"] else "done"
@@ -406,8 +406,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if r["interrupted"] else 0
 
 
-_DISK_FIX = ("Make the runs folder writable and free some space, or set COURSE_RUNS_DIR to another folder; the last "
-             "checkpoint written is whole, and --resume continues from it")
+def _disk_fix(command: str) -> str:
+    """What to do when ``command`` could not write its files (a full disk, a read-only folder). The folders
+    are named, not looked up: finding them creates them, which may be what failed."""
+    runs = "the runs folder (runs/, or COURSE_RUNS_DIR)"
+    if command == "ablate":
+        return (f"Make {runs} and the figures folder (figures/, or COURSE_FIGURES_DIR) writable and free some space, or "
+                "set COURSE_RUNS_DIR / COURSE_FIGURES_DIR to other folders; then run the same command again: finished "
+                "runs are read back and an interrupted one continues from its last checkpoint")
+    if command == "bench":
+        return f"Make {runs} writable and free some space, or set COURSE_RUNS_DIR to another folder, then run bench again"
+    return (f"Make {runs} writable and free some space, or set COURSE_RUNS_DIR to another folder; the last "
+            "checkpoint written is whole, and --resume continues from it")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

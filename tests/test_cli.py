@@ -497,6 +497,24 @@ def test_ablate_that_cannot_write_the_finished_study_says_where_the_runs_are_and
     assert main(args) == 0 and "(done before" in capsys.readouterr().out   # read back, not trained again
 
 
+def test_ablate_that_cannot_write_its_partial_study_names_the_figures_folder_and_no_resume_flag(image_folder,
+                                                                                              monkeypatch, capsys):
+    """A figures folder that cannot be written after a run (read-only, full): the fix names it, and says to run
+    the same command again (ablate has no --resume)."""
+    from course_utils import ablation
+
+    def read_only(rows, complete, folder=None):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ablation, "record_study", read_only)
+    assert main(["ablate", "--data-dir", str(image_folder), "--subset", "4", "--epochs", "1", "--device", "cpu",
+                 "--variants", "reference", "--seeds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "Permission denied. Make the runs folder (runs/, or COURSE_RUNS_DIR) and the figures folder (figures/, " \
+           "or COURSE_FIGURES_DIR) writable" in err
+    assert "run the same command again: finished runs are read back" in err and "--resume" not in err
+
+
 def test_ablate_rejects_an_unknown_variant(capsys):
     assert main(["ablate", "--variants", "reference", "resnet50"]) == 2
     err = capsys.readouterr().err
@@ -665,7 +683,8 @@ def test_a_full_disk_and_ctrl_c_outside_the_epochs_end_with_a_message_not_a_trac
     monkeypatch.setattr(checkpoint.torch, "save", full)
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "error: [Errno 28] No space left on device. Make the runs folder writable and free some space" in err
+    assert ("error: [Errno 28] No space left on device. Make the runs folder (runs/, or COURSE_RUNS_DIR) writable and "
+            "free some space") in err
     assert "--resume continues from it" in err and "Traceback" not in err
     monkeypatch.undo()
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
