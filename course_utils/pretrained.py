@@ -174,8 +174,9 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     return weights, card_path
 
 
-#: An absolute path inside a string (POSIX, home-relative or a Windows drive), up to its last component.
-_ABSOLUTE = re.compile(r"(?<![\w.])(?:~|[A-Za-z]:)?[/\\](?:[^\s/\\()]+[/\\])*([^\s/\\()]+)")
+#: An absolute path inside a string (POSIX, home-relative or a Windows drive), spaces in its folders' names
+#: included (``/home/Ada Lovelace/data``), up to the `` (`` of a remark after it or the end of the string.
+_ABSOLUTE = re.compile(r"(?<![\w.])(?:~|[A-Za-z]:)?[/\\][^()]*?(?=\s*\(|\s*$)")
 
 
 def _without_machine_paths(data: dict) -> dict:
@@ -184,7 +185,10 @@ def _without_machine_paths(data: dict) -> dict:
     names no folder of the machine that made it."""
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return data
-    return {**data, "source": _ABSOLUTE.sub(lambda m: f"…/{m.group(1)}", data["source"])}
+    def last_part(match: re.Match) -> str:
+        return "…/" + re.split(r"[/\\]", match.group(0).rstrip("/\\"))[-1]
+
+    return {**data, "source": _ABSOLUTE.sub(last_part, data["source"])}
 
 
 def publish_record(record: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:

@@ -388,6 +388,20 @@ def test_publish_record_copies_a_finished_run_without_this_machines_paths(tmp_pa
         publish_record(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("source, published", [
+    ("image folder /home/Ada Lovelace/data/cifar10 (decoded cache) (validation 5000 held out)",
+     "image folder …/cifar10 (decoded cache) (validation 5000 held out)"),
+    ("torchvision's archive C:\\Users\\Ada Lovelace\\Documents\\cifar-10-batches-py",
+     "torchvision's archive …/cifar-10-batches-py"),
+    ("image folder ~/data/cifar10/ (validation 5000 held out)", "image folder …/cifar10 (validation 5000 held out)"),
+    ("image folder ./data (decoded cache)", "image folder ./data (decoded cache)"),       # relative: kept
+])
+def test_a_published_source_keeps_only_the_folders_name_spaces_and_windows_paths_too(source, published):
+    from course_utils.pretrained import _without_machine_paths
+
+    assert _without_machine_paths({"source": source, "train": 45_000}) == {"source": published, "train": 45_000}
+
+
 #: Where the kit states its evidence: the README (the headline runs) and docs/results.md (every run, the
 #: screens, the ablation's numbers, the benchmark). Every check below reads both, README first.
 EVIDENCE_DOCS = ("README.md", "docs/results.md")
