@@ -26,6 +26,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, "wb", lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, as ``atomic_save`` does."""
+    return _atomic_write(path, "wb", lambda f: f.write(data))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, as ``atomic_save`` does: a reader never sees half
     a file, and an interrupted write leaves the old file (or none) in place."""

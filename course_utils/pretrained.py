@@ -13,6 +13,7 @@ confusion matrix) load it instead of training one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint
 from .runtime import REPO_ROOT
 
 #: Where shipped weights live: inside the package, so an installed kit has them too.
@@ -158,7 +159,9 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         raise ValueError(f"{record['checkpoint']} is not the run this record describes (epoch {state.get('epoch')}, "
                          f"final test accuracy {saved_test}); was it overwritten by a later run of the same name? "
                          "(A fresh run keeps the one it replaces as <name>.finished-<time>.pt, with its record.)")
-    atomic_save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, weights)
+    shipped = io.BytesIO()   # the file's bytes first: its card is made from them before either is written
+    torch.save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, shipped)
+    payload = shipped.getvalue()
     keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "ran_on", "epochs",
             "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
@@ -169,8 +172,19 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
         info["recipe"] = "fast" if str(record["device"]).startswith("cuda") else "course"  # as choose_recipe does
     info.update(torch=record.get("versions", {}).get("torch"), train_minutes=round(record["train_seconds"] / 60, 1),
                 run_record=Path(record["record_path"]).name if record.get("record_path") else None,
-                file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights))
-    atomic_write_text(json.dumps(info, indent=2) + "\n", card_path)
+                file=weights.name, bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    # the weights, then their card; weights replaced (--force) but left without their card would fail their
+    # hash check, so a card that cannot be written puts the weights they replaced back
+    before = weights.read_bytes() if weights.is_file() else None
+    atomic_write_bytes(payload, weights)
+    try:
+        atomic_write_text(json.dumps(info, indent=2) + "\n", card_path)
+    except BaseException:
+        if before is None:
+            weights.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(before, weights)
+        raise
     return weights, card_path
 
 

@@ -296,7 +296,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_its_code_never_runs(tmp_path)
     assert not mark.exists()
 
 
-def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, tmp_path):
+def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, tmp_path, monkeypatch):
     from course_utils import experiment
     from course_utils.checkpoint import atomic_save, load_checkpoint
 
@@ -329,6 +329,22 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
                                          r"\(--force\) to replace them, or --name"):
         export_pretrained(run.record_path, folder=tmp_path / "weights")
     assert export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)[0] == weights
+    # a forced export that fails leaves the weights it would have replaced, never new weights under the old card
+    from course_utils import pretrained
+    weights.write_bytes(b"the weights shipped before")
+    monkeypatch.setattr(pretrained, "atomic_write_text", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)
+    assert weights.read_bytes() == b"the weights shipped before"
+    monkeypatch.undo()
+    no_time = tmp_path / "old-record.json"          # a record of older code, without a field the card needs
+    no_time.write_text(json.dumps({k: v for k, v in json.loads(run.record_path.read_text()).items() if k != "train_seconds"}))
+    (tmp_path / "old-record.pt").write_bytes(run.checkpoint.read_bytes())
+    with pytest.raises(KeyError):
+        export_pretrained(no_time, folder=tmp_path / "weights", force=True)
+    assert weights.read_bytes() == b"the weights shipped before"   # nothing written before the card was made
+    assert export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)[0] == weights
+    assert load_pretrained("cifarnet", tmp_path / "weights") is not None
     with pytest.raises(ValueError, match=r"must be a plain name \(letters, digits, _ and -\), got '../evil'"):
         export_pretrained(run.record_path, name="../evil", folder=tmp_path / "weights")
     assert not (tmp_path / "evil.pt").exists()
