@@ -715,7 +715,8 @@ def test_a_crop_setting_that_would_change_nothing_is_refused(tmp_path, monkeypat
 @pytest.mark.parametrize("raised, says", [
     ("checkpoint", "ablate continues every run from its checkpoint under "),
     ("value", "jobs=2 runs side by side share one cuda device"),
-    ("disk", "Make the runs folder writable and free some space"),
+    ("disk", "Make the runs folder (runs/, or COURSE_RUNS_DIR) and the figures folder (figures/, or COURSE_FIGURES_DIR) "
+             "writable and free some space"),
 ])
 def test_ablate_ends_a_failed_run_with_a_message_not_a_traceback(image_folder, tmp_path, monkeypatch, capsys,
                                                                    raised, says):
