@@ -109,6 +109,19 @@ def receptive_field_step(rf: float, jump: float, kernel: int, stride: int = 1, d
     return rf + (effective_kernel(kernel, dilation) - 1) * jump, jump * stride
 
 
+def transposed_reach(kernel: int, stride: int = 1, dilation: int = 1) -> int:
+    """How many input positions apart the farthest two inputs of one transposed-conv output are: output
+    ``o`` reads input ``i`` through tap ``t`` when ``o = i·stride + t·dilation − padding``, so the taps one
+    output uses step ``stride/g`` apart (``g = gcd(stride, dilation)``) and its inputs ``dilation/g`` apart:
+    ``⌊(kernel − 1)·g/stride⌋·dilation/g``. The receptive field grows by that many input jumps (a 4×4 kernel at
+    stride 2 reads two neighbouring inputs: 1; at stride 1 it is a plain conv's ``dilation·(kernel − 1)``)."""
+    _check("kernel", kernel, 1)
+    _check("stride", stride, 1)
+    _check("dilation", dilation, 1)
+    g = math.gcd(stride, dilation)
+    return (kernel - 1) * g // stride * (dilation // g)
+
+
 def receptive_field_of_stack(layers: list[tuple[int, int] | tuple[int, int, int]]) -> list[tuple[float, float]]:
     """Receptive field and jump after each layer of a plain stack of (kernel, stride[, dilation])."""
     rf, jump, out = 1.0, 1.0, []

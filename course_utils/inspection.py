@@ -18,7 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .arithmetic import effective_kernel
+from .arithmetic import effective_kernel, transposed_reach
 from .runtime import cuda_device_context
 
 
@@ -157,6 +157,9 @@ _CONV = {"conv1d", "conv2d", "conv3d"}
 _POOL = {"max_pool2d", "avg_pool2d", "lp_pool2d"}
 _ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
 _UPSAMPLE = {"pixel_shuffle", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
+#: Input pixels an interpolated output reads along each axis, by ``mode`` (nearest: one; bilinear: two
+#: neighbours; bicubic: four): the receptive field grows by (taps − 1) input jumps.
+_INTERPOLATION_TAPS = {"nearest": 1, "nearest-exact": 1, "area": 1, "bilinear": 2, "bicubic": 4}
 
 
 def _pair(v) -> int:
@@ -240,10 +243,16 @@ class _Tracker(TorchFunctionMode):
                 s = _pair(_arg(args, kwargs, 3, "stride", 1))
                 p = _pair(_arg(args, kwargs, 4, "padding", 0))
                 d = _pair(_arg(args, kwargs, 7, "dilation", 1))
-                jump = jump / s
-                rf = rf + (effective_kernel(k, d) - 1) * jump
+                rf, jump = rf + transposed_reach(k, s, d) * jump, jump / s
                 self._row("convT", k, s, d, p, out, jump, rf, False)
-            elif name in _UPSAMPLE:  # no new context, denser outputs
+            elif name == "pixel_unshuffle":   # each output holds an r×r block of inputs in its channels
+                r = x.shape[-1] // out.shape[-1]
+                rf, jump = rf + (r - 1) * jump, jump * r
+                self._row("unshuffle", r, r, 1, 0, out, jump, rf, False)
+            elif name in _UPSAMPLE:  # denser outputs; new context only where one output blends several inputs
+                mode = "bilinear" if name == "upsample_bilinear" else \
+                    _arg(args, kwargs, 3, "mode", "nearest") if name in ("interpolate", "upsample") else "nearest"
+                rf += (_INTERPOLATION_TAPS.get(str(mode), 1) - 1) * jump
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context
                 is_global = True
@@ -488,8 +497,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> i
 
     A convolution does one ``(C_in/groups)·k²`` dot product per *output* value. A transposed
     convolution spreads every *input* value over a ``k²·(C_out/groups)`` patch, so it costs
-    ``C_in·(C_out/groups)·k²`` per input pixel (``k²·C_in·C_out·H_in·W_in`` without groups), which
-    is also what counting the zero-inserted equivalent's useful products gives.
+    ``C_in·(C_out/groups)·k²`` per input pixel (``k²·C_in·C_out·H_in·W_in`` without groups): the direct
+    (scatter) cost, which equals the zero-inserted equivalent's useful products when ``padding = 0``; with
+    padding, the products that land in the cropped border are counted too.
     """
     return sum(macs_by_module(model, input_size).values())
 

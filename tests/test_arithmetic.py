@@ -256,3 +256,41 @@ def test_mean_empirical_receptive_field_averages_the_seeds_and_central_share_mea
     assert central_share(peak, 1) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="side must be at least 1 pixel, got 0"):
         central_share(ones, 0)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, reach", [
+    (4, 2, 1, 1), (6, 2, 1, 2), (3, 2, 1, 1), (2, 2, 1, 0),      # the usual upsamplers: 2x2 at stride 2 reads one input
+    (3, 1, 1, 2), (3, 1, 2, 4),                                   # stride 1: a plain (dilated) conv's span
+    (4, 2, 3, 3), (5, 2, 2, 4), (7, 3, 1, 2),
+])
+def test_transposed_reach_is_the_span_of_the_inputs_one_output_reads(kernel, stride, dilation, reach):
+    """Checked against the definition: output o reads input i through tap t when o = i*s + t*d (- padding)."""
+    from course_utils.arithmetic import transposed_reach
+
+    assert transposed_reach(kernel, stride, dilation) == reach
+    spans = []
+    for o in range(40, 40 + stride * dilation):                   # every output phase
+        read = [(o - t * dilation) // stride for t in range(kernel) if (o - t * dilation) % stride == 0]
+        spans.append(max(read) - min(read) if read else 0)
+    assert max(spans) == reach
+
+
+@pytest.mark.parametrize("name, layers, size", [
+    ("pixel unshuffle, then a 3x3 conv", lambda: [nn.PixelUnshuffle(2), nn.Conv2d(4, 1, 3, padding=1)], 6),
+    ("a stride-2 conv, unshuffle, a 3x3 conv",
+     lambda: [nn.Conv2d(1, 1, 3, 2, 1), nn.PixelUnshuffle(2), nn.Conv2d(4, 1, 3, padding=1)], 13),
+    ("bilinear upsampling, then a 1x1 conv", lambda: [nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(1, 1, 1)], 2),
+    ("nearest upsampling, then a 1x1 conv", lambda: [nn.Upsample(scale_factor=2), nn.Conv2d(1, 1, 1)], 1),
+    ("a 4x4 transposed conv at stride 2", lambda: [nn.ConvTranspose2d(1, 1, 4, 2, 1)], 2),
+    ("a 6x6 transposed conv at stride 2", lambda: [nn.ConvTranspose2d(1, 1, 6, 2, 2)], 3),
+    ("a dilated transposed conv", lambda: [nn.ConvTranspose2d(1, 1, 4, 2, 4, dilation=3)], 4),
+])
+def test_receptive_field_of_resampling_layers_is_what_the_gradient_measures(name, layers, size):
+    from course_utils.inspection import empirical_receptive_field, receptive_field
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers())
+    for p in model.parameters():
+        nn.init.uniform_(p, 0.5, 1.0)                             # positive weights: no tap cancels another
+    rows, _ = np.nonzero(empirical_receptive_field(model, (1, 24, 24)) > 1e-12)
+    assert receptive_field(model, (1, 24, 24)).final == size == rows.max() - rows.min() + 1, name

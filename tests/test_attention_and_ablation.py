@@ -261,3 +261,11 @@ def test_the_gate_figures_draw_one_row_per_class_and_three_rows_of_maps():
     with pytest.raises(ValueError, match="one image and label per map, got 2 images, 3 labels, 3 maps"):
         plots.spatial_gate_maps(torch.zeros(2, 3, 32, 32), [0, 1, 2], maps, maps.mean(0), ["a", "b", "c"],
                                 (0.5,) * 3, (0.25,) * 3)
+
+
+def test_eca_refuses_an_even_kernel_with_the_fix():
+    from course_utils.layers import ECA
+
+    with pytest.raises(ValueError, match=r"ECA: kernel_size must be odd .*got 4; leave it out to take eca_kernel_size\(64\)"):
+        ECA(64, kernel_size=4)
+    assert ECA(64, kernel_size=5)(torch.randn(2, 64, 4, 4)).shape == (2, 64, 4, 4)

@@ -96,6 +96,9 @@ class ECA(nn.Module):
         check_positive(type(self).__name__, channels=channels)
         self.channels = channels
         self.kernel_size = kernel_size or eca_kernel_size(channels, gamma, b)
+        if self.kernel_size % 2 == 0:   # "same" padding of an even kernel would give one weight too many
+            raise ValueError(f"ECA: kernel_size must be odd (a centred window over the channels, as in the paper), "
+                             f"got {self.kernel_size}; leave it out to take eca_kernel_size({channels})")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=self.kernel_size // 2, bias=False)
         self.gate = nn.Sigmoid()

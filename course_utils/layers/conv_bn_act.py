@@ -19,7 +19,8 @@ class ConvBNAct(nn.Sequential):
     Args:
         in_ch, out_ch: channels in and out.
         kernel_size, stride, dilation, groups: as in ``nn.Conv2d``.
-        padding: defaults to ``dilation * (kernel_size - 1) // 2`` (keeps the size at stride 1).
+        padding: defaults to ``dilation * (kernel_size - 1) // 2`` (keeps the size at stride 1 for an odd
+            kernel; an even one loses a pixel: give its padding yourself).
         norm_layer: a callable taking the channel count (``nn.BatchNorm2d``), or None for no norm.
         act_layer: a callable returning the activation (``nn.ReLU``), or None for no activation.
     """

@@ -3,7 +3,8 @@
 Sifre, "Rigid-Motion Scattering for Image Classification", 2014; popularised by Chollet, "Xception",
 2017 (https://arxiv.org/abs/1610.02357) and Howard et al., "MobileNets", 2017
 (https://arxiv.org/abs/1704.04861). Like MobileNet, each of the two convs is followed by
-BatchNorm and, by default, the activation; pass ``act_layer=None`` for Xception's linear depthwise.
+BatchNorm and, by default, the activation; pass ``dw_act=False`` for Xception's linear depthwise (no
+activation between the two convs; ``act_layer=None`` would remove the one after the pointwise conv too).
 
 Weights: ``k²·C_in + C_in·C_out`` against ``k²·C_in·C_out`` for a standard conv, a ratio of
 ``1/C_out + 1/k²`` (see ``course_utils.arithmetic.separable_ratio``).
