@@ -608,3 +608,13 @@ def test_a_16_bit_grayscale_image_is_scaled_to_8_bits_not_clipped_to_white(image
     cat = D.CLASSES.index("cat")
     first_cat = d.train_images[np.flatnonzero(d.train_labels == cat)[0]]
     assert (first_cat == 117).all()   # 30000 / 257, in all three channels
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "fail"), ("1", "fail"), ("false", "skip"), ("0", "skip"), ("", "skip")])
+def test_a_test_without_the_real_data_fails_in_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    from conftest import skip_without_real_data
+
+    monkeypatch.setenv("CI", ci)
+    raised = pytest.fail.Exception if outcome == "fail" else pytest.skip.Exception
+    with pytest.raises(raised, match="no data here"):
+        skip_without_real_data("no data here")
