@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, replace
@@ -271,13 +272,14 @@ def _keep_aside(ckpt: Path, log) -> "Path | None":
         kept = ckpt.with_name(f"{ckpt.stem}.{tag}-{n}{ckpt.suffix}")
     record = ckpt.with_suffix(".json")
     moved = record.is_file()
+    # os.replace, not Path.replace: the same call on every Python (3.10's pathlib bound its own at import)
     if moved:   # the record first: if either move fails, the run stays whole where it was
-        record.replace(kept.with_suffix(".json"))
+        os.replace(record, kept.with_suffix(".json"))
     try:
-        ckpt.replace(kept)
+        os.replace(ckpt, kept)
     except BaseException:
         if moved:
-            kept.with_suffix(".json").replace(record)
+            os.replace(kept.with_suffix(".json"), record)
         raise
     if log:
         if finished:
