@@ -63,11 +63,16 @@ def committed_output(notebook: str, marker: str, source: str = "") -> str:
     return text
 
 
+def in_ci() -> bool:
+    """Whether this run is CI's (``CI`` set to true, 1 or yes, as ``.ci/run`` sets it); ``CI=false`` is not."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 def skip_without_real_data(reason: str) -> None:
     """Skip a test that needs the real CIFAR-10 copy in data/; in CI (``CI`` set, as ``.ci/run`` runs)
     fail instead: CI extracts the offline copy, so its absence there is a broken setup, not a reason to
     go green without the kit's accuracy checks."""
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):   # CI=false is a machine that is not CI
+    if in_ci():
         pytest.fail(f"{reason}; CI extracts the offline copy into data/ (.ci/run), so this run's setup is broken")
     pytest.skip(reason)
 
