@@ -458,13 +458,16 @@ def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = 
 
 
 def _eight_bit(im):
-    """A 16-bit grayscale image (PIL modes ``I;16*``, or ``I`` as 16-bit PNGs open) scaled to 8 bits (mode
-    ``L``): ``convert("RGB")`` would clip every value above 255 to white instead. Other images as they are."""
+    """A 16-bit grayscale image (PIL modes ``I;16*``, or ``I`` as 16-bit PNGs open with some Pillows) scaled
+    to 8 bits (mode ``L``): ``convert("RGB")`` would clip every value above 255 to white instead. An ``I``
+    image whose values fit in 8 bits, and every other image, as it is."""
     from PIL import Image
 
     if not (im.mode.startswith("I;16") or im.mode == "I"):
         return im
     values = np.asarray(im, dtype=np.float64)
+    if im.mode == "I" and values.max(initial=0) <= 255:
+        return Image.fromarray(values.astype(np.uint8), "L")
     return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
 
 

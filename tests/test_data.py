@@ -608,6 +608,10 @@ def test_a_16_bit_grayscale_image_is_scaled_to_8_bits_not_clipped_to_white(image
     cat = D.CLASSES.index("cat")
     first_cat = d.train_images[np.flatnonzero(d.train_labels == cat)[0]]
     assert (first_cat == 117).all()   # 30000 / 257, in all three channels
+    # a 32-bit integer image (mode I, as some Pillows open 16-bit PNGs): scaled when its values need 16 bits,
+    # kept when they fit in 8
+    wide, narrow = (Image.fromarray(np.full((2, 2), v, dtype=np.int32), "I") for v in (30000, 200))
+    assert (np.asarray(D._eight_bit(wide)) == 117).all() and (np.asarray(D._eight_bit(narrow)) == 200).all()
 
 
 @pytest.mark.parametrize("ci, outcome", [("true", "fail"), ("1", "fail"), ("false", "skip"), ("0", "skip"), ("", "skip")])
