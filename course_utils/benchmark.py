@@ -75,8 +75,8 @@ def loader_throughput(data, batch_size: int, num_workers: int, max_batches: int 
 
 
 def train_step_throughput(model, device, batch_size: int, amp: str | None = None, channels_last: bool = False,
-                          steps: int = 20, warmup: int = 3) -> float:
-    """Training images per second on random data (forward, backward, SGD step).
+                          steps: int = 20, warmup: int = 3, size: int = 32) -> float:
+    """Training images per second on random ``size``×``size`` data (forward, backward, SGD step).
 
     ``amp``: None (fp32), "bf16" or "fp16" (CUDA autocast). On CUDA with cuDNN's autotuner on, as training
     turns it on (``runtime.use_cudnn_autotuner``), so a timing does not depend on whether a training cell
@@ -93,7 +93,7 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    x = torch.randn(batch_size, 3, size, size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
@@ -112,6 +112,35 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
         step()
     synchronize(device)
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def compile_speedup(model_name: str = "cifarnet", device="cpu", sizes: tuple[int, ...] = (24, 32),
+                    batch_size: int = 256, steps: int = 30, passes: int = 3, measure: Callable | None = None,
+                    compile_fn: Callable | None = None) -> list[dict]:
+    """What ``torch.compile`` (inductor, one static graph per size, as training compiles) does to the training
+    step of ``model_name`` on ``device``, per image size: ``passes`` interleaved passes, each timing a fresh
+    eager model and a fresh compiled one at every size. Each row: size, pass, eager and compiled images/s
+    (channels-last, fp32) and ``compile_seconds``, the compiled model's first steps (warm-up, compilation
+    included). Training compiles on CUDA only (``training.compiled``); this measures what the CPU would gain.
+    ``measure`` is ``train_step_throughput`` and ``compile_fn`` ``torch.compile`` unless given (tests)."""
+    import torch
+
+    from .models import get_model
+
+    measure = measure or train_step_throughput
+    compile_fn = compile_fn or (lambda m: torch.compile(m, dynamic=False))
+    rows = []
+    for p in range(passes):
+        for size in sizes:
+            eager = measure(get_model(model_name), device, batch_size, channels_last=True, steps=steps, size=size)
+            start = time.perf_counter()
+            fn = compile_fn(get_model(model_name))
+            measure(fn, device, batch_size, channels_last=True, steps=1, warmup=2, size=size)   # compiles
+            compile_seconds = time.perf_counter() - start
+            compiled = measure(fn, device, batch_size, channels_last=True, steps=steps, warmup=1, size=size)
+            rows.append({"pass": p + 1, "size": size, "eager_images_per_s": eager,
+                         "compiled_images_per_s": compiled, "compile_seconds": compile_seconds})
+    return rows
 
 
 @dataclass(frozen=True)

@@ -539,7 +539,9 @@ def compile_unavailable(device: torch.device | str) -> str | None:
 def compiled(model: nn.Module, device: torch.device, log: Callable[[str], None] | None = print) -> nn.Module:
     """``torch.compile(model)`` where it pays: on CUDA with Triton installed, behind a ``CompileGuard``
     that falls back to the eager model if the first compiled step fails. On a CPU inductor needs a
-    C++ compiler and a warm-up of its own (not measured here), and without Triton (Windows, some older
+    C++ compiler and a warm-up of its own, and pays back little: CifarNet's step ran 1.08× as fast on crops
+    and 1.11× on whole images after about a minute of compiling (``benchmark.compile_speedup``; docs/results.md,
+    Time), so the CPU trains eagerly. Without Triton (Windows, some older
     installs) or on a GPU older than Triton supports (``TRITON_MIN_CAPABILITY``) compiling a CUDA model
     fails at its first step, so there the model is returned as it is, with a note through ``log``."""
     if torch.device(device).type != "cuda":

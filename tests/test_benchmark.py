@@ -267,3 +267,34 @@ def test_the_loader_is_timed_from_its_first_pass_once_started_and_counts_every_i
     rate = benchmark.loader_throughput(object(), 4, 2, max_batches=4)
     assert passes == [3, 2]                 # 1 start-up batch + 2 timed from the first pass, then 2 from a second
     assert rate == 4 * 4 / 1.0              # 16 images timed: the stubbed clock read once at start, once at the end
+
+
+def test_compile_speedup_times_a_fresh_eager_and_compiled_model_per_size_and_pass(monkeypatch):
+    from course_utils import benchmark
+
+    calls = []
+
+    class Compiled:
+        pass
+
+    def measure(model, device, batch, channels_last, steps, size, warmup=3):
+        calls.append((type(model).__name__, size, steps))
+        return {"CifarNet": 1000.0, "Compiled": 1500.0}[type(model).__name__] * (32 / size) ** 2
+
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: float(next(clock)))
+    rows = benchmark.compile_speedup("cifarnet", sizes=(24, 32), steps=7, passes=2, measure=measure,
+                                     compile_fn=lambda m: Compiled())
+    assert [(r["pass"], r["size"]) for r in rows] == [(1, 24), (1, 32), (2, 24), (2, 32)]
+    assert rows[1]["eager_images_per_s"] == 1000.0 and rows[1]["compiled_images_per_s"] == 1500.0
+    assert all(r["compile_seconds"] == 5.0 for r in rows)          # the compiled model's first step, on the clock
+    # per size: the eager model timed, then the compiled one warmed up (one step) and timed
+    assert calls[:3] == [("CifarNet", 24, 7), ("Compiled", 24, 1), ("Compiled", 24, 7)] and len(calls) == 12
+
+
+def test_train_step_throughput_trains_on_the_size_asked_for(monkeypatch):
+    seen = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    train_step_throughput(model, "cpu", 4, steps=1, warmup=0, size=24)
+    assert seen == [(24, 24)]

@@ -1046,6 +1046,34 @@ def test_readme_ten_minute_stretch_arithmetic_is_computed_from_the_records():
             f"({statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}% over 3 seeds") in prose
 
 
+def test_docs_compiling_on_the_cpu_makes_no_room_for_ten_minutes_computed_from_the_records():
+    """The compile probe's medians and first-pass compile times, applied to the course run's own training
+    steps per phase (24x24 crops, then whole images)."""
+    import statistics
+
+    probe = json.loads((REPO_ROOT / "figures/runs/bench/compile-cpu-20261205.json").read_text())
+    assert probe["threads"] == 2 and "Xeon" in probe["device_name"] and len(probe["rows"]) == 6
+    ratios = {size: [r["compiled_images_per_s"] / r["eager_images_per_s"] for r in probe["rows"] if r["size"] == size]
+              for size in (24, 32)}
+    median = {size: statistics.median(v) for size, v in ratios.items()}
+    cold = {r["size"]: r["compile_seconds"] for r in probe["rows"] if r["pass"] == 1}
+    run = _published("cifarnet-full-e40-s1")
+    config = TrainConfig.from_dict(run["config"])
+    assert config.crop_size == 24 and config.crop_epochs == 30
+    passes = run["history"]["train_seconds"]
+    crops, whole = sum(passes[:config.crop_epochs]), sum(passes[config.crop_epochs:])
+    compiled = crops / median[24] + whole / median[32]
+    saved = crops + whole - compiled
+    prose = _readme_prose()
+    assert (f"ran {median[24]:.2f}× as fast compiled on 24×24 crops and {median[32]:.2f}× on whole images (medians; "
+            f"the passes ranged {min(ratios[24]):.2f}–{max(ratios[24]):.2f} and {min(ratios[32]):.2f}–"
+            f"{max(ratios[32]):.2f}), after {cold[24]:.1f} s and {cold[32]:.1f} s of compiling") in prose
+    assert (f"the course run's {crops + whole:.1f} s of steps would take {compiled:.1f} s, {saved:.1f} s less, of "
+            f"which the compiling takes {sum(cold.values()):.1f} s: "
+            f"{(run['train_seconds'] - saved + sum(cold.values())) / 60:.1f} minutes instead of "
+            f"{run['train_seconds'] / 60:.1f}") in prose
+
+
 def test_readme_one_factor_split_of_the_long_recipe_is_computed_from_the_records():
     """The long recipe changed two settings at once (100 epochs, the hole at 0.1); the split run (100
     epochs, the hole at 0.25, seed 1) differs from the 60-epoch run in length only and from seed 1 of the
