@@ -130,13 +130,14 @@ class _Watcher(TorchFunctionMode):
 
 def _separable_pairs(convs: list[_Conv]) -> int:
     """Depthwise convs (k×k, ``groups = C_in > 1``, one filter per channel) directly followed, among the
-    convolutions run, by a 1×1 conv that reads their output: their channels, on their map (larger than
-    1×1; a 1×1 conv on a pooled vector, as in an SE gate, mixes no pixels' channels)."""
+    convolutions run on maps, by a 1×1 conv that reads their output: their channels, on their map. Convs on
+    a pooled 1×1 vector (an SE or ECA gate's) are not on a map: they mix no pixel's channels, so they neither
+    count as the pointwise half nor stand between the halves (depthwise, SE, then 1×1, as in MobileNetV3)."""
+    on_maps = [c for c in convs if c.in_hw != (1, 1)]
     pairs = 0
-    for a, b in zip(convs, convs[1:]):
+    for a, b in zip(on_maps, on_maps[1:]):
         depthwise = a.groups == a.in_ch > 1 and max(a.kernel) > 1
-        pointwise = (b.kernel == (1, 1) and b.groups == 1 and b.in_ch == a.out_ch and b.in_hw == a.out_hw
-                     and b.in_hw != (1, 1))
+        pointwise = b.kernel == (1, 1) and b.groups == 1 and b.in_ch == a.out_ch and b.in_hw == a.out_hw
         pairs += depthwise and pointwise
     return pairs
 

@@ -92,9 +92,9 @@ def checkpoint_path(model_name: str, config: TrainConfig, folder: Path | None = 
     """Where a run's checkpoint lives (``folder``, default ``runs/``): one file per (model, size
     (``size_name``), epochs, batch size, seed, other settings). The batch size is named only when it is not the course recipe's,
     so ``cifarnet-full-e15-s1.pt`` is a course run and ``cifarnet-full-e15-b512-s1.pt`` a fast one; a
-    run whose other settings are not the course or fast recipe's (another learning rate, optimizer,
-    augmentation; the long recipe's smaller hole too) ends in a fingerprint of them:
-    ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
+    run whose other settings are not the course or fast recipe's at that recipe's batch size (another
+    learning rate, optimizer, augmentation, a batch size of neither; the long recipe's smaller hole too)
+    ends in a fingerprint of them: ``cifarnet-full-e15-s1-x3fa9c2.pt``."""
     size = size_name(config)
     batch = "" if config.batch_size == TrainConfig.batch_size else f"-b{config.batch_size}"
     name = f"{model_name}-{size}-e{config.epochs}{batch}-s{config.seed}{_fingerprint(config)}.pt"

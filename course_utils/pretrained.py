@@ -174,17 +174,23 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
                 run_record=Path(record["record_path"]).name if record.get("record_path") else None,
                 file=weights.name, bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
     # the weights, then their card; weights replaced (--force) but left without their card would fail their
-    # hash check, so a card that cannot be written puts the weights they replaced back
-    before = weights.read_bytes() if weights.is_file() else None
-    atomic_write_bytes(payload, weights)
+    # hash check, so a card that cannot be written puts the weights they replaced back. Those are kept aside
+    # by a rename, which needs no space: a full disk, the likely reason the card failed, cannot stop it
+    before = weights.with_name(f".{weights.name}.before-export")
+    had = weights.is_file()
+    if had:
+        os.replace(weights, before)
     try:
+        atomic_write_bytes(payload, weights)
         atomic_write_text(json.dumps(info, indent=2) + "\n", card_path)
     except BaseException:
-        if before is None:
-            weights.unlink(missing_ok=True)
+        if had:
+            os.replace(before, weights)
         else:
-            atomic_write_bytes(before, weights)
+            weights.unlink(missing_ok=True)
         raise
+    if had:
+        before.unlink()
     return weights, card_path
 
 

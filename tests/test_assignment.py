@@ -169,6 +169,11 @@ def test_an_attention_gate_is_neither_the_global_pooling_nor_the_pointwise_half_
                                  block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
     report = check(no_pointwise)
     assert report.failed() == ["depthwise-separable"] and report["depthwise-separable"].measured == "0 found"
+    # a gate between the two halves (depthwise, SE, then 1x1: MobileNetV3's block) keeps the pair
+    gated_pair = nn.Sequential(*no_pointwise[:6], SqueezeExcitation(2 * w, 4), block(2 * w, 2 * w, k=1),
+                               *no_pointwise[7:])
+    report = check(gated_pair)
+    assert report.passed and report["depthwise-separable"].measured == "1 found"
     # the kit's attention variants keep their head's pooling and their separable convs, and name only the head's
     for name in ("cifarnet_se", "cifarnet_eca", "cifarnet_cbam"):
         report = check(get_model(name))

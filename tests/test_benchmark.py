@@ -188,6 +188,8 @@ def test_a_relative_timing_turns_the_autotuner_on_as_training_does_whatever_ran_
     benchmark.relative_throughput({"a": lambda: nn.Linear(2, 2)}, "cuda", passes=1, steps=1)
     assert turned == ["cuda"]
 
+
+def test_a_benchmark_stopped_in_its_time_to_accuracy_run_is_not_complete(monkeypatch):
     """Ctrl-C during the (simulated) CUDA time-to-85% run: training keeps its epochs and returns, and the
     benchmark must not call that a finished record (it marked it complete and exited 0)."""
     from types import SimpleNamespace

@@ -336,6 +336,7 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     with pytest.raises(OSError, match="disk full"):
         export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)
     assert weights.read_bytes() == b"the weights shipped before"
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["cifarnet.json", "cifarnet.pt"]   # nothing aside left
     monkeypatch.undo()
     no_time = tmp_path / "old-record.json"          # a record of older code, without a field the card needs
     no_time.write_text(json.dumps({k: v for k, v in json.loads(run.record_path.read_text()).items() if k != "train_seconds"}))
@@ -345,6 +346,7 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     assert weights.read_bytes() == b"the weights shipped before"   # nothing written before the card was made
     assert export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)[0] == weights
     assert load_pretrained("cifarnet", tmp_path / "weights") is not None
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["cifarnet.json", "cifarnet.pt"]
     with pytest.raises(ValueError, match=r"must be a plain name \(letters, digits, _ and -\), got '../evil'"):
         export_pretrained(run.record_path, name="../evil", folder=tmp_path / "weights")
     assert not (tmp_path / "evil.pt").exists()
@@ -1068,8 +1070,9 @@ def test_docs_compiling_on_the_cpu_makes_no_room_for_ten_minutes_computed_from_t
     assert (f"ran {median[24]:.2f}× as fast compiled on 24×24 crops and {median[32]:.2f}× on whole images (medians; "
             f"the passes ranged {min(ratios[24]):.2f}–{max(ratios[24]):.2f} and {min(ratios[32]):.2f}–"
             f"{max(ratios[32]):.2f}), after {cold[24]:.1f} s and {cold[32]:.1f} s of compiling") in prose
-    assert (f"the course run's {crops + whole:.1f} s of steps would take {compiled:.1f} s, {saved:.1f} s less, of "
-            f"which the compiling takes {sum(cold.values()):.1f} s: "
+    assert (f"the course run's {crops + whole:.1f} s of training passes all sped up by those ratios (an upper "
+            f"bound: they include loading and augmenting the images, which compiling does not touch), they would "
+            f"take {compiled:.1f} s, {saved:.1f} s less, of which the compiling takes {sum(cold.values()):.1f} s: "
             f"{(run['train_seconds'] - saved + sum(cold.values())) / 60:.1f} minutes instead of "
             f"{run['train_seconds'] / 60:.1f}") in prose
 
