@@ -435,9 +435,15 @@ def _check_counts(split: Path, labels: np.ndarray, classes: Sequence[str]) -> No
             "Copy or extract the data again if that is not what you meant.", stacklevel=4)
 
 
+def _folders_in(split: Path) -> dict[str, Path]:
+    """The candidate class folders of one split, by name: its sub-folders but hidden ones (what the loader
+    reads, and what ``doctor`` checks)."""
+    return {p.name: p for p in split.iterdir() if p.is_dir() and not _hidden(p)}
+
+
 def _class_dirs(split: Path, classes: tuple[str, ...] = CLASSES, custom: bool = False) -> list[Path]:
     """The class folders of one split, in the order of ``classes`` (label i is ``classes[i]``)."""
-    dirs = {p.name: p for p in split.iterdir() if p.is_dir() and not _hidden(p)}
+    dirs = _folders_in(split)
     if not dirs:
         raise DataFormatError(f"{split} has no class sub-folders; expected {split}/<class>/*.png|jpg")
     missing = [c for c in classes if c not in dirs]

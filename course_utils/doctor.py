@@ -118,7 +118,7 @@ DOWNLOAD_MB = 170
 
 
 def _data_finding(data_dir: str | None) -> Finding:
-    from .data import (CACHE_NAME, CLASSES, DataNotFoundError, _archives, _find_image_folder, _hidden,
+    from .data import (CACHE_NAME, CLASSES, DataNotFoundError, _archives, _find_image_folder, _folders_in,
                        _several_archives, data_root)
     from .runtime import shown_path
 
@@ -129,7 +129,7 @@ def _data_finding(data_dir: str | None) -> Finding:
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
         for split in ("train", "test"):  # the folders' names only: no image is read
-            have = {p.name for p in (folder / split).iterdir() if p.is_dir() and not _hidden(p)}
+            have = set(_folders_in(folder / split))
             missing = [c for c in CLASSES if c not in have]
             extra = sorted(have - set(CLASSES))
             if missing:

@@ -250,8 +250,11 @@ class _Tracker(TorchFunctionMode):
                 rf, jump = rf + (r - 1) * jump, jump * r
                 self._row("unshuffle", r, r, 1, 0, out, jump, rf, False)
             elif name in _UPSAMPLE:  # denser outputs; new context only where one output blends several inputs
-                mode = "bilinear" if name == "upsample_bilinear" else \
-                    _arg(args, kwargs, 3, "mode", "nearest") if name in ("interpolate", "upsample") else "nearest"
+                mode = "nearest"   # pixel_shuffle, upsample_nearest
+                if name == "upsample_bilinear":
+                    mode = "bilinear"
+                elif name in ("interpolate", "upsample"):
+                    mode = _arg(args, kwargs, 3, "mode", "nearest")
                 rf += (_INTERPOLATION_TAPS.get(str(mode), 1) - 1) * jump
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context

@@ -126,16 +126,12 @@ def test_bad_clean_settings_are_refused_naming_them(value):
 def test_the_cli_sets_the_clean_tail_for_any_recipe(monkeypatch):
     """What `train` hands to run_training: each recipe's own settings, with the tail on top."""
     from course_utils.__main__ import main
+    from test_cli import _stop_before_training
 
-    configs = []
-
-    def stop(model, config, **kwargs):
-        configs.append(config)
-        raise ValueError("stopped before training")
-
-    monkeypatch.setattr(experiment, "run_training", stop)
+    calls = _stop_before_training(monkeypatch)
     for recipe in ("course", "fast", "long"):
         assert main(["train", "--recipe", recipe, "--set", "clean_fraction=0.5", "--device", "cpu"]) == 1
+    configs = [config for _, config in calls]
     assert [c.clean_fraction for c in configs] == [0.5, 0.5, 0.5]
     assert configs == [TrainConfig.recipe(r, clean_fraction=0.5) for r in ("course", "fast", "long")]
 
