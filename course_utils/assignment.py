@@ -94,6 +94,9 @@ class _Watcher(TorchFunctionMode):
         self.pools: list[tuple[int, str]] = []   # (call number, what pooled) of every global pool
         self.calls = 0
         self.last_map = -1                       # call number of the last op whose result is a map > 1x1
+        # tensors on their way to a global pool: a map averaged over one of H, W (x.mean(-1)) or with H, W
+        # flattened into one dim (x.flatten(2), x.view(n, c, -1)); id -> (the tensor, its spatial dims)
+        self._partial: dict[int, tuple[torch.Tensor, set[int]]] = {}
 
     @property
     def global_pools(self) -> list[str]:
@@ -116,16 +119,39 @@ class _Watcher(TorchFunctionMode):
                                     max(_pair(dilation)), int(groups), tuple(x.shape[-2:]), tuple(out.shape[-2:])))
         elif "max_pool" in name:
             self.max_pools.append(name)
-        elif isinstance(x, torch.Tensor) and x.dim() == 4 and isinstance(out, torch.Tensor):
-            spatial = tuple(x.shape[-2:]) != (1, 1)
-            if name in ("adaptive_avg_pool2d", "avg_pool2d") and spatial and tuple(out.shape[-2:]) == (1, 1):
-                self.pools.append((self.calls, name))
-            elif name == "mean" and spatial:
-                dims = args[1] if len(args) > 1 else kwargs.get("dim")
-                dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else (dims or ()))}
-                if {2, 3} <= dims:
-                    self.pools.append((self.calls, "mean over H, W"))
+        elif isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
+            self._watch_pooling(name, x, out, args, kwargs)
         return out
+
+    def _watch_pooling(self, name: str, x: torch.Tensor, out: torch.Tensor, args, kwargs) -> None:
+        """A global pool is an average over every spatial position of a map, however it is written:
+        ``adaptive_avg_pool2d(x, 1)``, ``avg_pool2d`` over the whole map, ``x.mean((2, 3))``, or in steps:
+        ``x.mean(-1).mean(-1)``, ``x.flatten(2).mean(-1)``, ``x.view(n, c, -1).mean(2)``."""
+        if x.dim() == 4:
+            if tuple(x.shape[-2:]) == (1, 1):
+                return
+            spatial = {d for d in (2, 3) if x.shape[d] > 1}
+            if name in ("adaptive_avg_pool2d", "avg_pool2d") and out.dim() == 4 and tuple(out.shape[-2:]) == (1, 1):
+                self.pools.append((self.calls, name))
+            elif name in ("flatten", "view", "reshape") and out.dim() == 3 and tuple(out.shape[:2]) == tuple(x.shape[:2]):
+                self._partial[id(out)] = (out, {2})                  # (N, C, H*W)
+        elif id(x) in self._partial and self._partial[id(x)][0] is x:
+            spatial = self._partial[id(x)][1]
+        else:
+            return
+        if name != "mean":
+            return
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = set(range(x.dim())) if dims is None else {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+        if dims & {0, 1}:                                      # an average over images or channels pools no map
+            return
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        left = spatial - dims
+        if spatial and not left:
+            self.pools.append((self.calls, "mean over H, W"))
+        elif left != spatial and out.dim() >= 3:               # one of two spatial dims averaged so far
+            kept = left if keepdim else {d - sum(r < d for r in dims) for d in left}
+            self._partial[id(out)] = (out, kept)
 
 
 def _separable_pairs(convs: list[_Conv]) -> int:

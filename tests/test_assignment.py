@@ -105,6 +105,61 @@ def test_functional_global_pooling_and_max_pooling_are_seen():
     assert check(Functional(True)).failed() == ["no max-pooling"]
 
 
+class _Head(nn.Module):
+    """The learner's body (ending on a 64 x 4 x 4 map), then a head written as ``how`` to a 64-vector."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.body, self.head, self.how = learner_net()[:-3], nn.Linear(64, 10), how
+
+    def forward(self, x):
+        x = self.body(x)
+        n, c = x.shape[:2]
+        return self.head(self.how(x, n, c))
+
+
+@pytest.mark.parametrize("how", [
+    lambda x, n, c: x.mean(-1).mean(-1),
+    lambda x, n, c: x.mean(2).mean(2),
+    lambda x, n, c: x.mean(3, keepdim=True).mean(2, keepdim=True).flatten(1),
+    lambda x, n, c: x.view(n, c, -1).mean(-1),
+    lambda x, n, c: x.reshape(n, c, -1).mean(dim=2),
+    lambda x, n, c: torch.flatten(x, 2).mean(2),
+    lambda x, n, c: torch.mean(x, dim=[-2, -1]),
+], ids=["mean-w-then-h", "mean-h-then-w", "keepdim-steps", "view-mean", "reshape-mean", "flatten-mean", "torch-mean"])
+def test_global_average_pooling_written_in_steps_is_seen(how):
+    report = check(_Head(how))
+    assert report.failed() == [] and report["global average pooling"].measured == "mean over H, W"
+
+
+@pytest.mark.parametrize("how", [
+    lambda x, n, c: x.mean(-1)[..., 0],                       # averaged over W only, then one row taken
+    lambda x, n, c: x.mean(1).flatten(1).repeat(1, 4),        # averaged over channels, not positions
+    lambda x, n, c: x.mean().expand(n, c),                    # one number for the whole batch
+    lambda x, n, c: x.view(n, c, -1)[..., 0],                 # flattened, then one position taken
+], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean"])
+def test_averages_that_are_not_a_global_pool_are_not_taken_for_one(how):
+    report = check(_Head(how))
+    assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
+
+
+def test_a_gate_that_pools_in_steps_is_not_the_networks_global_pool():
+    """An SE gate written with ``x.view(n, c, -1).mean(-1)`` pools, then rescales its map: a flatten +
+    linear head after it is still no global average pooling."""
+    class StepGate(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.fc = nn.Linear(c, c)
+
+        def forward(self, x):
+            n, c = x.shape[:2]
+            return x * torch.sigmoid(self.fc(x.view(n, c, -1).mean(-1))).view(n, c, 1, 1)
+
+    flat = learner_net(pool="flatten")
+    report = check(nn.Sequential(*flat[:-2], StepGate(64), *flat[-2:]))
+    assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
+
+
 def test_a_model_that_does_not_run_or_returns_the_wrong_shape_gets_a_clear_error():
     with pytest.raises(ValueError, match="fails on a 1 x 3 x 32 x 32 batch"):
         check(nn.Sequential(nn.Conv2d(1, 8, 3)))          # built for 1 input channel
