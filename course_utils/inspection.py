@@ -156,10 +156,32 @@ class ReceptiveFieldTable(list):
 _CONV = {"conv1d", "conv2d", "conv3d"}
 _POOL = {"max_pool2d", "avg_pool2d", "lp_pool2d"}
 _ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d"}
-_UPSAMPLE = {"pixel_shuffle", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
-#: Input pixels an interpolated output reads along each axis, by ``mode`` (nearest: one; bilinear: two
-#: neighbours; bicubic: four): the receptive field grows by (taps − 1) input jumps.
-_INTERPOLATION_TAPS = {"nearest": 1, "nearest-exact": 1, "area": 1, "bilinear": 2, "bicubic": 4}
+_RESAMPLE = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
+
+
+def _interpolation_taps(func, args, kwargs, x: torch.Tensor) -> int:
+    """How many neighbouring input columns one output of ``func(x, ...)`` (an interpolation) reads at most:
+    the receptive field grows by (taps − 1) input jumps. Measured, not looked up by mode, because it
+    depends on every argument: nearest reads 1, bilinear 2, bicubic 4 when upsampling or without
+    antialiasing; area downsampling by r reads r, and ``antialias=True`` widens bilinear and bicubic
+    to about 2r and 4r. The same call runs on a probe whose channel c is one at column c and zero
+    elsewhere (interpolation is linear and separable): output (c, row, j) is input column c's weight in
+    output column j."""
+    h, w = x.shape[-2:]
+    probe = torch.zeros(1, w, h, w, device=x.device)
+    probe[0, torch.arange(w), :, torch.arange(w)] = 1.0
+    call_args = (probe, *args[1:]) if args else ()
+    call_kwargs = {k: v for k, v in kwargs.items() if k != "input"}
+    if not args:
+        call_kwargs["input"] = probe
+    weights = func(*call_args, **call_kwargs)[0]                  # (input column, output row, output column)
+    read = weights.abs().amax(dim=1) > 1e-12                      # (input column, output column)
+    taps = 1
+    for j in range(read.shape[1]):
+        cols = torch.nonzero(read[:, j]).flatten()
+        if len(cols):
+            taps = max(taps, int(cols.max() - cols.min()) + 1)
+    return taps
 
 
 def _pair(v) -> int:
@@ -249,13 +271,10 @@ class _Tracker(TorchFunctionMode):
                 r = x.shape[-1] // out.shape[-1]
                 rf, jump = rf + (r - 1) * jump, jump * r
                 self._row("unshuffle", r, r, 1, 0, out, jump, rf, False)
-            elif name in _UPSAMPLE:  # denser outputs; new context only where one output blends several inputs
-                mode = "nearest"   # pixel_shuffle, upsample_nearest
-                if name == "upsample_bilinear":
-                    mode = "bilinear"
-                elif name in ("interpolate", "upsample"):
-                    mode = _arg(args, kwargs, 3, "mode", "nearest")
-                rf += (_INTERPOLATION_TAPS.get(str(mode), 1) - 1) * jump
+            elif name == "pixel_shuffle":     # denser outputs, each a copy of one input: no new context
+                jump = jump * x.shape[-1] / out.shape[-1]
+            elif name in _RESAMPLE:           # new context where one output blends several inputs
+                rf += (_interpolation_taps(func, args, kwargs, x) - 1) * jump
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context
                 is_global = True

@@ -275,6 +275,17 @@ def test_transposed_reach_is_the_span_of_the_inputs_one_output_reads(kernel, str
     assert max(spans) == reach
 
 
+class _Resize(nn.Module):
+    """``F.interpolate`` with any of its arguments (``nn.Upsample`` has no ``antialias``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, **self.kwargs)
+
+
 @pytest.mark.parametrize("name, layers, size", [
     ("pixel unshuffle, then a 3x3 conv", lambda: [nn.PixelUnshuffle(2), nn.Conv2d(4, 1, 3, padding=1)], 6),
     ("a stride-2 conv, unshuffle, a 3x3 conv",
@@ -284,6 +295,15 @@ def test_transposed_reach_is_the_span_of_the_inputs_one_output_reads(kernel, str
     ("a 4x4 transposed conv at stride 2", lambda: [nn.ConvTranspose2d(1, 1, 4, 2, 1)], 2),
     ("a 6x6 transposed conv at stride 2", lambda: [nn.ConvTranspose2d(1, 1, 6, 2, 2)], 3),
     ("a dilated transposed conv", lambda: [nn.ConvTranspose2d(1, 1, 4, 2, 4, dilation=3)], 4),
+    ("bicubic upsampling", lambda: [nn.Upsample(scale_factor=2, mode="bicubic"), nn.Conv2d(1, 1, 1)], 4),
+    ("area downsampling by 2", lambda: [_Resize(scale_factor=0.5, mode="area"), nn.Conv2d(1, 1, 1)], 2),
+    ("area downsampling by 3", lambda: [_Resize(size=8, mode="area"), nn.Conv2d(1, 1, 1)], 3),
+    ("bilinear downsampling, no antialiasing", lambda: [_Resize(scale_factor=0.5, mode="bilinear"), nn.Conv2d(1, 1, 1)], 2),
+    ("antialiased bilinear by 2", lambda: [_Resize(scale_factor=0.5, mode="bilinear", antialias=True), nn.Conv2d(1, 1, 1)], 4),
+    ("antialiased bilinear by 4", lambda: [_Resize(scale_factor=0.25, mode="bilinear", antialias=True), nn.Conv2d(1, 1, 1)], 8),
+    ("antialiased bicubic by 2", lambda: [_Resize(scale_factor=0.5, mode="bicubic", antialias=True), nn.Conv2d(1, 1, 1)], 8),
+    ("area downsampling after a 3x3 conv", lambda: [nn.Conv2d(1, 1, 3, padding=1), _Resize(scale_factor=0.5, mode="area"),
+                                                     nn.Conv2d(1, 1, 3, padding=1)], 8),
 ])
 def test_receptive_field_of_resampling_layers_is_what_the_gradient_measures(name, layers, size):
     from course_utils.inspection import empirical_receptive_field, receptive_field
