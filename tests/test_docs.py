@@ -114,3 +114,62 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     assert "(default: 5," in train_design.__doc__ and "trains for 5 epochs of the course recipe (an eighth of" in prose
     notebook_07 = (REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text()
     assert 'trained_model(name, data, config, device) for name in (\\"se\\", \\"cbam\\")' in notebook_07
+
+
+def _imported_libraries(folder) -> set[str]:
+    """Top-level names of the modules ``folder``'s Python files import absolutely (the standard library's
+    and the package's own left out)."""
+    import ast
+    import sys
+
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {folder.name}
+
+
+def _declared(lines) -> dict[str, str]:
+    """``{distribution (lower case): its version floor}`` from requirement strings."""
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        m = re.match(r"([A-Za-z0-9_.\-]+)\s*(?:>=\s*([0-9.]+))?", line)
+        if m and not line.startswith("-"):
+            out[m[1].lower()] = m[2] or ""
+    return out
+
+
+# imported but installed by the library they serve: cv2 only for albumentations' border-mode constants
+# (albumentations requires opencv-python-headless itself)
+_THROUGH = {"cv2": "albumentations"}
+
+
+def test_every_library_the_package_imports_is_declared_in_both_requirement_files():
+    """A library ``course_utils`` imports directly is a dependency of its own (not one that happens to come
+    with torchvision), named in pyproject.toml (``pip install .``, which requirements.txt's ``-e .`` runs);
+    optional ones (ipywidgets: sliders fall back to a picture) in requirements.txt; a library both files
+    name has the same version floor in both."""
+    from importlib.metadata import packages_distributions
+
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")   # no tomllib on Python 3.10
+    block = re.search(r"^dependencies = \[(.*?)^\]", pyproject, re.S | re.M)[1]
+    in_pyproject = _declared(re.findall(r'"([^"]+)"', block))
+    in_requirements = _declared((REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines())
+    distributions = packages_distributions()
+    imported = _imported_libraries(REPO_ROOT / "course_utils")
+    assert {"torch", "albumentations", "PIL", "cv2", "ipywidgets"} <= imported      # the scan sees imports
+    optional = {"ipywidgets"}
+    for name in sorted(imported):
+        owners = {d.lower() for d in distributions.get(name, [name])}
+        if name in _THROUGH:
+            owners = {_THROUGH[name]}
+        declared_in = in_requirements if name in optional else in_pyproject
+        assert owners & declared_in.keys(), f"course_utils imports {name} ({owners}); declare it"
+    assert "-e ." in (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()  # brings pyproject's
+    for dist, floor in in_pyproject.items():
+        if dist in in_requirements:
+            assert in_requirements[dist] == floor, f"{dist}: pyproject.toml says >={floor}, requirements.txt differs"
