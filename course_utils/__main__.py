@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--subset", type=_positive, metavar="N", help=SUBSET_HELP)
     train.add_argument("--device", default="auto", type=_device, help="cpu, cuda, cuda:N, mps or auto (default)")
     train.add_argument("--workers", type=_non_negative,
-                       help="data-loader worker processes, 0 or more (default: 0 on a CPU, up to 8 on a GPU)")
+                       help="data-loader worker processes, 0 or more (default: 0 on a CPU, 2 on MPS, up to 8 on CUDA; on a CPU "
+                            "they start anew each epoch, which costs a start-up per epoch where they are spawned: macOS, Windows)")
     train.add_argument("--seed", type=_non_negative, help="random seed, 0 or more (default 1)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction,
                        help="torch.compile the model on CUDA (default: on in the fast recipe)")

@@ -140,7 +140,7 @@ class TrainConfig:
     div_factor: float = 10.0         # start at lr / 10
     final_div_factor: float = 100.0  # end at lr / 1000
     seed: int = 1                    # one seed for weights, shuffling, augmentation and dropout
-    num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, up to 8 on a GPU)
+    num_workers: int | None = None   # loader processes; None = auto (0 on a CPU, 2 on MPS, up to 8 on CUDA)
     amp: bool = True                 # mixed precision (bf16 or fp16) on CUDA; ignored on CPU
     channels_last: bool = True       # NHWC layout: faster for CifarNet on both CPUs benchmarked (docs/results.md, Benchmark)
     compile: bool = False            # torch.compile the model on CUDA (ignored elsewhere, like amp)

@@ -561,6 +561,20 @@ def test_time_to_accuracy_reports_the_compile_time_apart():
     assert never["compile_seconds"] is None     # an uncompiled run has no compile time
 
 
+def test_train_help_gives_the_workers_loader_workers_picks(capsys, monkeypatch):
+    import torch
+
+    from course_utils.runtime import loader_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cpu, mps, cuda = (loader_workers(torch.device(kind)) for kind in ("cpu", "mps", "cuda"))
+    assert (cpu, mps, cuda) == (0, 2, 8)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {cpu} on a CPU, {mps} on MPS, up to {cuda} on CUDA" in help_text
+
+
 def test_ablate_help_gives_the_ablation_recipes_epochs(capsys, monkeypatch):
     from course_utils.ablation import ABLATION_EPOCHS, ablation_config
     from course_utils.config import SMOKE_EPOCHS
