@@ -40,7 +40,7 @@ def solution(exercise_id: str):
         "04.3": lambda: (lambda d: d),                    # n + 2p − 2d − 1 + 1 = n  =>  p = d
         "05.1": lambda: 2,                                # (5 − 1)·3 − 2 + 3 = 13, so 2 more
         "06.1": ex._unshuffle_channels_and_rf,            # 12 channels; 2 + (3 − 1)·2 = 6 pixels
-        "07.1": ex._se_in_c4_params,                      # 2·C·C/16 + C/16 + C
+        "07.1": ex._se_in_c4_params,                      # 2·C·C/8 + C/8 + C (r = 8)
         "10.1": ex._batchnorm_counts,                     # (2·64, 64 + 64 + 1)
         "10.2": ex._flatten_head_params,                  # c3·64·10 + 10
         "12.1": _passing_design,                          # one design that passes every rule
@@ -86,9 +86,11 @@ NOTES = {
             "the same seed for both, as the hint says, so that only the initialisation differs.",
     "07.3": "For each gate, take the mean excitation vector of each class and compare their spread across the "
             "10 classes (for example the standard deviation over the class means, averaged over channels) with "
-            "the spread within a class. Hu et al. 2018 (the SE paper, section 7) found early gates nearly the "
-            "same for every class and the last ones class-specific; whether CifarNet's 4-epoch SE variant shows "
-            "the same is what the exercise measures.",
+            "the spread within a class. Hu et al. 2018 (the SE paper, section 7.2) found the early gates nearly "
+            "the same for every class, the gates at greater depth increasingly class-specific, and those of the "
+            "last stage saturated or alike again (the one just before global pooling differed between classes "
+            "mostly in scale). CifarNet's C4 gate also sits just before global pooling, so it need not be the "
+            "most class-specific; what the 4-epoch SE variant shows is what the exercise measures.",
     "08.1": "A 45-degree tilt makes images unlike the test set's: look at ships, cars and trucks, which usually "
             "stand on a horizontal line. The corners it rotates in are black with the hint as written (Affine's "
             "default fill in albumentations 2.x); the kit's pipeline reflects instead "
@@ -109,7 +111,8 @@ NOTES = {
             "reference's.",
     "09.2": "For each variant, subtract the reference's accuracy of the same seed from the variant's, then take "
             "the mean and the standard deviation of the three differences; compare that deviation with "
-            "sqrt(s_variant^2 + s_reference^2), the spread of a difference of unpaired means. Where it is "
+            "sqrt(s_variant^2 + s_reference^2), the spread of the difference between one variant run and one "
+            "reference run of unrelated seeds. Where it is "
             "smaller, runs of the same seed share part of their noise (the same data order), and pairing "
             "can find a smaller effect with the same runs.",
     "09.3": "This is the question docs/results.md's Ablation section leaves open: after 4 epochs the variant without "
