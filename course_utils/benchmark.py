@@ -203,7 +203,7 @@ def relative_throughput(builds: "dict[str, Callable[[], object]]", device, refer
 
 def pointwise_timings(shapes: "list[tuple[int, int, int]]", device="cpu", batch_size: int = 256,
                       repeats: int = 10) -> list[dict]:
-    """Forward and backward time of 1×1 convolutions on a channels-last batch, computed by the
+    """Forward and backward time of 1×1 convolutions on a channels-last CPU batch, computed by the
     convolution kernel and as a matrix product (``layers.PointwiseConv2d``), per layer shape.
 
     ``shapes`` lists ``(in_channels, out_channels, size)``; each is timed ``repeats`` times each way,
@@ -218,6 +218,9 @@ def pointwise_timings(shapes: "list[tuple[int, int, int]]", device="cpu", batch_
     if repeats < 1:
         raise ValueError(f"pointwise_timings: repeats must be at least 1, got {repeats}")
     device = torch.device(device)
+    if device.type != "cpu":   # PointwiseConv2d takes its matrix-product path on a CPU only
+        raise ValueError(f"pointwise_timings compares two CPU kernels; on {device.type} both ways would run the same "
+                         "convolution: use device='cpu'")
     rows = []
     for cin, cout, size in shapes:
         layer = PointwiseConv2d(cin, cout, bias=False).to(device)

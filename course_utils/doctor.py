@@ -46,12 +46,21 @@ def _device_findings(device_name: str | None) -> list[Finding]:
     import torch
 
     from .config import TrainConfig, choose_recipe
-    from .runtime import cpu_name, get_device, loader_workers, mixed_precision, precision_name
+    import warnings
+
+    from .runtime import cpu_name, cuda_build_lacks_card, get_device, loader_workers, mixed_precision, precision_name
 
     try:
-        device = get_device(device_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # a card this PyTorch cannot run: said below, as a finding
+            device = get_device(device_name)
     except ValueError as err:
         return [Finding("device", str(err), ok=False)]
+    unusable = []
+    if device.type != "cuda" and device_name in (None, "auto") and torch.cuda.is_available():
+        missing = cuda_build_lacks_card(0)
+        if missing is not None:
+            unusable = [Finding("gpu", f"{missing}; until then auto trains on the CPU", ok=False)]
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -63,7 +72,8 @@ def _device_findings(device_name: str | None) -> list[Finding]:
     recipe = choose_recipe("auto", str(device))
     config = TrainConfig.recipe(recipe)
     dtype = mixed_precision(device, config.amp)
-    why = {None: "full precision: mixed precision is for CUDA GPUs",
+    why = {None: "full precision: this card has no tensor cores (before capability 7.0)" if device.type == "cuda"
+           and config.amp else "full precision: mixed precision is for CUDA GPUs",
            torch.bfloat16: "bf16 tensor cores (capability 8.0 or newer)",
            torch.float16: "fp16 with loss scaling: this card has no native bf16 (before capability 8.0)"}[dtype]
     if device.type == "cuda" and config.compile:
@@ -74,7 +84,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
                         else "torch.compile on (a failed first compile falls back to eager)")
     else:
         compile_note = "torch.compile off (only used on CUDA)"
-    return [
+    return unusable + [
         Finding("device", what),
         Finding("recipe", f"auto picks '{recipe}' here: {config.describe(str(device)).splitlines()[0]}"),
         Finding("precision", f"{precision_name(dtype)} ({why}); {compile_note}"),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,10 @@ def get_device(name: str | None = None) -> torch.device:
     """
     if name is None or name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            missing = cuda_build_lacks_card(0)
+            if missing is None:
+                return torch.device("cuda")
+            warnings.warn(f"{missing}; training on the CPU meanwhile", stacklevel=2)
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -63,9 +68,41 @@ def get_device(name: str | None = None) -> torch.device:
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "cuda":
+        missing = cuda_build_lacks_card(device.index if device.index is not None else torch.cuda.current_device())
+        if missing is not None:
+            raise ValueError(f"device {name!r} asked for, but {missing}; or use --device cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {name!r} asked for, but MPS is not available here; use --device cpu or auto")
     return device
+
+
+def cuda_build_lacks_card(index: int = 0) -> str | None:
+    """Why this PyTorch cannot run on CUDA card ``index`` (in words, with the fix), or None where it can.
+
+    A CUDA wheel carries machine code for some compute capabilities (``torch.cuda.get_arch_list()``:
+    ``sm_75`` ...) and perhaps PTX (``compute_XY``) that the driver compiles for newer cards. A card runs
+    the code of an ``sm_XY`` of its own major version up to its own minor, or PTX of its capability or
+    lower. Recent wheels dropped Pascal and Volta (a P100 is 6.0, a V100 7.0): torch only warns, says
+    CUDA is available, and the first kernel fails with "no kernel image is available". Where the build
+    or the card cannot be asked (ROCm, no driver, a simulated device) the answer is None: torch decides.
+    """
+    try:
+        archs = list(torch.cuda.get_arch_list()) if torch.version.cuda else []
+        major, minor = torch.cuda.get_device_capability(index)
+    except Exception:  # noqa: BLE001 - nothing to ask: let torch find out at the first kernel
+        return None
+    card = 10 * major + minor
+    codes = [(m[1], int(m[2])) for m in (re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch) for arch in archs) if m]
+    if not codes or any(code <= card and (kind == "compute" or code // 10 == major) for kind, code in codes):
+        return None
+    try:
+        card_name = torch.cuda.get_device_name(index)
+    except Exception:  # noqa: BLE001
+        card_name = f"cuda:{index}"
+    return (f"this PyTorch ({torch.__version__}) has no GPU code for {card_name} (compute capability {major}.{minor}; "
+            f"it was built for {' '.join(archs)}): install a PyTorch built for this card "
+            "(https://pytorch.org/get-started/locally/: an older CUDA version's wheel)")
 
 
 def cuda_device_context(device: torch.device | str):
@@ -81,6 +118,10 @@ def cuda_device_context(device: torch.device | str):
 #: bf16 runs on tensor cores from compute capability 8.0 (Ampere) on. ``torch.cuda.is_bf16_supported()``
 #: also says True on older cards (a T4 is 7.5), where bf16 is emulated: slow, or refused by cuDNN.
 BF16_MIN_CAPABILITY = (8, 0)
+#: fp16 tensor cores arrived with compute capability 7.0 (Volta). On older cards (Pascal: a P100 is 6.0, a
+#: GTX 1080 6.1) autocast only adds casts and the GradScaler's checks, and consumer Pascal runs fp16
+#: arithmetic at a fraction of its fp32 rate: fp32 there.
+FP16_MIN_CAPABILITY = (7, 0)
 
 
 def cpu_name(cpuinfo: "str | os.PathLike" = "/proc/cpuinfo") -> str:
@@ -114,14 +155,17 @@ def mixed_precision(device: torch.device | str, amp: bool = True) -> torch.dtype
     ``fit``, ``evaluate``, ``predict`` and the benchmark:
 
     * CUDA with compute capability ≥ 8.0 (A100, H100, RTX 30xx and later): bfloat16;
-    * older CUDA cards (T4 7.5, V100 7.0): float16, with a gradient scaler (``needs_grad_scaler``);
-    * CPU and MPS, or ``amp=False``: None (fp32).
+    * CUDA cards from 7.0 to 8.0 (T4 7.5, V100 7.0): float16, with a gradient scaler (``needs_grad_scaler``);
+    * CUDA cards before 7.0 (no tensor cores: P100, GTX 10xx), CPU and MPS, or ``amp=False``: None (fp32).
     """
     device = torch.device(device)
     if not amp or device.type != "cuda":
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.bfloat16 if torch.cuda.get_device_capability(index) >= BF16_MIN_CAPABILITY else torch.float16
+    capability = tuple(torch.cuda.get_device_capability(index))
+    if capability >= BF16_MIN_CAPABILITY:
+        return torch.bfloat16
+    return torch.float16 if capability >= FP16_MIN_CAPABILITY else None
 
 
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
@@ -217,12 +261,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def figures_root() -> Path:
+    """``figures/`` at the repository root, or env ``COURSE_FIGURES_DIR`` if set: where full-size pictures
+    and studies are (notebook 09 reads the recorded ablation study here, in smoke mode too)."""
+    return Path(os.environ.get("COURSE_FIGURES_DIR") or REPO_ROOT / "figures").expanduser()
+
+
 def figures_dir() -> Path:
-    """``figures/`` at the repository root (created on demand), or env ``COURSE_FIGURES_DIR`` if set;
-    its ``smoke/`` subfolder (git-ignored) in smoke mode, so a quick test run never overwrites the
-    pictures the README shows."""
-    root = Path(os.environ.get("COURSE_FIGURES_DIR") or REPO_ROOT / "figures").expanduser()
-    path = root / "smoke" if is_smoke() else root
+    """Where this run writes its pictures (created on demand): ``figures_root()``, or its ``smoke/``
+    subfolder (git-ignored) in smoke mode, so a quick test run never overwrites the pictures the README
+    shows."""
+    path = figures_root() / "smoke" if is_smoke() else figures_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

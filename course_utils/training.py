@@ -14,6 +14,7 @@ import importlib.util
 import itertools
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -218,6 +219,19 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
 
 
+def _step_schedule(scheduler, scaler: torch.amp.GradScaler | None) -> None:
+    """``scheduler.step()``. With a GradScaler, a step it skipped (gradients at inf: the first steps at its
+    starting scale of 65,536 often are) still advances the schedule, as PyTorch's AMP examples do; torch
+    then warns once, as if ``lr_scheduler.step()`` were called before ``optimizer.step()``. It was not:
+    that warning is silenced here, and only here."""
+    if scaler is None:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        scheduler.step()
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, scheduler=None, loss_fn: Callable | None = None,
                     amp: bool = True, channels_last: bool = False, scaler: torch.amp.GradScaler | None = None,
@@ -246,7 +260,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         else:
             _, logits = training_step(model, x, y, optimizer, loss_fn, device, amp, scaler)
         if scheduler is not None:
-            scheduler.step()
+            _step_schedule(scheduler, scaler)
         if after_step is not None:
             after_step()
         total_loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
@@ -508,8 +522,9 @@ class CompileGuard(nn.Module):
         return out
 
 
-#: Triton, and so Inductor's GPU kernels, need compute capability 7.0 or newer (Volta): older cards (a P100,
-#: 6.0, on Kaggle) fail at the first compiled step, after minutes of tracing.
+#: Triton, and so Inductor's GPU kernels, need compute capability 7.0 or newer (Volta): on older cards (a P100,
+#: 6.0, on Kaggle, with a PyTorch built for it) a compiled run fails at its first step, after minutes of tracing.
+#: (Recent wheels carry no code for them at all: ``runtime.cuda_build_lacks_card``.)
 TRITON_MIN_CAPABILITY = (7, 0)
 
 

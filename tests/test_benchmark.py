@@ -104,6 +104,10 @@ def test_pointwise_timings_time_each_shape_both_ways():
         assert r["speedup"] == pytest.approx(r["conv_ms"] / r["matmul_ms"])
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         pointwise_timings([(8, 16, 4)], repeats=0)
+    for device in ("cuda", "cuda:1", "mps"):   # PointwiseConv2d's matrix product is CPU-only: conv against conv
+        with pytest.raises(ValueError, match=r"compares two CPU kernels; on (cuda|mps) both ways would run the same "
+                                             r"convolution: use device='cpu'"):
+            pointwise_timings([(8, 16, 4)], device)
 
 
 def test_forward_ms_times_eval_mode_forward_passes_after_a_warm_up_and_returns_the_median(monkeypatch):

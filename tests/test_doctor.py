@@ -43,7 +43,9 @@ def test_doctor_without_data_says_what_to_do(tmp_path, capsys):
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    def use(name, capability, triton=True):
+    def use(name, capability, triton=True, archs=("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90")):
+        monkeypatch.setattr(torch.version, "cuda", "12.6")
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(archs))
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -63,6 +65,24 @@ def test_doctor_on_a_simulated_colab_t4(fake_gpu, image_folder):
     assert found["precision"].text.startswith("fp16 + GradScaler") and "no native bf16" in found["precision"].text
     assert "Triton is not installed" in found["precision"].text
     assert all(f.ok for f in found.values())
+
+
+def test_doctor_on_a_simulated_p100_trains_in_fp32_and_says_when_the_build_lacks_the_card(fake_gpu, monkeypatch,
+                                                                                         image_folder):
+    """A Kaggle P100 (6.0): no tensor cores, so fp32; with a PyTorch built without Pascal (CUDA 13 wheels)
+    torch still says CUDA is available, and the doctor names the fix instead of a crash at the first kernel."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    fake_gpu("Tesla P100-PCIE-16GB", (6, 0))
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert "Tesla P100-PCIE-16GB, compute capability 6.0" in found["device"].text and "gpu" not in found
+    assert found["precision"].text.startswith("fp32 (full precision: this card has no tensor cores")
+    fake_gpu("Tesla P100-PCIE-16GB", (6, 0), archs=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"))
+    found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
+    assert found["gpu"].tag == "FIX" and "has no GPU code for Tesla P100-PCIE-16GB (compute capability 6.0" in \
+        found["gpu"].text and "until then auto trains on the CPU" in found["gpu"].text
+    assert found["device"].text.startswith("cpu (")
+    found = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}
+    assert found["device"].tag == "FIX" and "install a PyTorch built for this card" in found["device"].text
 
 
 def test_doctor_on_a_simulated_a100(fake_gpu, image_folder):
@@ -185,7 +205,7 @@ def test_doctor_on_a_simulated_p100_says_compiling_is_off_and_why(fake_gpu, imag
     does not compile there, and the doctor says why instead of "torch.compile on"."""
     fake_gpu("Tesla P100-PCIE-16GB", (6, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
-    assert found["precision"].text.startswith("fp16 + GradScaler")
+    assert found["precision"].text.startswith("fp32")   # no tensor cores: test_doctor_on_a_simulated_p100_trains_in_fp32...
     assert "torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is 6.0" in found["precision"].text
     notes = []                                   # a run on this card says the same, in the same words
     training.compiled(torch.nn.Linear(2, 2), torch.device("cuda"), notes.append)

@@ -11,7 +11,7 @@ from course_utils import training
 from course_utils.runtime import mixed_precision, needs_grad_scaler, precision_name
 
 CARDS = {  # name: compute capability
-    "T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "RTX 4090": (8, 9), "H100": (9, 0),
+    "P100": (6, 0), "GTX 1080": (6, 1), "T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "RTX 4090": (8, 9), "H100": (9, 0),
 }
 
 
@@ -25,14 +25,17 @@ def card(monkeypatch):
     return use
 
 
-@pytest.mark.parametrize("name, expected", [("T4", torch.float16), ("V100", torch.float16), ("A100", torch.bfloat16),
+@pytest.mark.parametrize("name, expected", [("P100", None), ("GTX 1080", None), ("T4", torch.float16),
+                                            ("V100", torch.float16), ("A100", torch.bfloat16),
                                             ("RTX 4090", torch.bfloat16), ("H100", torch.bfloat16)])
 def test_dtype_and_scaler_per_card(card, name, expected):
+    """bf16 from 8.0, fp16 with a scaler from 7.0 (tensor cores), fp32 before: a Pascal card would only pay
+    for the casts and the scaler's checks."""
     card(CARDS[name])
     dtype = mixed_precision("cuda")
     assert dtype == expected
     assert needs_grad_scaler(dtype) == (expected == torch.float16)
-    assert precision_name(dtype) == ("bf16" if expected == torch.bfloat16 else "fp16 + GradScaler")
+    assert precision_name(dtype) == {torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler", None: "fp32"}[expected]
 
 
 @pytest.mark.parametrize("current", [0, 1])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from course_utils import get_device, plots
-from course_utils.runtime import REPO_ROOT, figures_dir, is_smoke
+from course_utils.runtime import REPO_ROOT, figures_dir, figures_root, is_smoke
 
 
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
@@ -11,6 +11,60 @@ def test_get_device_picks_the_first_available_of_cuda_mps_cpu(monkeypatch, cuda,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert get_device() == get_device("auto") == torch.device(expected)
+
+
+NEW_WHEEL = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]     # a CUDA 13 build: from Turing on
+OLD_WHEEL = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+def _card(monkeypatch, capability, archs, name="Tesla P100-PCIE-16GB"):
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: archs)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+@pytest.mark.parametrize("capability, archs, runs", [
+    ((6, 0), NEW_WHEEL, False), ((7, 0), NEW_WHEEL, False),     # a P100, a V100: dropped by recent wheels
+    ((6, 0), OLD_WHEEL, True), ((6, 1), OLD_WHEEL, True),       # sm_60 runs on 6.1: same major, lower minor
+    ((7, 5), NEW_WHEEL, True), ((8, 9), NEW_WHEEL, True), ((12, 1), NEW_WHEEL, True),
+    ((8, 9), ["sm_90"], False),                                 # sm_90 code does not run on an older 8.9
+    ((10, 3), ["sm_75", "sm_90a", "compute_90"], True),         # PTX: the driver compiles it for newer cards
+])
+def test_a_card_runs_the_builds_code_of_its_major_version_or_its_ptx(monkeypatch, capability, archs, runs):
+    from course_utils.runtime import cuda_build_lacks_card
+
+    _card(monkeypatch, capability, archs)
+    missing = cuda_build_lacks_card(0)
+    assert (missing is None) == runs
+    if not runs:
+        assert f"has no GPU code for Tesla P100-PCIE-16GB (compute capability {capability[0]}.{capability[1]}; " \
+               f"it was built for {' '.join(archs)}): install a PyTorch built for this card" in missing
+
+
+def test_a_card_the_build_cannot_run_is_refused_by_name_and_skipped_by_auto(monkeypatch):
+    """torch says CUDA is available and only warns; the first kernel would fail with "no kernel image is
+    available". Asked for by name: a clear error with the fix. auto: the CPU, with a warning that says why."""
+    from course_utils.runtime import cuda_build_lacks_card
+
+    _card(monkeypatch, (6, 0), NEW_WHEEL)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match=rf"device '{name}' asked for, but this PyTorch .* has no GPU code for "
+                                             r"Tesla P100.*; or use --device cpu"):
+            get_device(name)
+    with pytest.warns(UserWarning, match=r"has no GPU code for Tesla P100.*; training on the CPU meanwhile"):
+        assert get_device("auto") == torch.device("cpu")
+    _card(monkeypatch, (6, 0), OLD_WHEEL)
+    assert get_device("cuda") == torch.device("cuda") and get_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", None)                    # ROCm, or a CPU build: nothing to ask
+    assert cuda_build_lacks_card(0) is None
+    _card(monkeypatch, (6, 0), NEW_WHEEL)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (_ for _ in ()).throw(RuntimeError("no driver")))
+    assert cuda_build_lacks_card(0) is None                             # torch finds out at the first kernel
 
 
 def test_get_device():
@@ -69,6 +123,7 @@ def test_figure_and_run_folders_can_be_moved(monkeypatch, tmp_path):
     assert runs_dir() == tmp_path / "deep" / "runs" and runs_dir().is_dir()
     monkeypatch.setenv("COURSE_SMOKE", "1")
     assert figures_dir() == tmp_path / "figs" / "smoke"
+    assert figures_root() == tmp_path / "figs"     # the recorded study is read from the folder itself
 
 
 def test_confusion_matrix_and_per_class_accuracy():

@@ -213,6 +213,36 @@ def test_a_run_resumed_in_another_precision_says_so_and_its_history_keeps_both(t
     assert training.History.from_dict(old).precision == ["bf16", "fp32", "fp32"]
 
 
+def test_a_step_the_scaler_skips_still_advances_the_schedule_and_torch_does_not_warn_about_the_order():
+    """At GradScaler's starting scale (65,536) the first fp16 steps often overflow and are skipped; the
+    schedule goes on. torch would warn as if lr_scheduler.step() came before optimizer.step() (shown by the
+    bare loop below); train_one_epoch does not print that on every fp16 run."""
+    import warnings
+
+    from course_utils.training import training_step
+
+    x, y = tiny_batch(64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    for silenced in (True, False):
+        torch.manual_seed(0)
+        model = tiny_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=len(loader) + 1)
+        scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))   # every step overflows: all skipped
+        if silenced:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                train_one_epoch(model, loader, optimizer, CPU, scheduler, amp=False, scaler=scaler, progress=False)
+        else:
+            with pytest.warns(UserWarning, match=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"):
+                for xb, yb in loader:
+                    training_step(model, xb, yb, optimizer, nn.CrossEntropyLoss(), CPU, amp=False, scaler=scaler)
+                    scheduler.step()
+        assert scheduler.last_epoch == len(loader)                       # the schedule advanced every step
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # no step was applied
+
+
 def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
     """bfloat16 keeps float32's exponent (capability 8.0 and later) and fp32 needs nothing: no scaler is
     built, and the checkpoint's scaler entry is empty."""
