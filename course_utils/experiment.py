@@ -17,7 +17,7 @@ from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, load_cifar10, make_loaders,
                    make_train_loader, val_loader)
 from .models import count_parameters, get_model
-from .runtime import (device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
+from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
                       precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
 from .training import History, evaluate, fit
 
@@ -324,8 +324,10 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
     model, history, data, test_loader = run.model, run.history, run.data, run.test_loader
     finished = not history.interrupted and len(history) == config.epochs
     # flip averaging is reported beside the final test accuracy, so only for a finished run
-    tta = (evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]
-           if finished else None)
+    tta = None
+    if finished:   # on cuda:N, as fit does: a read-back run starts the loader's pin-memory thread here
+        with cuda_device_context(dev):
+            tta = evaluate(model, test_loader, dev, amp=config.amp, channels_last=config.channels_last, tta=True)[1]
     record = {
         "model": model_name,
         "model_class": type(model).__name__,

@@ -178,17 +178,28 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[dtype]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system keeps one (Linux), else all the
+    machine's. A Slurm job or a container pinned to 4 of a 64-core host's cores gets 4; ``os.cpu_count()``
+    would say 64 (and DataLoader warns when it is given more workers than the affinity allows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def loader_workers(device: torch.device, requested: int | None = None) -> int:
     """Data-loader processes: ``requested`` if given; else
 
     * 0 on a CPU: augmenting in other processes would only take cores from the training itself;
     * at most 2 on MPS: macOS starts workers by *spawning*, and each one unpickles its own copy of the
       image arrays, so many workers cost memory and start-up for little gain on a laptop;
-    * ``min(8, cores)`` on CUDA, where the GPU otherwise waits for augmentation.
+    * ``min(8, cores)`` on CUDA, where the GPU otherwise waits for augmentation;
+
+    ``cores`` being the ones this process may use (``usable_cores``).
     """
     if requested is not None:
         return requested
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     kind = torch.device(device).type
     return 0 if kind == "cpu" else min(2, cores) if kind == "mps" else min(8, cores)
 

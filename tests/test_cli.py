@@ -235,7 +235,7 @@ def test_a_stopped_bench_keeps_the_rows_it_measured(image_folder, capsys, tmp_pa
         return 1000.0 + len(calls)
 
     monkeypatch.setattr(benchmark, "train_step_throughput", three_rows_then_stop)
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)   # a big machine: --quick still times 0 to 2 workers only
+    monkeypatch.setattr("course_utils.runtime.usable_cores", lambda: 16)   # a big machine: --quick still times 0 to 2 workers only
     code = main(["bench", "--quick", "--device", "cpu", "--data-dir", str(image_folder)])
     err = capsys.readouterr().err
     assert code == 130
@@ -566,7 +566,7 @@ def test_train_help_gives_the_workers_loader_workers_picks(capsys, monkeypatch):
 
     from course_utils.runtime import loader_workers
 
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("course_utils.runtime.usable_cores", lambda: 16)
     cpu, mps, cuda = (loader_workers(torch.device(kind)) for kind in ("cpu", "mps", "cuda"))
     assert (cpu, mps, cuda) == (0, 2, 8)
     with pytest.raises(SystemExit):

@@ -168,7 +168,7 @@ def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake
     import os
 
     fake_gpu("Tesla T4", (7, 5))
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("course_utils.runtime.usable_cores", lambda: 16)
     size = {"bytes": 64 * 2**20}
     monkeypatch.setattr(os, "statvfs", lambda path: type("S", (), {"f_blocks": size["bytes"] // 4096, "f_frsize": 4096})())
     loader = {f.topic: f for f in doctor.diagnose("cuda", str(image_folder))}["loader"]

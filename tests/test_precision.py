@@ -99,7 +99,7 @@ def test_loader_settings_per_device(image_folder, monkeypatch, device, workers, 
     from course_utils.data import load_cifar10, make_loaders
     from course_utils.runtime import loader_settings, loader_workers
 
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("course_utils.runtime.usable_cores", lambda: 16)
     assert loader_workers(torch.device(device)) == workers
     how = loader_settings(device, workers)
     assert how["pin_memory"] is pinned and how["non_blocking"] is pinned and how["persistent_eval"] is persistent_eval

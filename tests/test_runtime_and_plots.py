@@ -143,12 +143,23 @@ def test_to_display_undoes_normalisation():
     assert np.allclose(plots.to_display(chw, mean, std), img)
 
 
-@pytest.mark.parametrize("cores, cuda, mps", [(2, 2, 2), (16, 8, 2), (1, 1, 1), (None, 1, 1)])
-def test_loader_workers(monkeypatch, cores, cuda, mps):
-    """min(8, cores) on CUDA, min(2, cores) on MPS, none on a CPU; os.cpu_count() may say None."""
-    from course_utils.runtime import loader_workers
+@pytest.mark.parametrize("affinity, cores, cuda, mps", [
+    ({0, 1}, 2, 2, 2), (set(range(16)), 16, 8, 2), ({0}, 1, 1, 1),
+    ({3, 5, 7, 9}, 64, 4, 2),          # a job pinned to 4 of a 64-core host's cores: 4 workers, not 8
+    (None, 16, 8, 2), (None, None, 1, 1),   # no affinity to ask (macOS, Windows): the machine's cores, if known
+])
+def test_loader_workers(monkeypatch, affinity, cores, cuda, mps):
+    """min(8, cores) on CUDA, min(2, cores) on MPS, none on a CPU; cores are those the process may use."""
+    import os
 
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    from course_utils.runtime import loader_workers, usable_cores
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if affinity is None:
+        monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    else:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
+    assert usable_cores() == (len(affinity) if affinity else cores or 1)
     assert loader_workers(torch.device("cpu")) == 0 and loader_workers(torch.device("cpu"), 3) == 3
     assert loader_workers(torch.device("cuda")) == cuda and loader_workers(torch.device("mps")) == mps
 

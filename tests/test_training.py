@@ -1134,3 +1134,37 @@ def test_a_run_on_cuda_n_makes_its_card_the_current_device(tiny_data, monkeypatc
     monkeypatch.setattr(inspection, "_true_totals", lambda text, total, trainable: text)
     inspection.summary(nn.Linear(2, 2), (2,), print_table=False)
     assert seen[-1] == ("summary", CPU)
+
+
+def test_flip_averaging_of_a_read_back_run_happens_on_the_runs_own_card(tiny_data, tmp_path, monkeypatch):
+    """On ``cuda:1`` the test loader's pin-memory thread pins on the current card. ``fit`` makes ``cuda:1``
+    current; a finished run read back (``resume=True``) trains no epoch, so the flip-averaged score after it
+    must make it current too, or it creates a context on ``cuda:0``, the card the learner avoided. The CPU
+    stands in: the context entered for the run's device is recorded."""
+    import contextlib
+
+    from course_utils import experiment
+
+    config, runs = small_config(epochs=1, validation=False), tmp_path / "runs"
+    experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                            checkpoint_dir=runs)
+    current, seen = [], []
+
+    @contextlib.contextmanager
+    def making_current(device):
+        current.append(torch.device(device))
+        yield
+        current.pop()
+
+    real = experiment.evaluate
+
+    def evaluate(*args, tta=False, **kwargs):
+        if tta:
+            seen.append(list(current))
+        return real(*args, tta=tta, **kwargs)
+
+    monkeypatch.setattr(experiment, "cuda_device_context", making_current)
+    monkeypatch.setattr(experiment, "evaluate", evaluate)
+    again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                    checkpoint_dir=runs, resume=True)
+    assert len(again.history) == 1 and seen == [[CPU]]
