@@ -123,16 +123,28 @@ class _Watcher(TorchFunctionMode):
             self._watch_pooling(name, x, out, args, kwargs)
         return out
 
+    @staticmethod
+    def _window_covers(x: torch.Tensor, args, kwargs) -> bool:
+        """Whether ``avg_pool2d(x, ...)``'s one window spans the whole map: ``F.avg_pool2d(x, 3)`` on a 4×4
+        map also makes 1×1, from the top-left 3×3 alone."""
+        kernel = args[1] if len(args) > 1 else kwargs["kernel_size"]
+        padding = args[3] if len(args) > 3 else kwargs.get("padding", 0)
+        (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
+        return kh - ph >= x.shape[-2] and kw - pw >= x.shape[-1]
+
     def _watch_pooling(self, name: str, x: torch.Tensor, out: torch.Tensor, args, kwargs) -> None:
-        """A global pool is an average over every spatial position of a map, however it is written:
-        ``adaptive_avg_pool2d(x, 1)``, ``avg_pool2d`` over the whole map, ``x.mean((2, 3))``, or in steps:
-        ``x.mean(-1).mean(-1)``, ``x.flatten(2).mean(-1)``, ``x.view(n, c, -1).mean(2)``."""
+        """A global pool is an average over every spatial position of a map. Seen in these forms:
+        ``adaptive_avg_pool2d(x, 1)``, ``avg_pool2d`` whose window covers the whole map, ``x.mean((2, 3))``
+        (``torch.mean`` too), or in steps: ``x.mean(-1).mean(-1)`` (keepdim or not), ``x.flatten(2).mean(-1)``,
+        ``x.view(n, c, -1).mean(2)``. Others (a sum divided by H·W, a permute first) are not: the rule's hint
+        names the plain form."""
         if x.dim() == 4:
             if tuple(x.shape[-2:]) == (1, 1):
                 return
             spatial = {d for d in (2, 3) if x.shape[d] > 1}
             if name in ("adaptive_avg_pool2d", "avg_pool2d") and out.dim() == 4 and tuple(out.shape[-2:]) == (1, 1):
-                self.pools.append((self.calls, name))
+                if name == "adaptive_avg_pool2d" or self._window_covers(x, args, kwargs):
+                    self.pools.append((self.calls, name))
             elif name in ("flatten", "view", "reshape") and out.dim() == 3 and tuple(out.shape[:2]) == tuple(x.shape[:2]):
                 self._partial[id(out)] = (out, {2})                  # (N, C, H*W)
         elif id(x) in self._partial and self._partial[id(x)][0] is x:
@@ -209,8 +221,8 @@ def check(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), num_
     report.append(RuleResult(
         "global average pooling", "before the classifier",
         ", ".join(sorted(set(watcher.global_pools))) or "none found", bool(watcher.global_pools),
-        "end with nn.AdaptiveAvgPool2d(1), nn.Flatten() and one nn.Linear(C, 10): the classifier then has "
-        "C x 10 weights whatever the map's size"))
+        "end with nn.AdaptiveAvgPool2d(1), nn.Flatten() and one nn.Linear(C, 10) (or x.mean((2, 3)) in forward): "
+        "the classifier then has C x 10 weights whatever the map's size"))
     report.append(RuleResult(
         "receptive field", f"> {MIN_RF - 1} pixels", f"{rf} pixels", rf >= MIN_RF,
         f"{MIN_RF - rf} pixel(s) short. After the last stride-2 layer each extra 3x3 conv adds {2 * jump:g} pixels "

@@ -58,7 +58,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
         return [Finding("device", str(err), ok=False)]
     unusable = []
     if device.type != "cuda" and device_name in (None, "auto") and torch.cuda.is_available():
-        missing = cuda_build_lacks_card(0)
+        missing = cuda_build_lacks_card()
         if missing is not None:
             unusable = [Finding("gpu", f"{missing}; until then auto trains on the CPU", ok=False)]
     if device.type == "cuda":
@@ -72,8 +72,7 @@ def _device_findings(device_name: str | None) -> list[Finding]:
     recipe = choose_recipe("auto", str(device))
     config = TrainConfig.recipe(recipe)
     dtype = mixed_precision(device, config.amp)
-    why = {None: "full precision: this card has no tensor cores (before capability 7.0)" if device.type == "cuda"
-           and config.amp else "full precision: mixed precision is for CUDA GPUs",
+    why = {None: "full precision: mixed precision is for CUDA GPUs",
            torch.bfloat16: "bf16 tensor cores (capability 8.0 or newer)",
            torch.float16: "fp16 with loss scaling: this card has no native bf16 (before capability 8.0)"}[dtype]
     if device.type == "cuda" and config.compile:

@@ -165,23 +165,22 @@ def _interpolation_taps(func, args, kwargs, x: torch.Tensor) -> int:
     depends on every argument: nearest reads 1, bilinear 2, bicubic 4 when upsampling or without
     antialiasing; area downsampling by r reads r, and ``antialias=True`` widens bilinear and bicubic
     to about 2r and 4r. The same call runs on a probe whose channel c is one at column c and zero
-    elsewhere (interpolation is linear and separable): output (c, row, j) is input column c's weight in
-    output column j."""
-    h, w = x.shape[-2:]
-    probe = torch.zeros(1, w, h, w, device=x.device)
-    probe[0, torch.arange(w), :, torch.arange(w)] = 1.0
+    elsewhere (interpolation is linear and separable): output (c, ..., j) is input column c's weight in
+    output column j. The probe holds W × (the map's size) values: 32 K for a 32 × 32 map, 11 M at 224."""
+    w = x.shape[-1]
+    probe = torch.zeros(1, w, *x.shape[2:], device=x.device)
+    columns = torch.arange(w, device=x.device)
+    probe[0, columns, ..., columns] = 1.0
     call_args = (probe, *args[1:]) if args else ()
     call_kwargs = {k: v for k, v in kwargs.items() if k != "input"}
     if not args:
         call_kwargs["input"] = probe
-    weights = func(*call_args, **call_kwargs)[0]                  # (input column, output row, output column)
-    read = weights.abs().amax(dim=1) > 1e-12                      # (input column, output column)
-    taps = 1
-    for j in range(read.shape[1]):
-        cols = torch.nonzero(read[:, j]).flatten()
-        if len(cols):
-            taps = max(taps, int(cols.max() - cols.min()) + 1)
-    return taps
+    weights = func(*call_args, **call_kwargs)[0]                  # (input column, ..., output column)
+    read = weights.abs().reshape(w, -1, weights.shape[-1]).amax(dim=1) > 1e-12   # (input column, output column)
+    index = columns[:, None].expand_as(read)
+    first = torch.where(read, index, w).amin(dim=0)
+    last = torch.where(read, index, -1).amax(dim=0)
+    return max(1, int((last - first + 1).max()))
 
 
 def _pair(v) -> int:
@@ -274,6 +273,9 @@ class _Tracker(TorchFunctionMode):
             elif name == "pixel_shuffle":     # denser outputs, each a copy of one input: no new context
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif name in _RESAMPLE:           # new context where one output blends several inputs
+                if x.dim() == 4 and out.shape[-2] * x.shape[-1] != out.shape[-1] * x.shape[-2]:
+                    raise ValueError(f"receptive_field assumes square kernels, strides and paddings; got a resize of "
+                                     f"{tuple(x.shape[-2:])} to {tuple(out.shape[-2:])}, by a different factor per axis")
                 rf += (_interpolation_taps(func, args, kwargs, x) - 1) * jump
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context

@@ -56,7 +56,7 @@ def get_device(name: str | None = None) -> torch.device:
     """
     if name is None or name == "auto":
         if torch.cuda.is_available():
-            missing = cuda_build_lacks_card(0)
+            missing = cuda_build_lacks_card()   # the current card, which "cuda" means
             if missing is None:
                 return torch.device("cuda")
             warnings.warn(f"{missing}; training on the CPU meanwhile", stacklevel=2)
@@ -69,7 +69,7 @@ def get_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "cuda":
-        missing = cuda_build_lacks_card(device.index if device.index is not None else torch.cuda.current_device())
+        missing = cuda_build_lacks_card(device.index)
         if missing is not None:
             raise ValueError(f"device {name!r} asked for, but {missing}; or use --device cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -77,18 +77,21 @@ def get_device(name: str | None = None) -> torch.device:
     return device
 
 
-def cuda_build_lacks_card(index: int = 0) -> str | None:
-    """Why this PyTorch cannot run on CUDA card ``index`` (in words, with the fix), or None where it can.
+def cuda_build_lacks_card(index: int | None = None) -> str | None:
+    """Why this PyTorch cannot run on CUDA card ``index`` (the current card if None; in words, with the fix),
+    or None where it can.
 
     A CUDA wheel carries machine code for some compute capabilities (``torch.cuda.get_arch_list()``:
-    ``sm_75`` ...) and perhaps PTX (``compute_XY``) that the driver compiles for newer cards. A card runs
-    the code of an ``sm_XY`` of its own major version up to its own minor, or PTX of its capability or
-    lower. Recent wheels dropped Pascal and Volta (a P100 is 6.0, a V100 7.0): torch only warns, says
-    CUDA is available, and the first kernel fails with "no kernel image is available". Where the build
-    or the card cannot be asked (ROCm, no driver, a simulated device) the answer is None: torch decides.
+    ``sm_75`` ...) and perhaps PTX (``compute_XY``) that the driver compiles for newer cards. The rule
+    applied, the general one (torch's own table has exceptions, such as Jetson boards): a card runs the
+    code of an ``sm_XY`` of its own major version up to its own minor, or PTX of its capability or lower.
+    Recent wheels dropped Pascal and Volta (a P100 is 6.0, a V100 7.0): torch only warns, says CUDA is
+    available, and the first kernel fails with "no kernel image is available". Where the build or the
+    card cannot be asked (ROCm, no driver, a simulated device) the answer is None: torch decides.
     """
     try:
         archs = list(torch.cuda.get_arch_list()) if torch.version.cuda else []
+        index = torch.cuda.current_device() if index is None else index
         major, minor = torch.cuda.get_device_capability(index)
     except Exception:  # noqa: BLE001 - nothing to ask: let torch find out at the first kernel
         return None
@@ -118,10 +121,6 @@ def cuda_device_context(device: torch.device | str):
 #: bf16 runs on tensor cores from compute capability 8.0 (Ampere) on. ``torch.cuda.is_bf16_supported()``
 #: also says True on older cards (a T4 is 7.5), where bf16 is emulated: slow, or refused by cuDNN.
 BF16_MIN_CAPABILITY = (8, 0)
-#: fp16 tensor cores arrived with compute capability 7.0 (Volta). On older cards (Pascal: a P100 is 6.0, a
-#: GTX 1080 6.1) autocast only adds casts and the GradScaler's checks, and consumer Pascal runs fp16
-#: arithmetic at a fraction of its fp32 rate: fp32 there.
-FP16_MIN_CAPABILITY = (7, 0)
 
 
 def cpu_name(cpuinfo: "str | os.PathLike" = "/proc/cpuinfo") -> str:
@@ -155,17 +154,15 @@ def mixed_precision(device: torch.device | str, amp: bool = True) -> torch.dtype
     ``fit``, ``evaluate``, ``predict`` and the benchmark:
 
     * CUDA with compute capability ≥ 8.0 (A100, H100, RTX 30xx and later): bfloat16;
-    * CUDA cards from 7.0 to 8.0 (T4 7.5, V100 7.0): float16, with a gradient scaler (``needs_grad_scaler``);
-    * CUDA cards before 7.0 (no tensor cores: P100, GTX 10xx), CPU and MPS, or ``amp=False``: None (fp32).
+    * older CUDA cards (T4 7.5, V100 7.0; Pascal too, not measured there: a P100 runs fp16 at twice its fp32
+      rate, a GTX 10xx at a fraction of it): float16, with a gradient scaler (``needs_grad_scaler``);
+    * CPU and MPS, or ``amp=False``: None (fp32).
     """
     device = torch.device(device)
     if not amp or device.type != "cuda":
         return None
     index = device.index if device.index is not None else torch.cuda.current_device()
-    capability = tuple(torch.cuda.get_device_capability(index))
-    if capability >= BF16_MIN_CAPABILITY:
-        return torch.bfloat16
-    return torch.float16 if capability >= FP16_MIN_CAPABILITY else None
+    return torch.bfloat16 if torch.cuda.get_device_capability(index) >= BF16_MIN_CAPABILITY else torch.float16
 
 
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:

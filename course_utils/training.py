@@ -220,11 +220,12 @@ def _progress(iterable, enabled: bool, **kwargs):
 
 
 def _step_schedule(scheduler, scaler: torch.amp.GradScaler | None) -> None:
-    """``scheduler.step()``. With a GradScaler, a step it skipped (gradients at inf: the first steps at its
-    starting scale of 65,536 often are) still advances the schedule, as PyTorch's AMP examples do; torch
-    then warns once, as if ``lr_scheduler.step()`` were called before ``optimizer.step()``. It was not:
-    that warning is silenced here, and only here."""
-    if scaler is None:
+    """``scheduler.step()``. With a GradScaler, a first step it skipped (gradients at inf: the first steps at
+    its starting scale of 65,536 often are) still advances the schedule, as PyTorch's AMP examples do; torch
+    then warns, on that first step only, that ``lr_scheduler.step()`` came before ``optimizer.step()``:
+    harmless here (one value of the schedule goes to a skipped step), so silenced, on that step only (a
+    warnings filter on every step would make every once-only warning print again on each)."""
+    if scaler is None or getattr(scheduler, "_step_count", 0) != 1:   # torch checks the order on step 1 only
         scheduler.step()
         return
     with warnings.catch_warnings():

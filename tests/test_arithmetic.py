@@ -286,6 +286,13 @@ class _Resize(nn.Module):
         return nn.functional.interpolate(x, **self.kwargs)
 
 
+class _Resize3d(nn.Module):
+    """A trilinear resize of the map seen as a one-deep volume (a 5-D tensor), as video models write it."""
+
+    def forward(self, x):
+        return nn.functional.interpolate(x.unsqueeze(2), scale_factor=(1, 2, 2), mode="trilinear").squeeze(2)
+
+
 @pytest.mark.parametrize("name, layers, size", [
     ("pixel unshuffle, then a 3x3 conv", lambda: [nn.PixelUnshuffle(2), nn.Conv2d(4, 1, 3, padding=1)], 6),
     ("a stride-2 conv, unshuffle, a 3x3 conv",
@@ -304,6 +311,7 @@ class _Resize(nn.Module):
     ("antialiased bicubic by 2", lambda: [_Resize(scale_factor=0.5, mode="bicubic", antialias=True), nn.Conv2d(1, 1, 1)], 8),
     ("area downsampling after a 3x3 conv", lambda: [nn.Conv2d(1, 1, 3, padding=1), _Resize(scale_factor=0.5, mode="area"),
                                                      nn.Conv2d(1, 1, 3, padding=1)], 8),
+    ("trilinear, through a 5-D view", lambda: [nn.Conv2d(1, 1, 3, padding=1), _Resize3d(), nn.Conv2d(1, 1, 1)], 4),
 ])
 def test_receptive_field_of_resampling_layers_is_what_the_gradient_measures(name, layers, size):
     from course_utils.inspection import empirical_receptive_field, receptive_field
@@ -314,3 +322,13 @@ def test_receptive_field_of_resampling_layers_is_what_the_gradient_measures(name
         nn.init.uniform_(p, 0.5, 1.0)                             # positive weights: no tap cancels another
     rows, _ = np.nonzero(empirical_receptive_field(model, (1, 24, 24)) > 1e-12)
     assert receptive_field(model, (1, 24, 24)).final == size == rows.max() - rows.min() + 1, name
+
+
+def test_a_resize_by_a_different_factor_per_axis_is_refused_like_a_non_square_kernel():
+    from course_utils.inspection import receptive_field
+
+    with pytest.raises(ValueError, match=r"assumes square kernels, strides and paddings; got a resize of \(32, 32\) to "
+                                         r"\(8, 32\), by a different factor per axis"):
+        receptive_field(nn.Sequential(_Resize(size=(8, 32), mode="area"), nn.Conv2d(1, 1, 1)), (1, 32, 32))
+    # the same factor on a map that is not square is fine
+    assert receptive_field(nn.Sequential(_Resize(scale_factor=0.5, mode="area"), nn.Conv2d(1, 1, 1)), (1, 16, 32)).final == 2

@@ -126,10 +126,13 @@ class _Head(nn.Module):
     lambda x, n, c: x.reshape(n, c, -1).mean(dim=2),
     lambda x, n, c: torch.flatten(x, 2).mean(2),
     lambda x, n, c: torch.mean(x, dim=[-2, -1]),
-], ids=["mean-w-then-h", "mean-h-then-w", "keepdim-steps", "view-mean", "reshape-mean", "flatten-mean", "torch-mean"])
+    lambda x, n, c: nn.functional.avg_pool2d(x, 4).flatten(1),
+    lambda x, n, c: nn.functional.avg_pool2d(x, 5, padding=1, count_include_pad=False).flatten(1),
+], ids=["mean-w-then-h", "mean-h-then-w", "keepdim-steps", "view-mean", "reshape-mean", "flatten-mean", "torch-mean",
+        "avg-pool-whole-map", "avg-pool-padded"])
 def test_global_average_pooling_written_in_steps_is_seen(how):
     report = check(_Head(how))
-    assert report.failed() == [] and report["global average pooling"].measured == "mean over H, W"
+    assert report.failed() == [] and report["global average pooling"].measured in ("mean over H, W", "avg_pool2d")
 
 
 @pytest.mark.parametrize("how", [
@@ -137,7 +140,8 @@ def test_global_average_pooling_written_in_steps_is_seen(how):
     lambda x, n, c: x.mean(1).flatten(1).repeat(1, 4),        # averaged over channels, not positions
     lambda x, n, c: x.mean().expand(n, c),                    # one number for the whole batch
     lambda x, n, c: x.view(n, c, -1)[..., 0],                 # flattened, then one position taken
-], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean"])
+    lambda x, n, c: nn.functional.avg_pool2d(x, 3).flatten(1),   # 1x1 out of the 4x4 map, from its top-left 3x3
+], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean", "avg-pool-part-of-the-map"])
 def test_averages_that_are_not_a_global_pool_are_not_taken_for_one(how):
     report = check(_Head(how))
     assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"

@@ -67,15 +67,14 @@ def test_doctor_on_a_simulated_colab_t4(fake_gpu, image_folder):
     assert all(f.ok for f in found.values())
 
 
-def test_doctor_on_a_simulated_p100_trains_in_fp32_and_says_when_the_build_lacks_the_card(fake_gpu, monkeypatch,
-                                                                                         image_folder):
-    """A Kaggle P100 (6.0): no tensor cores, so fp32; with a PyTorch built without Pascal (CUDA 13 wheels)
-    torch still says CUDA is available, and the doctor names the fix instead of a crash at the first kernel."""
+def test_doctor_says_when_the_installed_pytorch_has_no_code_for_the_card(fake_gpu, monkeypatch, image_folder):
+    """A Kaggle P100 (6.0): with a PyTorch built for it, a GPU like any other; with one built without Pascal
+    (CUDA 13 wheels) torch still says CUDA is available, and the doctor names the fix instead of a crash at
+    the first kernel."""
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     fake_gpu("Tesla P100-PCIE-16GB", (6, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert "Tesla P100-PCIE-16GB, compute capability 6.0" in found["device"].text and "gpu" not in found
-    assert found["precision"].text.startswith("fp32 (full precision: this card has no tensor cores")
     fake_gpu("Tesla P100-PCIE-16GB", (6, 0), archs=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert found["gpu"].tag == "FIX" and "has no GPU code for Tesla P100-PCIE-16GB (compute capability 6.0" in \
@@ -205,7 +204,7 @@ def test_doctor_on_a_simulated_p100_says_compiling_is_off_and_why(fake_gpu, imag
     does not compile there, and the doctor says why instead of "torch.compile on"."""
     fake_gpu("Tesla P100-PCIE-16GB", (6, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
-    assert found["precision"].text.startswith("fp32")   # no tensor cores: test_doctor_on_a_simulated_p100_trains_in_fp32...
+    assert found["precision"].text.startswith("fp16 + GradScaler")
     assert "torch.compile off: Triton needs compute capability 7.0 or newer, this GPU is 6.0" in found["precision"].text
     notes = []                                   # a run on this card says the same, in the same words
     training.compiled(torch.nn.Linear(2, 2), torch.device("cuda"), notes.append)

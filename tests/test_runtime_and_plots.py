@@ -33,6 +33,8 @@ def _card(monkeypatch, capability, archs, name="Tesla P100-PCIE-16GB"):
     ((7, 5), NEW_WHEEL, True), ((8, 9), NEW_WHEEL, True), ((12, 1), NEW_WHEEL, True),
     ((8, 9), ["sm_90"], False),                                 # sm_90 code does not run on an older 8.9
     ((10, 3), ["sm_75", "sm_90a", "compute_90"], True),         # PTX: the driver compiles it for newer cards
+    ((9, 0), ["sm_80", "sm_90a"], True), ((10, 3), ["sm_90", "sm_100f"], True),   # suffixed codes
+    ((10, 3), ["sm_90a", "sm_120"], False),
 ])
 def test_a_card_runs_the_builds_code_of_its_major_version_or_its_ptx(monkeypatch, capability, archs, runs):
     from course_utils.runtime import cuda_build_lacks_card

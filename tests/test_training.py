@@ -1168,3 +1168,32 @@ def test_flip_averaging_of_a_read_back_run_happens_on_the_runs_own_card(tiny_dat
     again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
                                     checkpoint_dir=runs, resume=True)
     assert len(again.history) == 1 and seen == [[CPU]]
+
+
+def test_training_with_a_scaler_shows_a_once_only_warning_once_not_every_step():
+    """A warnings filter set on every step would reset Python's record of the warnings already shown, so a
+    deprecated call in a learner's model would print on every batch of every fp16 run. The order warning is
+    silenced on the first step only: the model's warning shows on the first step, then once more after that
+    step's filter, and never again."""
+    import warnings
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = tiny_model()
+
+        def forward(self, x):
+            warnings.warn("a deprecated call in the learner's model", FutureWarning)
+            return self.body(x)
+
+    x, y = tiny_batch(128)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    model = Noisy()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=len(loader))
+    scaler = torch.amp.GradScaler("cpu", init_scale=16.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")          # once per place in the code, as a notebook shows them
+        train_one_epoch(model, loader, optimizer, CPU, scheduler, amp=False, scaler=scaler, progress=False)
+    shown = [w for w in seen if "deprecated call" in str(w.message)]
+    assert len(loader) == 8 and 1 <= len(shown) <= 2
