@@ -116,20 +116,34 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     assert 'trained_model(name, data, config, device) for name in (\\"se\\", \\"cbam\\")' in notebook_07
 
 
-def _imported_libraries(folder) -> set[str]:
+def _imported_libraries(folder) -> tuple[set[str], set[str]]:
     """Top-level names of the modules ``folder``'s Python files import absolutely (the standard library's
-    and the package's own left out)."""
+    and the package's own left out): those imported unconditionally, and those imported in a ``try`` that
+    catches ImportError (each with a fallback: tomllib before Python 3.11, ipywidgets for the sliders)."""
     import ast
     import sys
 
-    names = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    def names(nodes) -> set[str]:
+        found = set()
+        for node in (n for top in nodes for n in ast.walk(top)):
             if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
+                found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {folder.name}
+                found.add(node.module.split(".")[0])
+        return found
+
+    every, guarded = set(), set()
+    for path in folder.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        every |= names([tree])
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(
+                    isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                    for h in node.handlers):
+                guarded |= names(node.body)
+    ours = set(sys.stdlib_module_names) | {folder.name}
+    guarded -= ours
+    return every - ours - guarded, guarded
 
 
 def _declared(lines) -> dict[str, str]:
@@ -151,8 +165,8 @@ _THROUGH = {"cv2": "albumentations"}
 def test_every_library_the_package_imports_is_declared_in_both_requirement_files():
     """A library ``course_utils`` imports directly is a dependency of its own (not one that happens to come
     with torchvision), named in pyproject.toml (``pip install .``, which requirements.txt's ``-e .`` runs);
-    optional ones (ipywidgets: sliders fall back to a picture) in requirements.txt; a library both files
-    name has the same version floor in both."""
+    one imported with a fallback needs no declaration (ipywidgets, in requirements.txt for the notebooks;
+    tomllib, standard from Python 3.11); a library both files name has the same version floor in both."""
     from importlib.metadata import packages_distributions
 
     pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")   # no tomllib on Python 3.10
@@ -160,15 +174,14 @@ def test_every_library_the_package_imports_is_declared_in_both_requirement_files
     in_pyproject = _declared(re.findall(r'"([^"]+)"', block))
     in_requirements = _declared((REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines())
     distributions = packages_distributions()
-    imported = _imported_libraries(REPO_ROOT / "course_utils")
-    assert {"torch", "albumentations", "PIL", "cv2", "ipywidgets"} <= imported      # the scan sees imports
-    optional = {"ipywidgets"}
-    for name in sorted(imported):
+    required, guarded = _imported_libraries(REPO_ROOT / "course_utils")
+    assert {"torch", "albumentations", "PIL", "cv2"} <= required and "ipywidgets" in guarded   # the scan sees them
+    for name in sorted(required):
         owners = {d.lower() for d in distributions.get(name, [name])}
         if name in _THROUGH:
             owners = {_THROUGH[name]}
-        declared_in = in_requirements if name in optional else in_pyproject
-        assert owners & declared_in.keys(), f"course_utils imports {name} ({owners}); declare it"
+        assert owners & in_pyproject.keys(), f"course_utils imports {name} ({owners}); declare it in pyproject.toml"
+    assert "ipywidgets" in in_requirements      # optional for the package, installed for the notebooks
     assert "-e ." in (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()  # brings pyproject's
     for dist, floor in in_pyproject.items():
         if dist in in_requirements:
