@@ -43,11 +43,11 @@ def _versions() -> Finding:
 
 
 def _device_findings(device_name: str | None) -> list[Finding]:
+    import warnings
+
     import torch
 
     from .config import TrainConfig, choose_recipe
-    import warnings
-
     from .runtime import cpu_name, cuda_build_lacks_card, get_device, loader_workers, mixed_precision, precision_name
 
     try:

@@ -17,8 +17,8 @@ from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, load_cifar10, make_loaders,
                    make_train_loader, val_loader)
 from .models import count_parameters, get_model
-from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers, mixed_precision,
-                      precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
+from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
+                      mixed_precision, precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
 from .training import History, evaluate, fit
 
 

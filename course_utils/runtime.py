@@ -208,9 +208,10 @@ def loader_settings(device: torch.device | str, workers: int) -> dict:
     each epoch, seeded from the epoch's seed (``training._reseed_epoch`` seeds the loader's generator, which
     draws their seeds), so a resumed run augments as the uninterrupted one did with any ``--workers``: kept
     workers would carry their augmentation streams over from the epochs before. The evaluation loaders (no
-    augmentation: a batch is one vectorised normalisation) get workers only on CUDA, kept for the whole run, where they pin the next batch while the GPU works;
-    elsewhere they load in the training process: on MPS each pass would otherwise *spawn* its workers
-    again, each unpickling its own copy of the images, to save one normalisation per batch."""
+    augmentation: a batch is one vectorised normalisation) get workers only on CUDA, kept for the whole run,
+    where they pin the next batch while the GPU works; elsewhere they load in the training process: on MPS
+    each pass would otherwise *spawn* its workers again, each unpickling its own copy of the images, to save
+    one normalisation per batch."""
     cuda = torch.device(device).type == "cuda"
     return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
             "persistent_train": workers > 0 and torch.device(device).type != "cpu", "eval_workers": workers if cuda else 0,

@@ -41,12 +41,9 @@ def test_a_device_name_the_kit_does_not_know_is_a_usage_error_and_one_it_lacks_i
     assert code == 1 and "device 'cuda:0' asked for, but CUDA is not available here" in out.out + out.err
     assert "usage:" not in out.err
     # a card the installed PyTorch has no code for (a P100 under a CUDA 13 wheel): the same, with the fix
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.version, "cuda", "13.0")
-    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90", "sm_100", "sm_120"])
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (6, 0))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla P100-PCIE-16GB")
+    from test_runtime_and_plots import NEW_WHEEL, _card
+
+    _card(monkeypatch, (6, 0), NEW_WHEEL)
     code = main([command, "--device", "cuda:0"] + (["--data-dir", "nowhere"] if command != "doctor" else []))
     out = capsys.readouterr()
     assert code == 1 and "has no GPU code for Tesla P100-PCIE-16GB (compute capability 6.0" in out.out + out.err
