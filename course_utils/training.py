@@ -246,12 +246,18 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     on one scale. The scheduler, if given, steps once per batch (OneCycle). Loss and accuracy are
     accumulated on the device; the bar's numbers are refreshed every 20 batches to avoid a host sync
     per step. Raises ``TrainingDivergedError`` when the epoch's loss is not finite.
+
+    With a GradScaler (fp16), a batch whose logits overflow (inf or NaN) is a step the scaler skips, not
+    a diverged run: it is left out of the epoch's loss and accuracy, with a warning that counts such
+    batches; only when they are most of the epoch's batches is the run diverged.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    skipped = torch.zeros((), device=device, dtype=torch.long)  # fp16 batches that overflowed, and their images
+    skipped_images = torch.zeros((), device=device, dtype=torch.long)
+    seen = batches = 0
     bar = _progress(loader, progress, desc=desc)
     for step, (x, y) in enumerate(bar):
         x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=non_blocking(device))
@@ -264,14 +270,33 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             _step_schedule(scheduler, scaler)
         if after_step is not None:
             after_step()
-        total_loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        batch_loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        batch_correct = (logits.argmax(1) == y).sum()
+        batches += 1
+        if scaler is not None:  # on the device, no host sync: an overflowed batch adds only to its counts
+            overflowed = ~torch.isfinite(batch_loss)
+            skipped += overflowed
+            skipped_images += overflowed * y.shape[0]
+            batch_loss = torch.where(overflowed, torch.zeros_like(batch_loss), batch_loss)
+            batch_correct = torch.where(overflowed, torch.zeros_like(batch_correct), batch_correct)
+        total_loss += batch_loss
+        correct += batch_correct
         seen += y.shape[0]
         if progress and step % 20 == 0:
-            bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
+            scored = max(seen - skipped_images.item(), 1)
+            bar.set_postfix(loss=f"{total_loss.item() / scored:.3f}", acc=f"{100 * correct.item() / scored:.1f}%")
     if seen == 0:
         raise ValueError("the training loader gave no batches: it holds fewer images than one batch (with its last "
                          "partial batch dropped); lower the batch size or train on more images")
+    overflowed_batches = int(skipped.item())
+    if overflowed_batches:
+        if 2 * overflowed_batches > batches:
+            raise TrainingDivergedError(
+                f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits): more than the "
+                f"GradScaler can skip; lower the learning rate (lr), or train without mixed precision (--set amp=false)")
+        warnings.warn(f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits); the "
+                      f"GradScaler skipped their steps and the epoch's loss and accuracy leave them out", stacklevel=2)
+        seen -= int(skipped_images.item())
     mean_loss = total_loss.item() / seen
     if not math.isfinite(mean_loss):
         raise TrainingDivergedError(

@@ -243,6 +243,49 @@ def test_a_step_the_scaler_skips_still_advances_the_schedule_and_torch_does_not_
         assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # no step was applied
 
 
+def _overflowing(model, batches_at_inf):
+    """Hooks ``model`` so that the logits of the listed batches (counted from 0) are inf, as an fp16 forward
+    that overflows gives; returns the list of every batch's logits and targets, filled as it trains."""
+    outputs = []
+
+    def hook(module, args, out):
+        if len(outputs) in batches_at_inf:
+            out = out + float("inf")                     # inf, with its graph kept
+        outputs.append(out.detach().clone())
+        return out
+
+    model.register_forward_hook(hook)
+    return outputs
+
+
+def test_an_fp16_batch_that_overflows_is_a_skipped_step_not_a_diverged_run():
+    """With a GradScaler, logits at inf on one batch of four: the scaler skips that step, the epoch's loss
+    and accuracy are the other three batches' (a warning counts the one left out), and the run goes on.
+    Most of the batches at inf is divergence; without a scaler (fp32), one is."""
+    x, y = tiny_batch(64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    torch.manual_seed(0)
+    model = tiny_model()
+    outputs = _overflowing(model, {2})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    with pytest.warns(UserWarning, match=r"1 of 4 batches overflowed in fp16 .*leave them out"):
+        loss, acc = train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=scaler, progress=False)
+    kept = [(logits, y[16 * i:16 * (i + 1)]) for i, logits in enumerate(outputs) if i != 2]
+    assert len(outputs) == 4 and torch.isinf(outputs[2]).all()
+    assert loss == pytest.approx(sum(nn.functional.cross_entropy(o, t, reduction="sum").item() for o, t in kept) / 48,
+                                 rel=1e-5)
+    assert acc == pytest.approx(100 * sum((o.argmax(1) == t).sum().item() for o, t in kept) / 48)
+    assert scaler.get_scale() < 65536.0                  # the scaler saw the overflow and backed off
+    for at_inf, scaler in (({0, 1, 3}, torch.amp.GradScaler("cpu")), ({2}, None)):
+        model = tiny_model()
+        _overflowing(model, at_inf)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        match = "3 of 4 batches overflowed in fp16.*--set amp=false" if scaler else "the training loss became nan"
+        with pytest.raises(TrainingDivergedError, match=match):
+            train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=scaler, progress=False)
+
+
 def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
     """bfloat16 keeps float32's exponent (capability 8.0 and later) and fp32 needs nothing: no scaler is
     built, and the checkpoint's scaler entry is empty."""
