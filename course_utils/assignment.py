@@ -15,6 +15,7 @@ The rules:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -94,9 +95,10 @@ class _Watcher(TorchFunctionMode):
         self.pools: list[tuple[int, str]] = []   # (call number, what pooled) of every global pool
         self.calls = 0
         self.last_map = -1                       # call number of the last op whose result is a map > 1x1
-        # tensors on their way to a global pool: a map averaged over one of H, W (x.mean(-1)) or with H, W
-        # flattened into one dim (x.flatten(2), x.view(n, c, -1)); id -> (the tensor, its spatial dims)
-        self._partial: dict[int, tuple[torch.Tensor, set[int]]] = {}
+        # tensors on their way to a global pool (a map averaged over one of H, W, flattened, permuted or summed):
+        # id -> (the tensor, a label per dim: "n" images, "c" channels, "s" positions, "x" a mix, "1" a dim of
+        # size 1; and how many positions each value is a sum of, 1 for averages)
+        self._partial: dict[int, tuple[torch.Tensor, tuple[str, ...], int]] = {}
 
     @property
     def global_pools(self) -> list[str]:
@@ -136,34 +138,79 @@ class _Watcher(TorchFunctionMode):
         """A global pool is an average over every spatial position of a map. Seen in these forms:
         ``adaptive_avg_pool2d(x, 1)``, ``avg_pool2d`` whose window covers the whole map, ``x.mean((2, 3))``
         (``torch.mean`` too), or in steps: ``x.mean(-1).mean(-1)`` (keepdim or not), ``x.flatten(2).mean(-1)``,
-        ``x.view(n, c, -1).mean(2)``. Others (a sum divided by H·W, a permute first) are not: the rule's hint
-        names the plain form."""
-        if x.dim() == 4:
-            if tuple(x.shape[-2:]) == (1, 1):
-                return
-            spatial = {d for d in (2, 3) if x.shape[d] > 1}
-            if name in ("adaptive_avg_pool2d", "avg_pool2d") and out.dim() == 4 and tuple(out.shape[-2:]) == (1, 1):
-                if name == "adaptive_avg_pool2d" or self._window_covers(x, args, kwargs):
-                    self.pools.append((self.calls, name))
-            elif name in ("flatten", "view", "reshape") and out.dim() == 3 and tuple(out.shape[:2]) == tuple(x.shape[:2]):
-                self._partial[id(out)] = (out, {2})                  # (N, C, H*W)
-        elif id(x) in self._partial and self._partial[id(x)][0] is x:
-            spatial = self._partial[id(x)][1]
+        ``x.view(n, c, -1).mean(2)``, channels moved last first (``x.permute(0, 2, 3, 1).mean((1, 2))``), or a
+        sum over the positions divided by their number (``x.sum((2, 3)) / (h * w)``).
+
+        Each step's result is followed with a label per dim (in ``_partial``): images, channels, positions, or
+        a mix of channels and positions (``x.permute(0, 2, 1, 3).reshape(n, h, -1)``), which no average pools."""
+        if name in ("adaptive_avg_pool2d", "avg_pool2d"):
+            if (x.dim() == 4 and tuple(x.shape[-2:]) != (1, 1) and out.dim() == 4 and tuple(out.shape[-2:]) == (1, 1)
+                    and (name == "adaptive_avg_pool2d" or self._window_covers(x, args, kwargs))):
+                self.pools.append((self.calls, name))
+            return
+        if id(x) in self._partial and self._partial[id(x)][0] is x:
+            labels, summed = self._partial[id(x)][1:]
+        elif x.dim() == 4 and tuple(x.shape[-2:]) != (1, 1):
+            labels, summed = ("n", "c", "s", "s"), 1                 # a map, N x C x H x W
         else:
             return
-        if name != "mean":
-            return
-        dims = args[1] if len(args) > 1 else kwargs.get("dim")
-        dims = set(range(x.dim())) if dims is None else {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
-        if dims & {0, 1}:                                      # an average over images or channels pools no map
-            return
-        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-        left = spatial - dims
-        if spatial and not left:
-            self.pools.append((self.calls, "mean over H, W"))
-        elif left != spatial and out.dim() >= 3:               # one of two spatial dims averaged so far
-            kept = left if keepdim else {d - sum(r < d for r in dims) for d in left}
-            self._partial[id(out)] = (out, kept)
+        if name == "permute":
+            order = args[1:] if len(args) > 1 and isinstance(args[1], int) else (args[1] if len(args) > 1 else kwargs["dims"])
+            self._partial[id(out)] = (out, tuple(labels[d % x.dim()] for d in order), summed)
+        elif name in ("transpose", "swapaxes", "swapdims"):
+            a, b = (args[1], args[2]) if len(args) > 2 else (kwargs.get("dim0"), kwargs.get("dim1"))
+            swapped = list(labels)
+            swapped[a % x.dim()], swapped[b % x.dim()] = labels[b % x.dim()], labels[a % x.dim()]
+            self._partial[id(out)] = (out, tuple(swapped), summed)
+        elif name in ("flatten", "view", "reshape"):
+            merged = _reshaped(labels, tuple(x.shape), tuple(out.shape))
+            if merged is not None:
+                self._partial[id(out)] = (out, merged, summed)
+        elif name in ("mean", "sum"):
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            dims = set(range(x.dim())) if dims is None else {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+            if any(labels[d] not in ("s", "1") for d in dims) or not any(labels[d] == "s" and x.shape[d] > 1 for d in dims):
+                return                                           # over images, channels or a mix: pools no map
+            keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+            if name == "sum":
+                summed *= math.prod(x.shape[d] for d in dims)
+            kept = tuple("s" if d in dims else labels[d] for d in range(x.dim()) if keepdim or d not in dims)
+            if any(label == "s" and size > 1 for label, size in zip(kept, out.shape)):
+                self._partial[id(out)] = (out, kept, summed)     # positions left to average
+            elif summed == 1:
+                self.pools.append((self.calls, "mean over H, W"))
+            else:
+                self._partial[id(out)] = (out, kept, summed)     # every position summed: a division to come
+        elif name in ("div", "true_divide", "__truediv__", "mul", "__mul__", "__rmul__") and summed > 1:
+            if not any(label == "s" and size > 1 for label, size in zip(labels, x.shape)):
+                other = args[1] if len(args) > 1 else kwargs.get("other")
+                if isinstance(other, torch.Tensor) and other.numel() == 1:
+                    other = other.item()
+                if isinstance(other, (int, float)) and other:
+                    factor = other if "div" in name else 1 / other
+                    if abs(factor - summed) <= 1e-6 * summed:
+                        self.pools.append((self.calls, "sum over H, W / (H * W)"))
+
+
+def _reshaped(labels: tuple[str, ...], before: tuple[int, ...], after: tuple[int, ...]) -> tuple[str, ...] | None:
+    """The labels of a view, reshape or flatten's result, from its input's: each output dim is made of a run of
+    input dims (size-1 dims aside), and takes their label when they share one, "x" (a mix) when they do not; an
+    output dim of size 1 is "1". ``None`` when an input dim is split (not followed)."""
+    source = [(size, label) for size, label in zip(before, labels) if size > 1]
+    out, k = [], 0
+    for size in after:
+        if size == 1:
+            out.append("1")
+            continue
+        kinds, product = set(), 1
+        while product < size and k < len(source):
+            product *= source[k][0]
+            kinds.add(source[k][1])
+            k += 1
+        if product != size:
+            return None
+        out.append(kinds.pop() if len(kinds) == 1 else "x")
+    return tuple(out) if k == len(source) else None
 
 
 def _separable_pairs(convs: list[_Conv]) -> int:

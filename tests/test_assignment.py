@@ -128,11 +128,19 @@ class _Head(nn.Module):
     lambda x, n, c: torch.mean(x, dim=[-2, -1]),
     lambda x, n, c: nn.functional.avg_pool2d(x, 4).flatten(1),
     lambda x, n, c: nn.functional.avg_pool2d(x, 5, padding=1, count_include_pad=False).flatten(1),
+    lambda x, n, c: x.permute(0, 2, 3, 1).mean((1, 2)),                     # channels last, then the average
+    lambda x, n, c: x.permute(0, 2, 3, 1).reshape(n, -1, c).mean(1),
+    lambda x, n, c: x.flatten(2).transpose(1, 2).mean(1),
+    lambda x, n, c: x.sum((2, 3)) / (x.shape[2] * x.shape[3]),              # a sum over the positions, divided
+    lambda x, n, c: torch.sum(x, dim=(-2, -1)) * (1 / x[0, 0].numel()),
+    lambda x, n, c: x.sum(-1).sum(-1) / torch.tensor(x.shape[2] * x.shape[3]),
 ], ids=["mean-w-then-h", "mean-h-then-w", "keepdim-steps", "view-mean", "reshape-mean", "flatten-mean", "torch-mean",
-        "avg-pool-whole-map", "avg-pool-padded"])
+        "avg-pool-whole-map", "avg-pool-padded", "permute-mean", "permute-reshape-mean", "transpose-mean",
+        "sum-divided", "sum-times-reciprocal", "sum-steps-divided-by-a-tensor"])
 def test_global_average_pooling_written_in_steps_is_seen(how):
     report = check(_Head(how))
-    assert report.failed() == [] and report["global average pooling"].measured in ("mean over H, W", "avg_pool2d")
+    assert report.failed() == [] and report["global average pooling"].measured in (
+        "mean over H, W", "avg_pool2d", "sum over H, W / (H * W)")
 
 
 @pytest.mark.parametrize("how", [
@@ -141,7 +149,12 @@ def test_global_average_pooling_written_in_steps_is_seen(how):
     lambda x, n, c: x.mean().expand(n, c),                    # one number for the whole batch
     lambda x, n, c: x.view(n, c, -1)[..., 0],                 # flattened, then one position taken
     lambda x, n, c: nn.functional.avg_pool2d(x, 3).flatten(1),   # 1x1 out of the 4x4 map, from its top-left 3x3
-], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean", "avg-pool-part-of-the-map"])
+    lambda x, n, c: x.sum((2, 3)),                                # summed, never divided
+    lambda x, n, c: x.sum((2, 3)) / x.shape[-1],                  # divided by the width only
+    lambda x, n, c: x.permute(0, 2, 1, 3).reshape(n, x.shape[2], -1).mean(-1).repeat(1, c // x.shape[2]),  # C and W
+    lambda x, n, c: x.transpose(1, 3).mean((2, 3)).repeat(1, c // x.shape[-1]),   # over H and the channels
+], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean", "avg-pool-part-of-the-map",
+        "sum-not-divided", "sum-divided-by-the-width", "channels-and-positions-mixed", "transposed-then-over-channels"])
 def test_averages_that_are_not_a_global_pool_are_not_taken_for_one(how):
     report = check(_Head(how))
     assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
