@@ -769,6 +769,17 @@ def make_train_loader(data: CIFAR10Data, batch_size: int = 128, num_workers: int
                       collate_fn=BatchNormalize(data.mean, data.std))
 
 
+def _stop_kept_workers(loader: DataLoader) -> None:
+    """Shut down the workers a ``persistent_workers`` loader keeps between passes (its iterator, which
+    DataLoader keeps in ``_iterator``); iterating it again starts new ones."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        loader._iterator = None
+
+
 class PhasedLoader:
     """A training loader that changes with the epoch: ``phases`` is a list of ``(first_epoch, loader)``
     pairs (0-based, the first at epoch 0, in increasing order), and each loader serves from its first
@@ -799,9 +810,15 @@ class PhasedLoader:
         self.current = phases[0][1]
 
     def set_epoch(self, epoch: int) -> None:
+        """Serve ``epoch`` from its phase's loader. The phases before it have ended: their kept workers
+        (``persistent_workers``, on CUDA and MPS) are stopped, so that a run does not hold every phase's
+        workers to its end (8 per phase on a CUDA machine)."""
         if epoch < 0:
             raise ValueError(f"epochs count from 0, got {epoch}")
         self.current = [loader for start, loader in self.phases if start <= epoch][-1]
+        for start, loader in self.phases:
+            if start < epoch and loader is not self.current:
+                _stop_kept_workers(loader)
 
     def __iter__(self):
         return iter(self.current)

@@ -203,8 +203,9 @@ def loader_workers(device: torch.device, requested: int | None = None) -> int:
 
 def loader_settings(device: torch.device | str, workers: int) -> dict:
     """How the loaders move data to ``device``: pinned memory and asynchronous copies only on CUDA
-    (the only place they are safe and useful). The training loader's workers are kept for the whole run on
-    CUDA and MPS, where starting them each epoch would cost a short epoch's time; on a CPU they start anew
+    (the only place they are safe and useful). The training loader's workers are kept from epoch to epoch
+    on CUDA and MPS (each phase's until the phase ends: ``data.PhasedLoader``), where starting them each
+    epoch would cost a short epoch's time; on a CPU they start anew
     each epoch, seeded from the epoch's seed (``training._reseed_epoch`` seeds the loader's generator, which
     draws their seeds), so a resumed run augments as the uninterrupted one did with any ``--workers``: kept
     workers would carry their augmentation streams over from the epochs before. The evaluation loaders (no

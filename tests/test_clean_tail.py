@@ -216,3 +216,25 @@ def test_a_checkpoint_of_other_training_images_is_still_refused_by_its_steps(tin
     fit(tiny_model_seeded(cfg), StopAt(train, 3), test, cfg, CPU, checkpoint=ckpt, progress=False, log=None)
     with pytest.raises(CheckpointError, match=rf"ran {len(train)} steps per epoch and this loader gives"):
         experiment.train(tiny_model, tiny_data, cfg, CPU, checkpoint=ckpt, resume=True, log=None)
+
+
+def test_a_phase_that_has_ended_stops_its_kept_workers():
+    """On CUDA and MPS the training loaders keep their workers between epochs (persistent_workers): once the
+    crops' phase has ended, its workers are stopped, not held to the end of the run beside the next phase's."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.arange(32.0).view(32, 1))
+    crops, whole, tail = (DataLoader(data, batch_size=8, num_workers=1, persistent_workers=True) for _ in range(3))
+    phased = PhasedLoader([(0, crops), (2, whole), (3, tail)])
+    for epoch in range(4):
+        phased.set_epoch(epoch)
+        assert torch.cat([x for (x,) in phased]).flatten().tolist() == list(range(32))
+        if epoch == 1:
+            kept = crops._iterator._workers
+            assert kept and all(w.is_alive() for w in kept)            # kept between the crop epochs
+        if epoch == 2:
+            assert crops._iterator is None and not any(w.is_alive() for w in kept)   # stopped at the switch
+            assert whole._iterator is not None
+    assert whole._iterator is None and tail._iterator is not None
+    phased.set_epoch(0)                                                 # going back starts new workers
+    assert len([x for x in phased]) == 4 and crops._iterator is not None and tail._iterator is not None
