@@ -43,24 +43,21 @@ def _versions() -> Finding:
 
 
 def _device_findings(device_name: str | None) -> list[Finding]:
-    import warnings
-
     import torch
 
     from .config import TrainConfig, choose_recipe
-    from .runtime import cpu_name, cuda_build_lacks_card, get_device, loader_workers, mixed_precision, precision_name
+    from .runtime import auto_device, cpu_name, get_device, loader_workers, mixed_precision, precision_name
 
+    passed_over = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # a card this PyTorch cannot run: said below, as a finding
+        if device_name in (None, "auto"):   # a card this PyTorch cannot run: said below, as a finding
+            device, passed_over = auto_device()
+        else:
             device = get_device(device_name)
     except ValueError as err:
         return [Finding("device", str(err), ok=False)]
-    unusable = []
-    if device.type != "cuda" and device_name in (None, "auto") and torch.cuda.is_available():
-        missing = cuda_build_lacks_card()
-        if missing is not None:
-            unusable = [Finding("gpu", f"{missing}; until then auto trains on the CPU", ok=False)]
+    unusable = [] if passed_over is None else [Finding("gpu", f"{passed_over}; until then auto trains on the CPU",
+                                                       ok=False)]
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)

@@ -55,14 +55,10 @@ def get_device(name: str | None = None) -> torch.device:
     Asking for a device that is not there raises a ``ValueError`` that says what is available.
     """
     if name is None or name == "auto":
-        if torch.cuda.is_available():
-            missing = cuda_build_lacks_card()   # the current card, which "cuda" means
-            if missing is None:
-                return torch.device("cuda")
-            warnings.warn(f"{missing}; training on the CPU meanwhile", stacklevel=2)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        device, passed_over = auto_device()
+        if passed_over is not None:
+            warnings.warn(f"{passed_over}; training on the CPU meanwhile", stacklevel=2)
+        return device
     device = device_named(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
@@ -75,6 +71,19 @@ def get_device(name: str | None = None) -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {name!r} asked for, but MPS is not available here; use --device cpu or auto")
     return device
+
+
+def auto_device() -> tuple[torch.device, str | None]:
+    """What ``get_device("auto")`` picks (the first available of cuda, mps, cpu), and why it passed over the
+    CUDA card (``cuda_build_lacks_card``'s words), None where it did not; ``doctor`` reports the reason."""
+    passed_over = None
+    if torch.cuda.is_available():
+        passed_over = cuda_build_lacks_card()   # the current card, which "cuda" means
+        if passed_over is None:
+            return torch.device("cuda"), None
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps"), passed_over
+    return torch.device("cpu"), passed_over
 
 
 def cuda_build_lacks_card(index: int | None = None) -> str | None:
