@@ -290,12 +290,18 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                          "partial batch dropped); lower the batch size or train on more images")
     overflowed_batches = int(skipped.item())
     if overflowed_batches:
+        what = (f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits: an fp16 overflow, "
+                f"or input data that is not finite)")
+        fix = "lower the learning rate (lr), or train without mixed precision (--set amp=false)"
         if 2 * overflowed_batches > batches:
-            raise TrainingDivergedError(
-                f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits): more than the "
-                f"GradScaler can skip; lower the learning rate (lr), or train without mixed precision (--set amp=false)")
-        warnings.warn(f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits); the "
-                      f"GradScaler skipped their steps and the epoch's loss and accuracy leave them out", stacklevel=2)
+            raise TrainingDivergedError(f"{what}: more than the GradScaler can skip; {fix}")
+        # the scaler skips the weights' update, but the forward pass has already moved BatchNorm's running
+        # statistics: once those are inf or NaN, every later evaluation is too
+        if any(not torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point()):
+            raise TrainingDivergedError(f"{what}, and the network's running statistics (BatchNorm's) are no longer "
+                                        f"finite; {fix}")
+        warnings.warn(f"{what}; the GradScaler skipped their steps and the epoch's loss and accuracy leave them out",
+                      stacklevel=2)
         seen -= int(skipped_images.item())
     mean_loss = total_loss.item() / seen
     if not math.isfinite(mean_loss):

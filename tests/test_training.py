@@ -286,6 +286,29 @@ def test_an_fp16_batch_that_overflows_is_a_skipped_step_not_a_diverged_run():
             train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=scaler, progress=False)
 
 
+def test_an_fp16_overflow_that_reached_batchnorms_statistics_stops_the_run():
+    """The scaler skips the update, not the forward pass: an overflow inside the network (a conv's output at
+    inf, before its BatchNorm) leaves the running statistics at inf or NaN, and every evaluation after it
+    would be NaN. That epoch stops the run with the fp16 fix named, not a warning."""
+    x, y = tiny_batch(64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    torch.manual_seed(0)
+    model = tiny_model()
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    calls = []
+
+    def third_batch_at_inf(module, args, out):
+        calls.append(len(calls))
+        return out + float("inf") if calls[-1] == 2 else out
+
+    conv.register_forward_hook(third_batch_at_inf)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(TrainingDivergedError, match=r"1 of 4 batches overflowed in fp16.*running statistics.*"
+                                                    r"--set amp=false"):
+        train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=torch.amp.GradScaler("cpu"), progress=False)
+    assert not all(torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())
+
+
 def test_bf16_and_fp32_training_use_no_scaler(tiny_data, tmp_path, monkeypatch):
     """bfloat16 keeps float32's exponent (capability 8.0 and later) and fp32 needs nothing: no scaler is
     built, and the checkpoint's scaler entry is empty."""
