@@ -16,6 +16,7 @@ The rules:
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -122,7 +123,10 @@ class _Watcher(TorchFunctionMode):
         elif "max_pool" in name:
             self.max_pools.append(name)
         elif isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
-            self._watch_pooling(name, x, out, args, kwargs)
+            try:
+                self._watch_pooling(name, x, out, args, kwargs)
+            except Exception:  # noqa: BLE001 - a call written in a way not foreseen: lose track of it, never fail
+                self._partial.pop(id(out), None)
         return out
 
     @staticmethod
@@ -138,79 +142,111 @@ class _Watcher(TorchFunctionMode):
         """A global pool is an average over every spatial position of a map. Seen in these forms:
         ``adaptive_avg_pool2d(x, 1)``, ``avg_pool2d`` whose window covers the whole map, ``x.mean((2, 3))``
         (``torch.mean`` too), or in steps: ``x.mean(-1).mean(-1)`` (keepdim or not), ``x.flatten(2).mean(-1)``,
-        ``x.view(n, c, -1).mean(2)``, channels moved last first (``x.permute(0, 2, 3, 1).mean((1, 2))``), or a
-        sum over the positions divided by their number (``x.sum((2, 3)) / (h * w)``).
+        ``x.view(n, c, -1).mean(2)``, channels moved last first (``x.permute(0, 2, 3, 1).mean((1, 2))``, a
+        LayerNorm or linear layer on the channels between), or a sum over the positions divided by their number
+        (``x.sum((2, 3)) / (h * w)``, ``/ h / w``, ``* (1 / (h * w))``, ``/=``).
 
         Each step's result is followed with a label per dim (in ``_partial``): images, channels, positions, or
-        a mix of channels and positions (``x.permute(0, 2, 1, 3).reshape(n, h, -1)``), which no average pools."""
+        a mix of channels and positions (``x.permute(0, 2, 1, 3).reshape(n, h, -1)``), which no average pools;
+        and the factor its values carry (the number of positions summed, over what they were divided by)."""
         if name in ("adaptive_avg_pool2d", "avg_pool2d"):
             if (x.dim() == 4 and tuple(x.shape[-2:]) != (1, 1) and out.dim() == 4 and tuple(out.shape[-2:]) == (1, 1)
                     and (name == "adaptive_avg_pool2d" or self._window_covers(x, args, kwargs))):
                 self.pools.append((self.calls, name))
             return
-        if id(x) in self._partial and self._partial[id(x)][0] is x:
-            labels, summed = self._partial[id(x)][1:]
+        tracked = id(x) in self._partial and self._partial[id(x)][0] is x
+        if tracked:
+            labels, factor = self._partial[id(x)][1:]
         elif x.dim() == 4 and tuple(x.shape[-2:]) != (1, 1):
-            labels, summed = ("n", "c", "s", "s"), 1                 # a map, N x C x H x W
+            labels, factor = ("n", "c", "s", "s"), 1.0                 # a map, N x C x H x W
         else:
             return
+        rank = x.dim()
         if name == "permute":
-            order = args[1:] if len(args) > 1 and isinstance(args[1], int) else (args[1] if len(args) > 1 else kwargs["dims"])
-            self._partial[id(out)] = (out, tuple(labels[d % x.dim()] for d in order), summed)
+            order = _dims(args[1:] if len(args) > 2 else args[1] if len(args) > 1 else kwargs["dims"])
+            self._follow(out, tuple(labels[d % rank] for d in order), factor)
         elif name in ("transpose", "swapaxes", "swapdims"):
-            a, b = (args[1], args[2]) if len(args) > 2 else (kwargs.get("dim0"), kwargs.get("dim1"))
+            a, b = _dims(list(args[1:3]) + [kwargs[k] for k in ("dim0", "dim1", "axis0", "axis1") if k in kwargs])
             swapped = list(labels)
-            swapped[a % x.dim()], swapped[b % x.dim()] = labels[b % x.dim()], labels[a % x.dim()]
-            self._partial[id(out)] = (out, tuple(swapped), summed)
+            swapped[a % rank], swapped[b % rank] = labels[b % rank], labels[a % rank]
+            self._follow(out, tuple(swapped), factor)
         elif name in ("flatten", "view", "reshape"):
             merged = _reshaped(labels, tuple(x.shape), tuple(out.shape))
             if merged is not None:
-                self._partial[id(out)] = (out, merged, summed)
+                self._follow(out, merged, factor)
         elif name in ("mean", "sum"):
             dims = args[1] if len(args) > 1 else kwargs.get("dim")
-            dims = set(range(x.dim())) if dims is None else {d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+            dims = set(range(rank)) if dims is None else {d % rank for d in _dims(dims)}
             if any(labels[d] not in ("s", "1") for d in dims) or not any(labels[d] == "s" and x.shape[d] > 1 for d in dims):
-                return                                           # over images, channels or a mix: pools no map
-            keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+                return                                             # over images, channels or a mix: pools no map
             if name == "sum":
-                summed *= math.prod(x.shape[d] for d in dims)
-            kept = tuple("s" if d in dims else labels[d] for d in range(x.dim()) if keepdim or d not in dims)
-            if any(label == "s" and size > 1 for label, size in zip(kept, out.shape)):
-                self._partial[id(out)] = (out, kept, summed)     # positions left to average
-            elif summed == 1:
-                self.pools.append((self.calls, "mean over H, W"))
-            else:
-                self._partial[id(out)] = (out, kept, summed)     # every position summed: a division to come
-        elif name in ("div", "true_divide", "__truediv__", "mul", "__mul__", "__rmul__") and summed > 1:
-            if not any(label == "s" and size > 1 for label, size in zip(labels, x.shape)):
-                other = args[1] if len(args) > 1 else kwargs.get("other")
-                if isinstance(other, torch.Tensor) and other.numel() == 1:
-                    other = other.item()
-                if isinstance(other, (int, float)) and other:
-                    factor = other if "div" in name else 1 / other
-                    if abs(factor - summed) <= 1e-6 * summed:
-                        self.pools.append((self.calls, "sum over H, W / (H * W)"))
+                factor *= math.prod(x.shape[d] for d in dims)
+            keepdim = out.dim() == rank
+            kept = tuple("s" if d in dims else labels[d] for d in range(rank) if keepdim or d not in dims)
+            self._follow(out, kept, factor, completes="mean over H, W")
+        elif tracked and name in _SCALINGS and not math.isclose(factor, 1.0, rel_tol=1e-6):
+            number = _number(args[1] if len(args) > 1 else kwargs.get("other"))   # a sum, scaled by a number
+            if number:
+                scaled = factor / number if "div" in name else factor * number
+                self._follow(out, labels, scaled, completes="sum over H, W / (H * W)")
+        elif tracked and out.dim() == rank and tuple(out.shape[:-1]) == tuple(x.shape[:-1]):
+            # the same dims (an activation, a LayerNorm, a sum of two maps), or a linear layer on the last one:
+            # channels stay channels; positions mixed by it are a mix
+            last = labels[-1] if out.shape[-1] == x.shape[-1] or labels[-1] == "c" else "x"
+            self._follow(out, labels[:-1] + (last,), factor)
+
+    def _follow(self, out: torch.Tensor, labels: tuple[str, ...], factor: float, completes: str | None = None) -> None:
+        """Keep following ``out`` while it has positions left to average or holds sums (``factor`` not 1);
+        once it has neither, the step that made it (``completes``: its name) was the global pool."""
+        if any(label == "s" and size > 1 for label, size in zip(labels, out.shape)) or \
+                not math.isclose(factor, 1.0, rel_tol=1e-6):
+            self._partial[id(out)] = (out, labels, factor)
+        elif completes:
+            self.pools.append((self.calls, completes))
+
+
+_SCALINGS = ("div", "div_", "true_divide", "true_divide_", "__truediv__", "__itruediv__",
+             "mul", "mul_", "__mul__", "__rmul__", "__imul__")
+
+
+def _number(value) -> float | None:
+    """A plain number (or a one-element tensor's), else None."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _dims(value) -> list[int]:
+    """Dims as a call gives them: one int, or a sequence of ints (numpy's and 0-d tensors' too)."""
+    if isinstance(value, (list, tuple, torch.Size)):
+        return [operator.index(d) for d in value]
+    return [operator.index(value)]
 
 
 def _reshaped(labels: tuple[str, ...], before: tuple[int, ...], after: tuple[int, ...]) -> tuple[str, ...] | None:
     """The labels of a view, reshape or flatten's result, from its input's: each output dim is made of a run of
-    input dims (size-1 dims aside), and takes their label when they share one, "x" (a mix) when they do not; an
-    output dim of size 1 is "1". ``None`` when an input dim is split (not followed)."""
-    source = [(size, label) for size, label in zip(before, labels) if size > 1]
+    input dims, and takes their label when they share one, "x" (a mix) when they do not. Size-1 dims count
+    when they are an image or channel dim (a batch of one is still the batch); an output dim of size 1 takes
+    the label of a size-1 input dim in its place, else "1". ``None`` when an input dim is split (not followed)."""
     out, k = [], 0
     for size in after:
         if size == 1:
-            out.append("1")
+            if k < len(before) and before[k] == 1:
+                out.append(labels[k])
+                k += 1
+            else:
+                out.append("1")
             continue
         kinds, product = set(), 1
-        while product < size and k < len(source):
-            product *= source[k][0]
-            kinds.add(source[k][1])
+        while product < size and k < len(before):
+            product *= before[k]
+            if before[k] > 1 or labels[k] in ("n", "c"):
+                kinds.add(labels[k])
             k += 1
         if product != size:
             return None
         out.append(kinds.pop() if len(kinds) == 1 else "x")
-    return tuple(out) if k == len(source) else None
+    return tuple(out) if all(size == 1 for size in before[k:]) else None
 
 
 def _separable_pairs(convs: list[_Conv]) -> int:

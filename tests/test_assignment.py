@@ -1,5 +1,6 @@
 """The assignment checker: the kit's CifarNet passes every rule; each broken model fails exactly the
 rule it breaks, with the measured value and a hint."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,6 +119,11 @@ class _Head(nn.Module):
         return self.head(self.how(x, n, c))
 
 
+def _divided_in_place(summed, positions):
+    summed /= positions
+    return summed
+
+
 @pytest.mark.parametrize("how", [
     lambda x, n, c: x.mean(-1).mean(-1),
     lambda x, n, c: x.mean(2).mean(2),
@@ -134,9 +140,19 @@ class _Head(nn.Module):
     lambda x, n, c: x.sum((2, 3)) / (x.shape[2] * x.shape[3]),              # a sum over the positions, divided
     lambda x, n, c: torch.sum(x, dim=(-2, -1)) * (1 / x[0, 0].numel()),
     lambda x, n, c: x.sum(-1).sum(-1) / torch.tensor(x.shape[2] * x.shape[3]),
+    lambda x, n, c: x.sum((2, 3)) / x.shape[2] / x.shape[3],
+    lambda x, n, c: _divided_in_place(x.sum((2, 3)), x.shape[2] * x.shape[3]),
+    lambda x, n, c: x.sum((2, 3)).div_(x.shape[2] * x.shape[3]),
+    lambda x, n, c: x.sum(3, keepdims=True).sum(2, keepdims=True).flatten(1) / (x.shape[2] * x.shape[3]),
+    lambda x, n, c: nn.functional.layer_norm(x.permute(0, 2, 3, 1), (c,)).permute(0, 3, 1, 2).mean((2, 3)),  # LayerNorm2d
+    lambda x, n, c: torch.swapaxes(x, axis0=1, axis1=3).mean((1, 2)),
+    lambda x, n, c: x.transpose(1, dim1=3).mean((1, 2)),
+    lambda x, n, c: x.permute(*np.array([0, 2, 3, 1])).mean((1, 2)),
 ], ids=["mean-w-then-h", "mean-h-then-w", "keepdim-steps", "view-mean", "reshape-mean", "flatten-mean", "torch-mean",
         "avg-pool-whole-map", "avg-pool-padded", "permute-mean", "permute-reshape-mean", "transpose-mean",
-        "sum-divided", "sum-times-reciprocal", "sum-steps-divided-by-a-tensor"])
+        "sum-divided", "sum-times-reciprocal", "sum-steps-divided-by-a-tensor", "sum-divided-by-h-then-w",
+        "sum-divided-in-place", "sum-div_", "sum-keepdims-alias", "channels-last-layernorm-between", "swapaxes-keywords",
+        "transpose-keyword", "permute-numpy-dims"])
 def test_global_average_pooling_written_in_steps_is_seen(how):
     report = check(_Head(how))
     assert report.failed() == [] and report["global average pooling"].measured in (
@@ -153,8 +169,10 @@ def test_global_average_pooling_written_in_steps_is_seen(how):
     lambda x, n, c: x.sum((2, 3)) / x.shape[-1],                  # divided by the width only
     lambda x, n, c: x.permute(0, 2, 1, 3).reshape(n, x.shape[2], -1).mean(-1).repeat(1, c // x.shape[2]),  # C and W
     lambda x, n, c: x.transpose(1, 3).mean((2, 3)).repeat(1, c // x.shape[-1]),   # over H and the channels
+    lambda x, n, c: x.transpose(0, 1).reshape(c, -1).mean(1).expand(n, c),  # over the batch too (check's has one)
 ], ids=["one-spatial-dim", "over-channels", "over-everything", "flattened-no-mean", "avg-pool-part-of-the-map",
-        "sum-not-divided", "sum-divided-by-the-width", "channels-and-positions-mixed", "transposed-then-over-channels"])
+        "sum-not-divided", "sum-divided-by-the-width", "channels-and-positions-mixed", "transposed-then-over-channels",
+        "the-batch-of-one-averaged-in"])
 def test_averages_that_are_not_a_global_pool_are_not_taken_for_one(how):
     report = check(_Head(how))
     assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
@@ -250,3 +268,16 @@ def test_an_attention_gate_is_neither_the_global_pooling_nor_the_pointwise_half_
     for name in ("cifarnet_se", "cifarnet_eca", "cifarnet_cbam"):
         report = check(get_model(name))
         assert report.passed and report["global average pooling"].measured == "adaptive_avg_pool2d", name
+
+
+def test_a_call_the_pooling_watcher_cannot_follow_never_fails_the_check(monkeypatch):
+    """The watcher follows learners' code it was never shown: where it cannot (here: it fails on every call),
+    it loses track of the pooling, and the check still runs and reports, never blaming the model."""
+    from course_utils import assignment
+
+    def cannot(self, name, x, out, args, kwargs):
+        raise RuntimeError("not foreseen")
+
+    monkeypatch.setattr(assignment._Watcher, "_watch_pooling", cannot)
+    report = check(CifarNet())
+    assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
