@@ -112,7 +112,7 @@ def test_clean_epochs_round_down_and_are_described():
     assert [TrainConfig(epochs=e, clean_fraction=0.1).clean_epochs for e in (5, 10, 40, 60)] == [0, 1, 4, 6]
     text = TrainConfig(epochs=60, clean_fraction=0.25).describe("cpu")
     assert "clean tail: the last 15 epochs on whole images with flips only" in text
-    assert "clean tail: the last 25 epochs" in TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")
+    assert "clean tail: the last 50 epochs" in TrainConfig.recipe("long", clean_fraction=0.25).describe("cpu")   # of 200
     assert "clean tail: the last epoch on whole images" in TrainConfig(epochs=10, clean_fraction=0.1).describe("cpu")
     assert "clean tail" not in TrainConfig.recipe("long").describe("cpu")
 

@@ -24,8 +24,10 @@ from conftest import committed_output, skip_without_real_data
 
 CPU = torch.device("cpu")
 #: The long recipe until 2026-12-04, which the long runs published before then trained with: the course
-#: recipe for 60 epochs (the hole at p = 0.25). Since then it runs 100 epochs with the hole at 0.1.
+#: recipe for 60 epochs (the hole at p = 0.25). Since then it runs 100 epochs (200 from 2026-12-05) with the hole at 0.1.
 LONG_UNTIL_DEC_4 = TrainConfig(epochs=60)
+#: the long recipe from 2026-12-04 until 2026-12-05, when its length moved from 100 epochs to 200
+LONG_AT_100 = replace(TrainConfig.recipe("long"), epochs=100)
 
 
 @pytest.fixture
@@ -799,7 +801,7 @@ def test_readme_c3_at_16x16_long_run_has_fullres_weights_and_its_bullet_is_compu
 
 
 def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed():
-    """The run behind today's long recipe trained exactly ``TrainConfig.recipe("long")`` on its network, it
+    """The run behind the long recipe at 100 epochs trained exactly ``LONG_AT_100`` on its network, it
     differs from the same network's 60-epoch run in the two settings the README names (epochs and the hole),
     and the bullet's differences, its standing among the published runs, training accuracies and minutes
     come from the records."""
@@ -807,7 +809,7 @@ def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed
 
     name = "cifarnet_res20-full-e100-s1-x6d2118"
     run, before = _published(name), _published("cifarnet_res20-full-e60-s1")
-    long = TrainConfig.recipe("long")
+    long = LONG_AT_100
     assert TrainConfig.from_dict(run["config"]) == long and run["model"] == before["model"] == LONG_RECIPE_MODEL
     assert replace(long, epochs=60, dropout_p=0.25) == TrainConfig.from_dict(before["config"]) == LONG_UNTIL_DEC_4
     assert (run["threads"], run["epochs"], run["parameters"]) == (2, 100, before["parameters"])
@@ -835,11 +837,12 @@ def test_readme_long_recipe_run_is_todays_long_recipe_and_its_bullet_is_computed
             f"{run['train_seconds'] / 60:.1f} minutes") in prose
     assert (f"training accuracy on augmented images ends at {run['history']['train_acc'][-1]:.2f}% "
             f"({before['history']['train_acc'][-1]:.2f}% at 60 epochs)") in prose
-    assert f"Recorded: {v:.2f}% on validation and {t:.2f}% on test after {run['train_seconds'] / 60:.1f} minutes" in prose
+    assert (f"Recorded at 100 epochs: {v:.2f}% on validation and {t:.2f}% on test after {run['train_seconds'] / 60:.1f} "
+            f"minutes") in prose
 
 
 def test_readme_final_long_run_trains_the_long_recipe_on_all_training_images_and_its_bullet_is_computed():
-    """The long recipe's final run is today's ``TrainConfig.recipe("long")`` with nothing held out (the
+    """The 100-epoch long recipe's final run is ``LONG_AT_100`` with nothing held out (the
     recipe was chosen on validation before), on the long recipe's network; the README quotes its final
     epoch's test accuracy (not the best of the epochs it logged), its difference from the run that held
     validation out, and the course-length seed spread it compares with, all from the records."""
@@ -848,7 +851,7 @@ def test_readme_final_long_run_trains_the_long_recipe_on_all_training_images_and
     from course_utils.config import LONG_RECIPE_MODEL
 
     run, held = _published("cifarnet_res20-full-e100-s1-xe560c7"), _published("cifarnet_res20-full-e100-s1-x6d2118")
-    assert TrainConfig.from_dict(run["config"]) == replace(TrainConfig.recipe("long"), validation=False)
+    assert TrainConfig.from_dict(run["config"]) == replace(LONG_AT_100, validation=False)
     assert run["model"] == LONG_RECIPE_MODEL and (run["threads"], run["epochs"], run["parameters"]) == (2, 100, held["parameters"])
     assert run["data"]["train"] == 50_000 and held["data"]["train"] == 45_000
     h = run["history"]
@@ -1001,7 +1004,7 @@ def test_readme_long_recipe_spread_over_three_seeds_is_computed_from_the_records
 
     runs = [_published(f"cifarnet_res20-full-e100-s{s}-x6d2118") for s in (1, 2, 3)]
     for seed, run in enumerate(runs, start=1):
-        assert TrainConfig.from_dict(run["config"]) == replace(TrainConfig.recipe("long"), seed=seed)
+        assert TrainConfig.from_dict(run["config"]) == replace(LONG_AT_100, seed=seed)
         assert run["model"] == LONG_RECIPE_MODEL and run["data"]["train"] == 45_000 and not run["interrupted"]
         assert run["final_val_acc"] == run["history"]["val_acc"][-1]          # the final epoch, not the best
     v, t = [r["final_val_acc"] for r in runs], [r["final_test_acc"] for r in runs]
@@ -1085,7 +1088,7 @@ def test_readme_one_factor_split_of_the_long_recipe_is_computed_from_the_records
     split = _published("cifarnet_res20-full-e100-s1")
     sixty = _published("cifarnet_res20-full-e60-s1")
     long1 = _published("cifarnet_res20-full-e100-s1-x6d2118")
-    assert TrainConfig.from_dict(split["config"]) == replace(TrainConfig.recipe("long"), dropout_p=0.25)
+    assert TrainConfig.from_dict(split["config"]) == replace(LONG_AT_100, dropout_p=0.25)
     assert replace(TrainConfig.from_dict(sixty["config"]), epochs=100) == TrainConfig.from_dict(split["config"])
     assert split["final_val_acc"] == split["history"]["val_acc"][-1] and split["data"]["train"] == 45_000
     prose = _readme_prose()
@@ -1116,18 +1119,18 @@ def test_readme_headline_three_seed_summaries_are_computed_from_the_records():
     headline = " ".join(_sections("Results")[0].split())    # the README's, not docs/results.md's
     rows = _tables_in(_sections("Results")[0])[0]
     records = [_published(re.search(r"figures/runs/([\w.-]+)\.json", row[-1]).group(1)) for row in rows]
-    assert len(records) == 5 and {(r["device_name"], r["threads"]) for r in records} == {("AMD EPYC (AVX512)", 2)}
+    assert len(records) == 6 and {(r["device_name"], r["threads"]) for r in records} == {("AMD EPYC (AVX512)", 2)}
     assert "on 2 threads of an AMD EPYC with AVX-512, the processor every headline run's record names" in headline
     assert (f"the course recipe ends at {spread(course, 'final_val_acc')} on validation and "
             f"{spread(course, 'final_test_acc')} on test") in headline
-    assert (f"and the long recipe at {spread(long, 'final_val_acc')} and {spread(long, 'final_test_acc')}"
+    assert (f"and the long recipe (100 epochs) at {spread(long, 'final_val_acc')} and {spread(long, 'final_test_acc')}"
             in headline)
     assert "ends at 85% or more on test on every seed" in headline and all(r["final_test_acc"] >= 85.0 for r in course)
     low = min(course, key=lambda r: r["final_val_acc"])
     assert f"(seed {low['config']['seed']} at {low['final_val_acc']:.2f}% on validation)" in headline
     assert f"seed 1, alone on the cores, took {course[0]['train_seconds'] / 60:.1f} minutes" in headline
     assert course[0]["threads"] == 2 and course[1]["threads"] == course[2]["threads"] == 1
-    assert "falls short of the 89% on test it aims at, on every seed" in headline
+    assert "at 100 epochs the long recipe falls short of the 89% on test it aims at, on every seed" in headline
     assert all(r["final_test_acc"] < 89.0 for r in long)
 
 
@@ -1172,7 +1175,7 @@ def test_docs_length_as_the_one_factor_is_computed_from_the_records():
     differences docs/results.md quotes come from the two records."""
     long200 = _published("cifarnet_res20-full-e200-s1-x6d2118")
     long100 = _published("cifarnet_res20-full-e100-s1-x6d2118")
-    assert TrainConfig.from_dict(long200["config"]) == replace(TrainConfig.recipe("long"), epochs=200)
+    assert TrainConfig.from_dict(long200["config"]) == replace(LONG_AT_100, epochs=200) == TrainConfig.recipe("long")
     assert long200["final_val_acc"] == long200["history"]["val_acc"][-1] and long200["data"]["train"] == 45_000
     prose = _readme_prose()
     assert (f"Against the same recipe at 100 epochs, seed 1: "
@@ -1267,6 +1270,11 @@ def test_docs_length_three_seeds_a_side_and_the_decision_are_computed_from_the_r
     crops = TrainConfig.from_dict(s1["config"]).crop_epochs
     minutes = (statistics.median(seconds[:crops]) * crops + statistics.median(seconds[crops:]) * (200 - crops)) / 60
     assert f"about {round(minutes, -1):.0f} minutes at seed 1's median epochs on the AMD EPYC" in prose
+    # the command table's cost of the long recipe, then and now
+    at_100 = run[100, 1]["train_seconds"] / 60
+    assert TrainConfig.recipe("long") == TrainConfig.from_dict(s1["config"]) and abs(at_100 - 90) < 5
+    assert (f"`cifarnet_res20` for 200 epochs (about {round(minutes, -1):.0f} minutes on 2 CPU cores; 100 epochs, about "
+            f"{round(at_100, -1):.0f} minutes, until 2026-12-05)") in prose
 
 
 def test_docs_hybrid_stretch_bullet_is_computed_from_the_records():

@@ -169,7 +169,7 @@ def test_crop_settings_tell_checkpoints_apart_and_are_described():
     assert len(names) == 4
     text = TrainConfig(epochs=40, crop_size=24, crop_fraction=0.75).describe("cpu")
     assert "random 24x24 crops for epochs 1-30, whole images for the last 10" in text
-    assert "random 24x24 crops for epochs 1-75, whole images for the last 25" in TrainConfig.recipe("long").describe("cpu")
+    assert "random 24x24 crops for epochs 1-150, whole images for the last 50" in TrainConfig.recipe("long").describe("cpu")
     assert "progressive" not in TrainConfig(crop_size=None).describe("cpu")
 
 

@@ -653,7 +653,7 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
     assert name() == f"cifarnet-full-e{course.epochs}-s{course.seed}.pt"        # course and fast keep plain names
     fast, long = TrainConfig.recipe("fast"), TrainConfig.recipe("long")
     assert checkpoint_path("cifarnet", fast, tmp_path).name == f"cifarnet-full-e{fast.epochs}-b{fast.batch_size}-s1.pt"
-    assert long.epochs > course.epochs and (long.crop_epochs, course.crop_epochs) == (75, 30)
+    assert long.epochs > course.epochs and (long.crop_epochs, course.crop_epochs) == (150, 30)
     assert replace(long, epochs=course.epochs, dropout_p=course.dropout_p) == course  # course, longer, a smaller hole
     # the hole is a setting no name spells out: a long run carries its fingerprint, so it never shares a file
     # with a course run of the same length
@@ -665,7 +665,7 @@ def test_checkpoint_names_tell_apart_runs_that_differ_in_any_training_setting(tm
     assert len(set(variants + [name()])) == len(variants) + 1                # all different, none the course's
     assert all(re.fullmatch(rf"cifarnet-full-e{course.epochs}-s1-x[0-9a-f]{{6}}\.pt", v) for v in variants)
     # and stable across processes and versions: the long recipe's published run has this very name
-    assert checkpoint_path("cifarnet_res20", TrainConfig.recipe("long"), tmp_path).name == "cifarnet_res20-full-e100-s1-x6d2118.pt"
+    assert checkpoint_path("cifarnet_res20", TrainConfig.recipe("long"), tmp_path).name == "cifarnet_res20-full-e200-s1-x6d2118.pt"
     assert name(num_workers=2, channels_last=False, compile=True, test_each_epoch=True) == name()
     # a smoke run (its test and validation splits cut too) and a --subset run of the same size and length
     from course_utils import ablation
