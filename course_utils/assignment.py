@@ -98,8 +98,8 @@ class _Watcher(TorchFunctionMode):
         self.last_map = -1                       # call number of the last op whose result is a map > 1x1
         # tensors on their way to a global pool (a map averaged over one of H, W, flattened, permuted or summed):
         # id -> (the tensor, a label per dim: "n" images, "c" channels, "s" positions, "x" a mix, "1" a dim of
-        # size 1; and how many positions each value is a sum of, 1 for averages)
-        self._partial: dict[int, tuple[torch.Tensor, tuple[str, ...], int]] = {}
+        # size 1; and the factor its values carry: positions summed over what they were divided by, 1 for averages)
+        self._partial: dict[int, tuple[torch.Tensor, tuple[str, ...], float]] = {}
 
     @property
     def global_pools(self) -> list[str]:

@@ -243,9 +243,10 @@ def test_a_step_the_scaler_skips_still_advances_the_schedule_and_torch_does_not_
         assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # no step was applied
 
 
-def _overflowing(model, batches_at_inf):
-    """Hooks ``model`` so that the logits of the listed batches (counted from 0) are inf, as an fp16 forward
-    that overflows gives; returns the list of every batch's logits and targets, filled as it trains."""
+def _overflowing(module, batches_at_inf):
+    """Hooks ``module`` so that its output on the listed batches (counted from 0) is inf, as an fp16 forward
+    that overflows gives (the whole model: its logits); returns the list of every batch's output, filled as
+    it trains."""
     outputs = []
 
     def hook(module, args, out):
@@ -254,7 +255,7 @@ def _overflowing(model, batches_at_inf):
         outputs.append(out.detach().clone())
         return out
 
-    model.register_forward_hook(hook)
+    module.register_forward_hook(hook)
     return outputs
 
 
@@ -294,14 +295,7 @@ def test_an_fp16_overflow_that_reached_batchnorms_statistics_stops_the_run():
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     torch.manual_seed(0)
     model = tiny_model()
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    calls = []
-
-    def third_batch_at_inf(module, args, out):
-        calls.append(len(calls))
-        return out + float("inf") if calls[-1] == 2 else out
-
-    conv.register_forward_hook(third_batch_at_inf)
+    _overflowing(next(m for m in model.modules() if isinstance(m, nn.Conv2d)), {2})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with pytest.raises(TrainingDivergedError, match=r"1 of 4 batches overflowed in fp16.*running statistics.*"
                                                     r"--set amp=false"):
