@@ -100,11 +100,17 @@ def test_committed_notebooks_have_no_split_streams(path):
     assert merge_streams(json.loads(path.read_text(encoding="utf-8"))) == 0, "run python -m course_utils.nbclean"
 
 
+def _parse_cell(source: str):
+    import ast
+
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+
+
 def assigned_names(source: str) -> set[str]:
     """The names a code cell binds at its top level (``x = ...``, ``a, b = ...``, ``for x in``, imports)."""
     import ast
 
-    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    tree = _parse_cell(source)
     names = set()
     for node in tree.body:
         targets = []
@@ -150,3 +156,46 @@ def test_the_rebinding_scan_finds_a_clobbered_model():
     assert trained_names_rebound_earlier(notebook) == ["cell 2 binds 'model', which cell 0 binds too"]
     notebook["cells"][0] = cell("net = CifarNet()\ntable = stages(net)")
     assert trained_names_rebound_earlier(notebook) == []
+
+
+def inputs_read_after_training(notebook: dict) -> list[str]:
+    """For every cell that trains (calls ``run_training``), the names it passes as the run's
+    configuration or model name that a later cell reads again instead of the result's own
+    (``result.config``): a learner who re-runs the recipe cell with another recipe after training (to
+    read it, in class) would have those later cells describe a run that did not happen, and a check
+    cell fail with a misleading message."""
+    import ast
+
+    found, watched = [], {}
+    for i, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        tree = _parse_cell(source)
+        for name in sorted(watched.keys() - assigned_names(source)):
+            if any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) for n in ast.walk(tree)):
+                found.append(f"cell {i} reads {name!r}, the input of the run in cell {watched[name]}")
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) == "run_training":
+                args = call.args[1:2] + [k.value for k in call.keywords if k.arg == "config"]
+                watched.update({a.id: i for a in args if isinstance(a, ast.Name)})
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_after_training_read_the_runs_own_config(path):
+    assert inputs_read_after_training(json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+def test_the_config_scan_finds_a_cell_that_reads_the_recipe_again():
+    cell = lambda src: {"cell_type": "code", "source": [src], "outputs": []}
+    notebook = {"cells": [cell("config = TrainConfig.for_environment('auto')"),
+                          cell("result = run_training('cifarnet', config, data=data)"),
+                          cell("predict(result.model, loader, device, channels_last=config.channels_last)"),
+                          cell("config = TrainConfig()\nprint(config)")]}
+    assert inputs_read_after_training(notebook) == ["cell 2 reads 'config', the input of the run in cell 1"]
+    notebook["cells"][2] = cell("predict(result.model, loader, device, channels_last=result.config.channels_last)")
+    assert inputs_read_after_training(notebook) == []
+    notebook["cells"][1] = cell("result = experiment.run_training('cifarnet', config=config)")
+    notebook["cells"][2] = cell("assert len(result.history) == config.epochs")
+    assert inputs_read_after_training(notebook) == ["cell 2 reads 'config', the input of the run in cell 1"]
