@@ -183,7 +183,8 @@ def _interpolation_taps(func, args, kwargs, x: torch.Tensor) -> int:
     return max(1, int((last - first + 1).max()))
 
 
-def _pair(v) -> int:
+def _side(v) -> int:
+    """One side of a square kernel, stride, padding or dilation (an int or a tuple of equal ints)."""
     if isinstance(v, (tuple, list)):
         if len(set(v)) != 1:
             raise ValueError(f"receptive_field assumes square kernels, strides and paddings; got {tuple(v)}")
@@ -237,20 +238,20 @@ class _Tracker(TorchFunctionMode):
             squeezed = out.shape[-2:] == (1, 1) and x.dim() >= 3 and tuple(x.shape[-2:]) != (1, 1)
             if name in _CONV:
                 weight = _arg(args, kwargs, 1, "weight", None)
-                k = _pair(weight.shape[-1])
-                s = _pair(_arg(args, kwargs, 3, "stride", 1))
+                k = _side(weight.shape[-1])
+                s = _side(_arg(args, kwargs, 3, "stride", 1))
                 p = _arg(args, kwargs, 4, "padding", 0)
-                d = _pair(_arg(args, kwargs, 5, "dilation", 1))
-                p = (d * (k - 1) // 2 if p == "same" else 0) if isinstance(p, str) else _pair(p)
+                d = _side(_arg(args, kwargs, 5, "dilation", 1))
+                p = (d * (k - 1) // 2 if p == "same" else 0) if isinstance(p, str) else _side(p)
                 rf, jump = rf + (effective_kernel(k, d) - 1) * jump, jump * s
                 self._row("conv", k, s, d, p, out, jump, rf, False)
             elif name in _POOL or name in _ADAPTIVE:
                 if name in _POOL:
-                    k = _pair(_arg(args, kwargs, 1, "kernel_size", 1))
+                    k = _side(_arg(args, kwargs, 1, "kernel_size", 1))
                     s = _arg(args, kwargs, 2, "stride", None)
-                    s = k if s in (None, [], ()) else _pair(s)
-                    p = _pair(_arg(args, kwargs, 3, "padding", 0))
-                    d = _pair(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
+                    s = k if s in (None, [], ()) else _side(s)
+                    p = _side(_arg(args, kwargs, 3, "padding", 0))
+                    d = _side(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
                     op = name.split("_")[0] + "pool"
                 else:
                     k = s = x.shape[-1] // out.shape[-1]
@@ -260,10 +261,10 @@ class _Tracker(TorchFunctionMode):
                 is_global = squeezed
             elif name == "conv_transpose2d":  # an upsampling conv: outputs sit jump/stride apart
                 weight = _arg(args, kwargs, 1, "weight", None)
-                k = _pair(weight.shape[-1])
-                s = _pair(_arg(args, kwargs, 3, "stride", 1))
-                p = _pair(_arg(args, kwargs, 4, "padding", 0))
-                d = _pair(_arg(args, kwargs, 7, "dilation", 1))
+                k = _side(weight.shape[-1])
+                s = _side(_arg(args, kwargs, 3, "stride", 1))
+                p = _side(_arg(args, kwargs, 4, "padding", 0))
+                d = _side(_arg(args, kwargs, 7, "dilation", 1))
                 rf, jump = rf + transposed_reach(k, s, d) * jump, jump / s
                 self._row("convT", k, s, d, p, out, jump, rf, False)
             elif name == "pixel_unshuffle":   # each output holds an r×r block of inputs in its channels
@@ -561,7 +562,7 @@ def _layer_kinds(module: nn.Module) -> str:
     parts = []
     if convs:
         dw = sum(1 for m in convs if m.groups > 1 and m.groups == m.in_channels)
-        dil = sum(1 for m in convs if max(_pair(d) for d in (m.dilation,)) > 1)
+        dil = sum(1 for m in convs if max(_side(d) for d in (m.dilation,)) > 1)
         extra = ", ".join(x for x in (f"{dw} dw" if dw else "", f"{dil} dilated" if dil else "") if x)
         parts.append(f"{len(convs)} conv" + (f" ({extra})" if extra else ""))
     for kind, label in ((nn.modules.batchnorm._BatchNorm, "bn"), (nn.Linear, "linear"),

@@ -222,9 +222,10 @@ def loader_settings(device: torch.device | str, workers: int) -> dict:
     where they pin the next batch while the GPU works; elsewhere they load in the training process: on MPS
     each pass would otherwise *spawn* its workers again, each unpickling its own copy of the images, to save
     one normalisation per batch."""
-    cuda = torch.device(device).type == "cuda"
+    kind = torch.device(device).type
+    cuda = kind == "cuda"
     return {"workers": workers, "pin_memory": cuda, "non_blocking": cuda,
-            "persistent_train": workers > 0 and torch.device(device).type != "cpu", "eval_workers": workers if cuda else 0,
+            "persistent_train": workers > 0 and kind != "cpu", "eval_workers": workers if cuda else 0,
             "persistent_eval": workers > 0 and cuda}
 
 
