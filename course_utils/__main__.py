@@ -334,26 +334,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
+def train_plan(args: argparse.Namespace) -> tuple[str, "TrainConfig", str]:
+    """The recipe, configuration and model a ``train`` command line asks for, worked out as the command
+    works them out, before it reads any data: docs/results.md's tests check with it that each recorded
+    run's command reproduces the run's configuration."""
     from .config import LONG_RECIPE_MODEL, TrainConfig, choose_recipe
-    from .data import DataFormatError, DataNotFoundError, load_cifar10
-    from .experiment import run_training
-    from .training import TrainingDivergedError
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                      num_workers=args.workers, seed=args.seed, compile=args.compile)
     if args.subset:
         overrides.update(train_per_class=args.subset)
+    recipe = choose_recipe(args.recipe, args.device)
+    # after for_environment, which drops None (an unset flag): crop_size=none is a setting
+    config = replace(TrainConfig.for_environment(recipe, **overrides), **dict(args.settings))
+    return recipe, config, args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataFormatError, DataNotFoundError, load_cifar10
+    from .experiment import run_training
+    from .training import TrainingDivergedError
+
     settings = dict(args.settings)
     twice = sorted(name for name, times in Counter(n for n, _ in args.settings).items() if times > 1)
     if twice:
         print(f"error: --set gives {', '.join(twice)} more than once; give each setting once", file=sys.stderr)
         return 2
     try:
-        recipe = choose_recipe(args.recipe, args.device)
-        # after for_environment, which drops None (an unset flag): crop_size=none is a setting
-        config = replace(TrainConfig.for_environment(recipe, **overrides), **settings)
+        recipe, config, model = train_plan(args)
         # asked to crop (and not also told not to: crop_fraction=0 or crop_size=none), yet no epoch would
         idle = [n for n in ("crop_size", "crop_fraction") if n in settings and settings[n]]
         off = [n for n in ("crop_size", "crop_fraction") if n in settings and not settings[n]]
@@ -373,7 +382,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.optimizer == "adam" and args.lr is None:
             print(f"note: the peak lr {config.lr:g} is the recipe's, tuned for SGD; Adam usually wants far less "
                   "(about 1e-3: pass --lr)")
-        model = args.model or (LONG_RECIPE_MODEL if recipe == "long" else "cifarnet")
         if args.model is None and recipe == "long":
             print(f"model {model}: the long recipe's network (--model picks another)")
         data = None

@@ -619,7 +619,10 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
     fill = tuple(float(round(255.0 * m)) for m in mean)  # uint8 images would truncate 113.9 to 113
     steps = [
         A.HorizontalFlip(p=config.flip_p),
-        A.Affine(translate_percent=(-config.shift, config.shift), scale=config.scale,
+        # keep_ratio=False (albumentations' default, said here): each axis scales by its own factor, so the
+        # aspect ratio jitters too; 1.x's ShiftScaleRotate drew one (keep_ratio=True). Every recorded run
+        # trained with this.
+        A.Affine(translate_percent=(-config.shift, config.shift), scale=config.scale, keep_ratio=False,
                  rotate=(-config.rotate, config.rotate), border_mode=cv2.BORDER_REFLECT_101, p=config.affine_p),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(config.hole, config.hole),
                         hole_width_range=(config.hole, config.hole), fill=fill, p=config.dropout_p),
@@ -862,9 +865,11 @@ def torchvision_train_transforms(mean: Sequence[float], std: Sequence[float], co
     ``RandomAffine`` (applied with ``affine_p``), ``RandomErasing`` of exactly one 16×16 square filled
     with the mean (scale = 256/1024, ratio 1), ``Normalize``. Takes an HWC uint8 array, returns a CHW tensor.
 
-    One difference remains: the affine's uncovered border is reflected in albumentations and filled
-    with the mean here (v2 has no reflect mode for affine). The hole is the same: both keep it inside
-    the image and place it uniformly.
+    Four differences remain, all in the affine: the uncovered border is reflected in albumentations and
+    filled with the mean here (v2 has no reflect mode for affine); v2 draws one scale for both axes where
+    the course's ``Affine`` draws one per axis; v2 shifts by whole pixels only; and v2 resamples with the
+    nearest pixel (``RandomAffine``'s default, kept) where albumentations interpolates bilinearly. The
+    flip is the same, and so is the hole: both keep it inside the image and place it uniformly.
     """
     from torchvision.transforms import v2
 

@@ -109,6 +109,31 @@ def test_torchvision_pipeline_matches_when_randomness_is_off():
     assert int((out.abs() < 1e-2).all(0).sum()) == 256
 
 
+def test_the_affine_differences_the_docs_name():
+    """Notebook 08 and ``torchvision_train_transforms`` say how the two affines differ: the course's
+    ``Affine`` scales each axis by its own factor (1.x's ShiftScaleRotate drew one), v2's draws one
+    scale, shifts by whole pixels and resamples with the nearest pixel."""
+    import albumentations as A
+    from torchvision.transforms import v2
+
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    steps = train_transforms(mean, std, AugmentConfig(flip_p=0.0, affine_p=1.0, dropout_p=0.0), normalize=False)
+    replay = A.ReplayCompose(list(steps.transforms))
+    replay.set_random_seed(0)
+    img = np.zeros((32, 32, 3), np.uint8)
+    scales = [next(t for t in replay(image=img)["replay"]["transforms"] if t["__class_fullname__"].endswith("Affine"))
+              ["params"]["scale"] for _ in range(20)]
+    assert all(0.9 <= s["x"] <= 1.1 and 0.9 <= s["y"] <= 1.1 for s in scales)
+    assert sum(abs(s["x"] - s["y"]) > 0.01 for s in scales) >= 10        # two factors, not one
+    [affine] = [t for t in torchvision_train_transforms(mean, std).transforms
+                if isinstance(t, v2.RandomApply)][0].transforms
+    assert getattr(affine.interpolation, "value", affine.interpolation) == "nearest"   # a string in newer torchvision
+    draw = getattr(affine, "make_params", None) or affine._get_params                  # _get_params before 0.21
+    torch.manual_seed(0)
+    params = [draw([torch.zeros(3, 32, 32)]) for _ in range(20)]
+    assert all(isinstance(p["translate"][0], int) and isinstance(p["scale"], float) for p in params)
+
+
 def test_attention_gates_count_as_global_context_not_as_receptive_field():
     from course_utils import receptive_field
 

@@ -488,6 +488,63 @@ def test_readme_results_rows_quote_their_published_records():
         assert "/work/" not in json.dumps(record) and not record["checkpoint"].startswith("/")
 
 
+def _row_commands(source: str) -> list[str]:
+    """The ``train`` command lines (``python -m course_utils train ...``) and ``TrainConfig.recipe(...)``
+    expressions quoted in a results row's source cell."""
+    spans = re.findall(r"`([^`]+)`", source)
+    return ([s for s in spans if s.startswith("python -m course_utils train")]
+            + [m for s in spans for m in re.findall(r"TrainConfig\.recipe\([^()]*\)", s)])
+
+
+def _command_plan(command: str) -> tuple[TrainConfig, str | None]:
+    """The configuration (and model, for a command line) that a quoted command builds today."""
+    import shlex
+
+    from course_utils.__main__ import build_parser, train_plan
+    from course_utils.config import WHOLE_IMAGES
+
+    if command.startswith("TrainConfig.recipe("):
+        return eval(command, {"TrainConfig": TrainConfig, "WHOLE_IMAGES": WHOLE_IMAGES}), None
+    argv = shlex.split(command)
+    _recipe, config, model = train_plan(build_parser().parse_args(argv[argv.index("train"):]))
+    return config, model
+
+
+def test_docs_results_rows_commands_rebuild_their_records_configuration():
+    """Every command a results row quotes for its record, read by the command line's own parser (or the
+    ``TrainConfig.recipe`` call evaluated), builds that record's configuration and model with today's
+    recipes: a reader who copies a row's command trains that row's run again, also after a recipe changed."""
+    checked = 0
+    for row in _results_rows():
+        match = re.search(r"`figures/runs/([\w.-]+)\.json`", row[-1])
+        if not match:
+            continue
+        record = _published(match.group(1))
+        for command in _row_commands(row[-1]):
+            config, model = _command_plan(command)
+            assert config == TrainConfig.from_dict(record["config"]), (match.group(1), command)
+            assert model in (None, record["model"]), (match.group(1), command, model)
+            checked += 1
+    assert checked >= 30
+
+
+def test_the_row_command_check_sees_a_recipe_that_changed_since():
+    """The check above fails on a command that no longer builds its run: the long recipe's length and hole
+    changed after the 60-epoch runs, and the course recipe took up crops after the whole-image ones."""
+    record = _published("cifarnet_wide-full-e60-s1")
+    config, model = _command_plan("python -m course_utils train --model cifarnet_wide --recipe long --device cpu")
+    assert model == "cifarnet_wide" and config != TrainConfig.from_dict(record["config"])
+    assert (config.epochs, config.dropout_p) == (200, 0.1)
+    whole = TrainConfig.from_dict(_published("cifarnet-full-e15-s1")["config"])
+    assert _command_plan("python -m course_utils train --epochs 15 --set crop_size=none --device cpu")[0] != whole
+    assert _command_plan("python -m course_utils train --epochs 15 --set crop_size=none --set crop_fraction=0 --device cpu")[0] == whole
+    old_long, no_model = _command_plan("TrainConfig.recipe('long', epochs=60, dropout_p=0.25)")
+    assert (old_long.epochs, old_long.dropout_p, old_long.crop_epochs, no_model) == (60, 0.25, 45, None)
+    assert _row_commands("`python -m course_utils train --seed 2` under `OMP_NUM_THREADS=1`, as "
+                         "`run_training(m, TrainConfig.recipe('long', epochs=60), device='cpu')`") == [
+        "python -m course_utils train --seed 2", "TrainConfig.recipe('long', epochs=60)"]
+
+
 def test_readme_benchmark_table_quotes_its_record():
     """The Benchmark section's table is the cited bench record, number for number (images/s rounded);
     the record is committed (figures/runs/bench/) and names no path of the machine it ran on."""
