@@ -955,6 +955,13 @@ def test_readme_ablation_table_quotes_the_committed_study():
         assert seeds == ("—" if name == "reference" else words[verdicts[name]]), name
         quoted.append(name)
     assert quoted == [v.name for v in ablation.VARIANTS]
+    # the reference's seed 1 trained alone on both threads: outside the study's seed range, as docs say
+    alone = _published("ablation-e4-reference-s1-alone")["row"]
+    seeds = [float(r["final_val_acc"]) for r in ablation.read_csv(figures / ablation.RUNS_CSV) if r["variant"] == "reference"]
+    assert alone["final_val_acc"] < min(seeds)
+    assert (f"That lone run ended at {alone['final_val_acc']:.2f}% on validation") in _readme_prose()
+    assert (f"run ends elsewhere: {min(seeds) - alone['final_val_acc']:.2f} points below the lowest of the study's three "
+            f"reference seeds, {min(seeds):.2f}–{max(seeds):.2f}%.") in _readme_prose()
 
 
 def _records_by_seed(runs) -> dict[int, dict[str, dict]]:
@@ -1002,6 +1009,16 @@ def test_readme_label_smoothing_and_hole_screen_changes_one_setting_per_variant(
                for _, r in sorted(by_seed.items())]
     prose = _readme_prose()
     assert f"by {lighter[0]}, {lighter[1]} and {lighter[2]} points" in prose
+    # the heavier hole: below on validation seed for seed of the range, but on test the ranges overlap (said)
+    import statistics
+
+    def accs(variant, key):
+        return [r[variant][key] for r in by_seed.values()]
+    hv, rv = accs("`--set dropout_p=0.5`", "final_val_acc"), accs("the course recipe", "final_val_acc")
+    ht, rt = accs("`--set dropout_p=0.5`", "final_test_acc"), accs("the course recipe", "final_test_acc")
+    assert max(hv) < min(rv) and max(ht) >= min(rt)
+    assert (f"the test set leans the same way ({statistics.mean(ht):.2f}% against {statistics.mean(rt):.2f}% on the "
+            f"means), though its ranges overlap ({min(ht):.2f}–{max(ht):.2f}% against {min(rt):.2f}–{max(rt):.2f}%)") in prose
 
 
 def test_readme_weight_average_screen_scores_each_seeds_average_beside_its_own_weights():
