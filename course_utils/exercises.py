@@ -306,7 +306,7 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("08.2", "`A.Compose([A.PadIfNeeded(40, 40), A.RandomCrop(32, 32), ...])`; compare the previews", "a few seconds"),
     Exercise("08.3", "`pipeline_throughput(transform, images)` (imported at the top) for each pipeline", "about a minute"),
     Exercise("09.1", "`no_dilation = Variant(\"no-dilation\", \"dilation\", \"What does C2's dilation buy?\", "
-             "model={\"c2_dilation\": 1})`; `Variant` imports from `course_utils.ablation`", "about 15 minutes on two cores (3 runs of about 7 minutes, two at a time: "
+             "model={\"c2_dilation\": 1})`; `Variant` imports from `course_utils.ablation`", "about 20 minutes on two cores (6 runs of about 7 minutes, two at a time: "
              "`jobs=2`)"),
     Exercise("09.2", "`read_csv` (imported at the top), then pair the rows by seed", "instant"),
     Exercise("09.3", "`compare_to_reference` (imported at the top) on each study's runs CSV: do the seed ranges separate at 4 "
@@ -328,7 +328,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("12.3", "`train_design(CifarNet)` (`from course_utils.models import CifarNet`); `stages(model)` "
              "(`from course_utils import stages`) shows where the parameters and MACs sit",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
-    Exercise("11.1", "`run_training(\"baseline\", config, data=...)`; compare `history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),
+    Exercise("11.1", "`baseline = run_training(\"baseline\", config, data=load_cifar10())` (a new name: the cells above "
+             "read `result`, `history` and `model`); compare `baseline.history.final_val_acc` with "
+             "`result.history.final_val_acc`", "about as long as the run above (README, Results: 14.9 against 14.1 minutes on the same cores)"),
     Exercise("11.2", "`from dataclasses import replace`, then `replace(config, dropout_p=0.0)`; from a terminal, in the background: "
              "`python -m course_utils train --set dropout_p=0 --no-progress`", "as long as the run above"),
     Exercise("11.3", "`plots.training_curves` of both runs side by side", "half as long as the run above"),

@@ -108,7 +108,8 @@ NOTES = {
             "ordinary one. It changes the receptive field: c2_dilation=1 gives 73 pixels against CifarNet's 77 "
             "(tests/test_exercises.py computes both). Whether 4 extra pixels of field matter is the study's "
             "answer, to be read like the others: different only where all seeds lie beyond all of the "
-            "reference's.",
+            "reference's, the reference trained again on the same machine (the recorded study's ran on another "
+            "processor and thread count, which alone moves a run about as far as another seed).",
     "09.2": "For each variant, subtract the reference's accuracy of the same seed from the variant's, then take "
             "the mean and the standard deviation of the three differences; compare that deviation with "
             "sqrt(s_variant^2 + s_reference^2), the spread of the difference between one variant run and one "
