@@ -121,7 +121,11 @@ class _Watcher(TorchFunctionMode):
             self.convs.append(_Conv(int(x.shape[1]), int(weight.shape[0]), tuple(weight.shape[-2:]),
                                     max(_pair(dilation)), int(groups), tuple(x.shape[-2:]), tuple(out.shape[-2:])))
         elif "max_pool" in name:
-            self.max_pools.append(name)
+            # a max-pool that leaves a map downsamples, which the rule forbids; one down to 1x1 is a global
+            # squeeze (CBAM's channel gate, written as its authors do), which is not downsampling
+            pooled = out[0] if isinstance(out, tuple) else out
+            if not (isinstance(pooled, torch.Tensor) and pooled.dim() >= 3 and all(n == 1 for n in pooled.shape[2:])):
+                self.max_pools.append(name)
         elif isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
             try:
                 self._watch_pooling(name, x, out, args, kwargs)

@@ -43,6 +43,14 @@ def _check_image_input(model: nn.Module, input_size) -> None:
                          f"got {input_size!r}")
 
 
+def _check_one_sample(input_size) -> None:
+    """The counting tools take one input's shape, without the batch dimension: (3, 32, 32) for an image,
+    (C, L) for a 1-D model, (C, D, H, W) for a 3-D one."""
+    if not (isinstance(input_size, (tuple, list)) and input_size and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_size)):
+        raise ValueError(f"input_size is one input's shape, e.g. (3, 32, 32) for an image; got {input_size!r}")
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module):
     """Run in eval mode and restore the previous mode, so inspecting never moves BatchNorm statistics."""
@@ -247,10 +255,13 @@ class _Tracker(TorchFunctionMode):
                 self._row("conv", k, s, d, p, out, jump, rf, False)
             elif name in _POOL or name in _ADAPTIVE:
                 if name in _POOL:
-                    k = _side(_arg(args, kwargs, 1, "kernel_size", 1))
-                    s = _arg(args, kwargs, 2, "stride", None)
+                    # lp_pool2d(input, norm_type, kernel_size, stride=None) has no padding and its kernel one
+                    # place later than max_pool2d(input, kernel_size, stride, padding, dilation) and avg_pool2d's
+                    at = 2 if name == "lp_pool2d" else 1
+                    k = _side(_arg(args, kwargs, at, "kernel_size", 1))
+                    s = _arg(args, kwargs, at + 1, "stride", None)
                     s = k if s in (None, [], ()) else _side(s)
-                    p = _side(_arg(args, kwargs, 3, "padding", 0))
+                    p = 0 if name == "lp_pool2d" else _side(_arg(args, kwargs, 3, "padding", 0))
                     d = _side(_arg(args, kwargs, 4, "dilation", 1)) if name == "max_pool2d" else 1
                     op = name.split("_")[0] + "pool"
                 else:
@@ -497,6 +508,7 @@ def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) 
     """Multiply-accumulates of one forward pass of one image, per convolution and linear layer
     (``{module name: MACs}``, in execution order; a module run twice counts twice). ``count_macs``
     is their sum; see it for what is counted."""
+    _check_one_sample(input_size)
     counts: dict[str, int] = {}
 
     def hook(name: str):
@@ -510,8 +522,14 @@ def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) 
             counts[name] = counts.get(name, 0) + macs
         return conv_or_linear
 
-    _probe(model, [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
-                   if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))], input_size)
+    try:
+        _probe(model, [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+                       if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))], input_size)
+    except (ValueError, RuntimeError) as err:
+        if len(input_size) == 4 and input_size[0] == 1:   # (1, 3, 32, 32): a batch of one, given as one input
+            raise ValueError(f"input_size is one input's shape without the batch dimension: {tuple(input_size[1:])}, "
+                             f"not {tuple(input_size)} (the tools add the batch of one themselves)") from err
+        raise
     return counts
 
 

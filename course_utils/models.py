@@ -355,9 +355,12 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
                          "(the kit's loaders do both)")
     expected = getattr(model, "in_channels", 3)
     if x.dim() != 4:
+        fix = ("add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else
+               "that is one dimension too many (a batch of batches?): drop the extra one, e.g. x.squeeze(1) for "
+               "(N, 1, C, H, W)" if x.dim() == 5 else "give it (N, C, H, W)")
         raise ValueError(
             f"{type(model).__name__} expects a batch of images shaped (N, {expected}, H, W), got shape "
-            f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)"
+            f"{tuple(x.shape)}; {fix}"
         )
     if x.shape[1] != expected and x.shape[-1] == expected:
         raise ValueError(

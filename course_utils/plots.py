@@ -61,7 +61,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
     without smoothing)."""
     plt = _plt()
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.9, len(classes) * 0.95))
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.9, len(classes) * 0.95), squeeze=False)
     for c, name in enumerate(classes):
         idx = rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)
         for j, i in enumerate(idx):
@@ -96,7 +96,7 @@ def augmentation_preview(images: np.ndarray, transform, mean, std, n_images: int
     reproducible through ``seed``)."""
     plt = _plt()
     transform.set_random_seed(seed)
-    fig, axes = plt.subplots(n_images, n_draws + 1, figsize=((n_draws + 1) * 1.2, n_images * 1.25))
+    fig, axes = plt.subplots(n_images, n_draws + 1, figsize=((n_draws + 1) * 1.2, n_images * 1.25), squeeze=False)
     for r in range(n_images):
         axes[r, 0].imshow(to_display(images[r]))
         axes[r, 0].set_title("original" if r == 0 else "", fontsize=8)

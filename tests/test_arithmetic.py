@@ -312,6 +312,8 @@ class _Resize3d(nn.Module):
     ("area downsampling after a 3x3 conv", lambda: [nn.Conv2d(1, 1, 3, padding=1), _Resize(scale_factor=0.5, mode="area"),
                                                      nn.Conv2d(1, 1, 3, padding=1)], 8),
     ("trilinear, through a 5-D view", lambda: [nn.Conv2d(1, 1, 3, padding=1), _Resize3d(), nn.Conv2d(1, 1, 1)], 4),
+    ("an LP pool 3 wide at stride 2 between 3x3 convs (its kernel is its second argument)",
+     lambda: [nn.Conv2d(1, 1, 3, padding=1), nn.LPPool2d(1, 3, stride=2), nn.Conv2d(1, 1, 3, padding=1)], 9),
 ])
 def test_receptive_field_of_resampling_layers_is_what_the_gradient_measures(name, layers, size):
     from course_utils.inspection import empirical_receptive_field, receptive_field

@@ -106,6 +106,31 @@ def test_functional_global_pooling_and_max_pooling_are_seen():
     assert check(Functional(True)).failed() == ["no max-pooling"]
 
 
+class _MaxGate(nn.Module):
+    """A CBAM-style channel gate as its authors write it: a global max-pool and a global average of each
+    channel, through a shared 1x1 bottleneck, rescale the map (Woo et al. 2018)."""
+
+    def __init__(self, c, functional=False):
+        super().__init__()
+        self.mlp, self.functional = nn.Sequential(nn.Conv2d(c, c // 4, 1), nn.ReLU(), nn.Conv2d(c // 4, c, 1)), functional
+        self.max = nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, x):
+        peak = torch.nn.functional.max_pool2d(x, x.shape[-2:]) if self.functional else self.max(x)
+        return x * torch.sigmoid(self.mlp(peak) + self.mlp(x.mean((2, 3), keepdim=True)))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_global_max_pool_inside_a_gate_is_not_downsampling(functional):
+    """The rule forbids max-pooling that downsamples; a max over the whole map (a gate's squeeze) leaves
+    no map and passes. A max-pool that does downsample still fails beside it."""
+    gated = nn.Sequential(*learner_net()[:-3], _MaxGate(64, functional), *learner_net()[-3:])
+    assert check(gated).failed() == []
+    assert check(gated)["no max-pooling"].measured == "0 max-pool call(s)"
+    pooled = nn.Sequential(*learner_net()[:-3], nn.MaxPool2d(2), _MaxGate(64, functional), *learner_net()[-3:])
+    assert check(pooled).failed() == ["no max-pooling"] and check(pooled)["no max-pooling"].measured == "1 max-pool call(s)"
+
+
 class _Head(nn.Module):
     """The learner's body (ending on a 64 x 4 x 4 map), then a head written as ``how`` to a 64-vector."""
 

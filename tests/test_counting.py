@@ -174,3 +174,20 @@ def test_the_image_tools_name_a_wrong_model_or_input_size_and_the_fix():
                 tool(CifarNet(), (32, 32))
         with pytest.raises(TypeError, match=r"expected a model \(an nn.Module\), got str 'cifarnet'.*get_model"):
             tool("cifarnet", (3, 32, 32))
+
+
+def test_a_batch_of_one_given_as_the_input_size_is_named_with_its_fix():
+    """count_macs(model, (1, 3, 32, 32)) is a natural slip: the error names input_size's fix, not the
+    model's advice about a batch tensor; a model fed a 5-D batch is told the dimension is one too many."""
+    from course_utils import stages
+    from course_utils.models import CifarNet
+
+    for tool in (count_macs, lambda m, s: stages(m, s, print_table=False)):
+        with pytest.raises(ValueError, match=r"input_size is one input's shape without the batch dimension: "
+                                             r"\(3, 32, 32\), not \(1, 3, 32, 32\)"):
+            tool(CifarNet(), (1, 3, 32, 32))
+    assert count_macs(nn.Conv3d(2, 4, 3, padding=1), (2, 4, 8, 8)) == 2 * 4 * 27 * 4 * 8 * 8   # (C, D, H, W) still works
+    with pytest.raises(ValueError, match=r"got shape \(2, 1, 3, 32, 32\); that is one dimension too many.*x.squeeze\(1\)"):
+        CifarNet()(torch.zeros(2, 1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"got shape \(3, 32, 32\); add a batch dimension with x.unsqueeze\(0\)"):
+        CifarNet()(torch.zeros(3, 32, 32))

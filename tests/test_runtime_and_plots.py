@@ -284,3 +284,18 @@ def test_cpu_name_reads_the_model_name_and_the_kernels_vector_instructions(tmp_p
     assert cpu_name(tmp_path / "missing") == "aarch64 (AVX512)"        # no /proc/cpuinfo (macOS, Windows)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA T4")
     assert device_name("cuda:0") == "NVIDIA T4" and device_name("mps") == "mps"
+
+
+def test_the_grids_draw_a_single_row_or_column():
+    """One image per class, or one image previewed: matplotlib squeezes a single row of axes, which the
+    grids index in two dimensions (an IndexError before)."""
+    import albumentations as A
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(40) % 10
+    fig = plots.sample_grid(images, labels, [f"c{i}" for i in range(10)], per_class=1)
+    assert sum(bool(ax.images) for ax in fig.axes) == 10
+    flip = A.ReplayCompose([A.HorizontalFlip(p=1.0)])
+    fig = plots.augmentation_preview(images, flip, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), n_images=1, n_draws=3)
+    assert sum(bool(ax.images) for ax in fig.axes) == 4
