@@ -83,7 +83,8 @@ def _device(text: str) -> str:
 
 #: Flags that set a TrainConfig field themselves: ``--set`` points to them instead of taking the field.
 _OWN_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "epochs": "--epochs", "batch_size": "--batch-size",
-              "seed": "--seed", "num_workers": "--workers", "compile": "--compile", "train_per_class": "--subset"}
+              "seed": "--seed", "num_workers": "--workers", "compile": "--compile", "train_per_class": "--subset",
+              "amp": "--amp/--no-amp"}
 
 
 def settable() -> tuple[str, ...]:
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_non_negative, help="random seed, 0 or more (default 1)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction,
                        help="torch.compile the model on CUDA (default: on in the fast recipe)")
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                       help="mixed precision on CUDA, bf16 or fp16 by the card (default: on; --no-amp trains in fp32, "
+                            "the fix for an fp16 overflow)")
     train.add_argument("--resume", action="store_true", help="continue this run from its checkpoint in runs/")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs stay)")
     bench = sub.add_parser("bench", help="measure data-pipeline and training throughput (and time to 85%% on CUDA)",
@@ -341,7 +345,7 @@ def train_plan(args: argparse.Namespace) -> tuple[str, "TrainConfig", str]:
     from .config import LONG_RECIPE_MODEL, TrainConfig, choose_recipe
 
     overrides = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                     num_workers=args.workers, seed=args.seed, compile=args.compile)
+                     num_workers=args.workers, seed=args.seed, compile=args.compile, amp=args.amp)
     if args.subset:
         overrides.update(train_per_class=args.subset)
     recipe = choose_recipe(args.recipe, args.device)

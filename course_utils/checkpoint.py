@@ -103,6 +103,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a course_utils checkpoint (format {FORMAT!r} expected)")
+    if not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{path} holds no weights (no 'model' state dict): it is damaged or was not written "
+                              "by course_utils; delete it to start afresh")
     if model is not None:
         saved = payload.get("model_class")
         if saved != type(model).__name__:

@@ -205,6 +205,8 @@ class TrainConfig:
                     " or None" if "None" in kind else "")
             elif kind == "float":
                 ok, want = (whole(value) or isinstance(value, float)), "a number"
+                if ok and whole(value):   # 0 and 0.0 are one setting: one run name (experiment._fingerprint), one record
+                    object.__setattr__(self, f.name, float(value))
             elif kind == "bool":
                 ok, want = isinstance(value, bool), "True or False"
             else:

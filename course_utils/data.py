@@ -236,6 +236,8 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
 
     folder = _find_image_folder(root)
     looked.append(f"an image folder {root}/train/<class>/ and {root}/test/<class>/")
+    if folder is None:
+        _refuse_half_image_folder(root)
     if folder is not None:
         data = _from_image_folder(folder, wanted, custom=classes is not None)
         return _write_cache(root, data) if cache else data
@@ -306,6 +308,21 @@ def _find_image_folder(root: Path) -> Path | None:
         if (c / "train").is_dir() and (c / "test").is_dir():
             return c
     return None
+
+
+def _refuse_half_image_folder(root: Path) -> None:
+    """A ``DataFormatError`` when ``root`` (or its only candidate sub-folder) holds ``train/`` without
+    ``test/`` or the other way round: a copy cut short. Without it the loader would go on to an archive or
+    to torchvision's download, and train on another copy than the learner's without a word."""
+    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
+    for c in candidates:
+        have = [s for s in ("train", "test") if (c / s).is_dir()]
+        if len(have) == 1:
+            missing = "test" if have == ["train"] else "train"
+            raise DataFormatError(
+                f"{c} holds {have[0]}/ but no {missing}/: the copy is incomplete (an extraction or a copy cut short?). "
+                f"Extract the archive again (the offline copy: tar -xzf cifar10-jpeg.tar.gz -C {root}), or move "
+                f"{c / have[0]} away to use another source")
 
 
 def _safe_members(tar: tarfile.TarFile, archive: Path) -> list:

@@ -124,8 +124,8 @@ DOWNLOAD_MB = 170
 
 
 def _data_finding(data_dir: str | None) -> Finding:
-    from .data import (CACHE_NAME, CLASSES, DataNotFoundError, _archives, _find_image_folder, _folders_in,
-                       _several_archives, data_root)
+    from .data import (CACHE_NAME, CLASSES, DataFormatError, DataNotFoundError, _archives, _find_image_folder,
+                       _folders_in, _refuse_half_image_folder, _several_archives, data_root)
     from .runtime import shown_path
 
     try:
@@ -133,6 +133,11 @@ def _data_finding(data_dir: str | None) -> Finding:
     except DataNotFoundError as err:
         return Finding("data", str(err), ok=False)
     folder = _find_image_folder(root) if root.is_dir() else None
+    if folder is None:
+        try:   # train/ without test/: the loader refuses it, so training cannot start
+            _refuse_half_image_folder(root)
+        except DataFormatError as err:
+            return Finding("data", str(err), ok=False)
     if folder is not None:
         for split in ("train", "test"):  # the folders' names only: no image is read
             have = set(_folders_in(folder / split))

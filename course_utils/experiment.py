@@ -22,6 +22,10 @@ from .runtime import (cuda_device_context, device_name, get_device, is_smoke, lo
 from .training import History, evaluate, fit
 
 
+class RunNotFinished(RuntimeError):
+    """The test set asked for after a run that stopped early: it is read once, after the last epoch."""
+
+
 @dataclass
 class RunResult:
     model: torch.nn.Module
@@ -33,6 +37,20 @@ class RunResult:
     record_path: Path
     checkpoint: Path
     test_loader: torch.utils.data.DataLoader
+
+    @property
+    def finished(self) -> bool:
+        """Whether every epoch of the run trained (not stopped early)."""
+        return not self.history.interrupted and len(self.history) == self.config.epochs
+
+    def require_finished(self) -> None:
+        """Raise ``RunNotFinished`` unless the run finished: a cell that reads the test set (per-class accuracy,
+        the confusion matrix) calls it first, so a run stopped early is continued, not scored."""
+        if not self.finished:
+            raise RunNotFinished(
+                f"the run stopped after epoch {len(self.history)} of {self.config.epochs}, and the test set is read "
+                "only after the last one: set RESUME = True in the training cell and run it again (or python -m "
+                "course_utils train --resume) to finish the run, then run this cell")
 
 
 def _no_nan(value):

@@ -59,6 +59,10 @@ def _shipped_name(name: str, folder: str | os.PathLike | None) -> str:
     return name if name in shipped else next((s for s in shipped if s.lower() == name.lower()), name)
 
 
+#: What a card must hold: what ``load_pretrained`` checks and builds with, and what ``doctor`` reports.
+CARD_FIELDS = ("model", "file", "sha256", "final_test_acc", "train_minutes", "device")
+
+
 def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dict:
     """The card of a shipped network: how it was trained and what it scored."""
     _, card_path = _paths(_shipped_name(name, folder), folder)
@@ -69,7 +73,16 @@ def card(name: str = "cifarnet", folder: str | os.PathLike | None = None) -> dic
             f"available: {', '.join(names) or 'none'}. Reinstall the kit, or train one with "
             "python -m course_utils train and export it with python -m course_utils export."
         )
-    return json.loads(card_path.read_text())
+    try:
+        info = json.loads(card_path.read_text())
+        missing = [k for k in CARD_FIELDS if k not in info]
+    except (ValueError, TypeError) as err:   # not JSON (truncated, merge markers), or not an object
+        missing, info = [f"readable JSON ({err})"], None
+    if missing:
+        raise PretrainedError(
+            f"{card_path} is damaged: it lacks {', '.join(missing)}. Restore it from the repository "
+            "(git checkout -- course_utils/weights) or reinstall the kit.")
+    return info
 
 
 def load_pretrained(name: str = "cifarnet", folder: str | os.PathLike | None = None,

@@ -292,7 +292,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     if overflowed_batches:
         what = (f"{overflowed_batches} of {batches} batches overflowed in fp16 (inf or NaN logits: an fp16 overflow, "
                 f"or input data that is not finite)")
-        fix = "lower the learning rate (lr), or train without mixed precision (--set amp=false)"
+        fix = ("lower the learning rate (lr), or train without mixed precision (train --no-amp; "
+               "TrainConfig(amp=False) in Python)")
         if 2 * overflowed_batches > batches:
             raise TrainingDivergedError(f"{what}: more than the GradScaler can skip; {fix}")
         # the scaler skips the weights' update, but the forward pass has already moved BatchNorm's running
@@ -633,7 +634,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         log: called with one line per epoch (``print`` by default; None for silence).
 
     Stopping it (Ctrl-C, a notebook's stop button) returns the history so far, marked
-    ``interrupted``; the checkpoint of the last complete epoch is on disk.
+    ``interrupted``; the checkpoint of the last complete epoch is on disk, and the model (in eval mode)
+    holds that epoch's weights again (with no checkpoint, those of partway through the next epoch).
     """
     device = torch.device(device)
     steps_per_epoch = len(train_loader)
@@ -658,9 +660,18 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
     start_epoch = 0
 
     if resume is True:
+        if checkpoint is None:
+            raise ValueError("resume=True continues the run saved in checkpoint=..., and no checkpoint was given: "
+                             "pass checkpoint=<its path> (or resume=<its path>), or leave resume out to start afresh")
         resume = checkpoint
     if resume:
         state = load_checkpoint(resume, model, map_location=device)
+        lacking = [k for k in ("optimizer", "scheduler", "epoch", "history", "config") if k not in state]
+        if lacking:
+            raise CheckpointError(
+                f"{shown_path(resume)} holds weights only (shipped or exported?), not a run to continue: it lacks "
+                f"{', '.join(lacking)}. To train from those weights, load them (load_checkpoint(path, model), or "
+                "pretrained.load_pretrained) and train without resume")
         saved = TrainConfig.from_dict(state.get("config", {}))
         keys = ("epochs", "batch_size", "seed", "train_per_class", "test_per_class") + LEARNING_SETTINGS
         differ = [k for k in keys if getattr(saved, k) != getattr(config, k)]
@@ -762,11 +773,22 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                     log(_epoch_line(history, -1, config.epochs))
         except KeyboardInterrupt:
             history.interrupted = True
+            # the weights stopped partway through an epoch: give back those of the last complete epoch (what the
+            # history and the checkpoint describe), in eval mode, so what a notebook does next with the model
+            # describes that epoch, not a half-trained one
+            restored = bool(checkpoint and len(history) and Path(checkpoint).is_file())
+            if restored:
+                state = load_checkpoint(checkpoint, model, map_location=device)
+                if ema is not None and state.get("ema"):
+                    ema.load_state_dict(state["ema"])
+            model.eval()
             if log:
                 if not len(history):
                     log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
                 else:
-                    where = f"; the last complete epoch is saved in {shown_path(checkpoint)}" if checkpoint else ""
+                    where = (f"; the last complete epoch is saved in {shown_path(checkpoint)}, and the model holds its "
+                             "weights again" if restored else "; the model holds weights from partway through the next "
+                             "epoch (no checkpoint to go back to)")
                     log(f"interrupted after {len(history)} complete epoch(s){where}. "
                         "Continue with fit(..., resume=True) or the CLI's --resume.")
         except TrainingDivergedError as err:

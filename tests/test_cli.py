@@ -637,6 +637,7 @@ def test_a_recipe_without_set_is_unchanged(monkeypatch, capsys):
 @pytest.mark.parametrize("setting, message", [
     ("lr=0.1", "lr has its own option: use --lr"),
     ("epochs=3", "epochs has its own option: use --epochs"),
+    ("amp=false", "amp has its own option: use --amp/--no-amp"),
     ("wd=1e-3", "unknown setting 'wd'; choose one of momentum, weight_decay,"),
     ("weight_decay=much", "weight_decay expects a number, got 'much'"),
     ("weight_decay", "expected NAME=VALUE, e.g. weight_decay=1e-3, got 'weight_decay'"),
@@ -651,6 +652,19 @@ def test_a_bad_set_is_a_usage_error_naming_the_fix(setting, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--set", setting])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_no_amp_is_the_fix_the_fp16_overflow_error_names(monkeypatch):
+    """The overflow error says "train --no-amp": the flag exists and trains without mixed precision (a
+    changed setting, so another run name than the mixed-precision run's)."""
+    from course_utils.experiment import checkpoint_path
+
+    calls = _stop_before_training(monkeypatch)
+    assert main(["train", "--no-amp", "--device", "cpu"]) == 1
+    assert main(["train", "--device", "cpu"]) == 1
+    (_, off), (_, on) = calls
+    assert off.amp is False and on.amp is True and off.to_dict() == {**on.to_dict(), "amp": False}
+    assert checkpoint_path("cifarnet", off) != checkpoint_path("cifarnet", on)
 
 
 def test_a_setting_given_twice_is_a_clear_error(monkeypatch, capsys):

@@ -73,6 +73,24 @@ def test_corrupt_archive(tmp_path):
         load_cifar10(tmp_path, download=False)
 
 
+@pytest.mark.parametrize("gone", ["test", "train"])
+def test_a_copy_cut_short_is_named_not_replaced_by_a_download(image_folder, monkeypatch, gone):
+    """train/ without test/ (or the other way round): the error names the missing folder, before any archive
+    or download would put another copy in its place."""
+    import shutil
+    shutil.rmtree(image_folder / gone)
+    monkeypatch.setattr(D, "_from_torchvision", lambda *a, **k: pytest.fail("downloaded instead of naming the gap"))
+    kept = "train" if gone == "test" else "test"
+    with pytest.raises(DataFormatError, match=rf"holds {kept}/ but no {gone}/: the copy is incomplete.*tar -xzf "
+                                              r"cifar10-jpeg.tar.gz"):
+        load_cifar10(image_folder, download=True, cache=False)
+    nested = image_folder.parent / "nested"
+    (nested / "cifar10").mkdir(parents=True)
+    shutil.move(str(image_folder / kept), nested / "cifar10" / kept)   # one level down, as an archive unpacks
+    with pytest.raises(DataFormatError, match=rf"cifar10 holds {kept}/ but no {gone}/"):
+        load_cifar10(nested, download=False, cache=False)
+
+
 def test_missing_and_empty_class(image_folder):
     import shutil
     shutil.rmtree(image_folder / "train" / "frog")

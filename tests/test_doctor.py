@@ -1,6 +1,7 @@
 """`python -m course_utils doctor`: what it says on this CPU, on a simulated Colab T4 and A100 (CUDA
 queries monkeypatched), and when the data is missing."""
 import importlib.util
+import shutil
 
 import pytest
 import torch
@@ -159,6 +160,26 @@ def test_doctor_refuses_what_the_loader_refuses_several_archives_and_a_folder_be
     (root / "train" / ".ipynb_checkpoints").mkdir()   # hidden: not a class folder, for doctor or loader
     found = doctor._data_finding(str(root))
     assert found.tag == "FIX" and "has other beside CIFAR-10's ten class folders" in found.text
+    half = write_image_folder(tmp_path / "half", 1, 1)
+    shutil.rmtree(half / "test")                      # a copy cut short: the loader refuses it, so doctor does
+    found = doctor._data_finding(str(half))
+    assert found.tag == "FIX" and "holds train/ but no test/: the copy is incomplete" in found.text
+
+
+def test_doctor_reports_a_damaged_weights_card_as_a_note(tmp_path, monkeypatch):
+    """A card without a field doctor reads is the loader's clear error, as a note, not a KeyError."""
+    import json
+
+    from course_utils import pretrained
+
+    folder = tmp_path / "weights"
+    shutil.copytree(pretrained.WEIGHTS_DIR, folder)
+    info = json.loads((folder / "cifarnet.json").read_text())
+    del info["file"]
+    (folder / "cifarnet.json").write_text(json.dumps(info))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", folder)
+    found = doctor._weights_finding()
+    assert found.tag == "note" and "cifarnet.json is damaged: it lacks file." in found.text
 
 
 def test_doctor_on_a_simulated_gpu_in_a_container_with_little_shared_memory(fake_gpu, monkeypatch, image_folder):

@@ -246,6 +246,16 @@ def test_load_pretrained_names_what_is_missing(tmp_path):
         load_pretrained("resnet", folder)
 
 
+@pytest.mark.parametrize("damage", ['{"model": "cifarnet", "sha256": "ab', '<<<<<<< HEAD\n{}', '["cifarnet"]',
+                                    '{"model": "cifarnet"}'])
+def test_a_damaged_card_is_named_with_the_fix(tmp_path, damage):
+    folder = tmp_path / "weights"
+    shutil.copytree(REPO_ROOT / "course_utils" / "weights", folder)
+    (folder / "cifarnet.json").write_text(damage)
+    with pytest.raises(PretrainedError, match=r"cifarnet.json is damaged: it lacks .*git checkout -- course_utils/weights"):
+        load_pretrained("cifarnet", folder)
+
+
 def test_shipped_names_are_case_insensitive_as_model_names_are():
     """get_model("CifarNet") builds a CifarNet, so load_pretrained("CifarNet") loads the shipped one (it
     said "no shipped weights named 'CifarNet'" on Linux, and would have found the file on macOS)."""

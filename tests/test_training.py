@@ -118,6 +118,96 @@ def test_interrupted_run_resumes_to_the_same_weights_and_history(tiny_data, tmp_
         assert torch.equal(a, b), k
 
 
+class StopMidEpoch(StopAfter):
+    """Raises KeyboardInterrupt after the first batch of epoch ``n``: the weights have moved past the
+    checkpoint of epoch ``n - 1``."""
+
+    def __iter__(self):
+        self.epochs += 1
+        batches = iter(self.loader)
+        if self.epochs != self.n:
+            return batches
+
+        def one_then_stop():
+            yield next(batches)
+            raise KeyboardInterrupt
+        return one_then_stop()
+
+
+def test_a_run_stopped_mid_epoch_gives_back_the_last_complete_epochs_weights_in_eval_mode(tiny_data, tmp_path):
+    """What a notebook does with the model after the stop button (predict, plot) describes the epoch the
+    history and the checkpoint end at, not a half-trained one; with no checkpoint, the log says so."""
+    config = small_config()
+    torch.manual_seed(config.seed)
+    model = tiny_model()
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    lines = []
+    part = fit(model, StopMidEpoch(train, 2), test, config, CPU, checkpoint=tmp_path / "c.pt", progress=False,
+               log=lines.append)
+    assert part.interrupted and part.epoch == [1] and not model.training
+    saved = load_checkpoint(tmp_path / "c.pt")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert lines[-1].startswith("interrupted after 1 complete epoch(s); the last complete epoch is saved in ")
+    assert "the model holds its weights again" in lines[-1]
+
+    torch.manual_seed(config.seed)
+    unsaved = tiny_model()
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    fit(unsaved, StopMidEpoch(train, 2), test, config, CPU, progress=False, log=lines.append)
+    assert not unsaved.training and "partway through the next epoch (no checkpoint to go back to)" in lines[-1]
+    assert not all(torch.equal(saved[k], v) for k, v in unsaved.state_dict().items())   # it did move on
+
+
+def test_a_stopped_runs_result_refuses_the_test_set_until_it_is_finished():
+    """Notebook 11's per-class cell calls require_finished first: a run stopped after epoch 1 of 2 is to be
+    continued, not scored on the test set; a finished one passes."""
+    from course_utils.experiment import RunNotFinished, RunResult
+    from course_utils.training import History
+
+    history = History()
+    history.append(epoch=1)
+    history.interrupted = True
+    result = RunResult(None, history, None, small_config(epochs=2), CPU, {}, None, None, None)
+    assert not result.finished
+    with pytest.raises(RunNotFinished, match=r"stopped after epoch 1 of 2.*set RESUME = True in the training cell"):
+        result.require_finished()
+    history.interrupted = False
+    with pytest.raises(RunNotFinished):          # not marked, but short of its epochs all the same
+        result.require_finished()
+    history.append(epoch=2)
+    assert result.finished and result.require_finished() is None
+
+
+def test_resume_needs_a_run_to_continue(tiny_data, tmp_path):
+    """resume=True with no checkpoint is an error, not a silent fresh run; a weights-only file (shipped or
+    exported) is named as such, with the way to train from it; a file without weights is refused."""
+    config = small_config(epochs=2)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    with pytest.raises(ValueError, match=r"resume=True continues the run saved in checkpoint=.*pass checkpoint="):
+        fit(tiny_model(), train, test, config, CPU, resume=True, progress=False, log=None)
+    save_checkpoint(tmp_path / "weights.pt", tiny_model())          # what export writes: the weights alone
+    with pytest.raises(CheckpointError, match=r"holds weights only \(shipped or exported\?\).*lacks optimizer, "
+                                              r"scheduler, epoch, history, config.*load_checkpoint\(path, model\)"):
+        fit(tiny_model(), train, test, config, CPU, resume=tmp_path / "weights.pt", progress=False, log=None)
+    torch.save({"format": load_checkpoint(tmp_path / "weights.pt")["format"], "model_class": "Sequential"},
+               tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        load_checkpoint(tmp_path / "empty.pt", tiny_model())
+
+
+def test_a_whole_number_for_a_float_setting_is_the_same_run():
+    """label_smoothing=0 and 0.0 are one setting: the same config, the same run name (so --resume finds a
+    run started from Python, and the other way round), the same record."""
+    from course_utils.experiment import checkpoint_path
+
+    as_int, as_float = TrainConfig.recipe("course", label_smoothing=0), TrainConfig.recipe("course", label_smoothing=0.0)
+    assert isinstance(as_int.label_smoothing, float) and as_int.to_dict() == as_float.to_dict()
+    assert checkpoint_path("cifarnet", as_int).name == checkpoint_path("cifarnet", as_float).name
+    assert checkpoint_path("cifarnet", TrainConfig(weight_decay=0)).name == checkpoint_path(
+        "cifarnet", TrainConfig(weight_decay=0.0)).name
+    assert isinstance(TrainConfig(epochs=3).epochs, int)          # whole-number settings stay ints
+
+
 def recording_scaler(made):
     """A GradScaler class that keeps every instance in ``made`` and counts its steps and loads. It starts
     at a scale of 16 so that fp16 on the CPU does not overflow at once."""
@@ -282,7 +372,8 @@ def test_an_fp16_batch_that_overflows_is_a_skipped_step_not_a_diverged_run():
         model = tiny_model()
         _overflowing(model, at_inf)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        match = "3 of 4 batches overflowed in fp16.*--set amp=false" if scaler else "the training loss became nan"
+        match = r"3 of 4 batches overflowed in fp16.*train --no-amp; TrainConfig\(amp=False\)" if scaler else \
+            "the training loss became nan"
         with pytest.raises(TrainingDivergedError, match=match):
             train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=scaler, progress=False)
 
@@ -298,7 +389,7 @@ def test_an_fp16_overflow_that_reached_batchnorms_statistics_stops_the_run():
     _overflowing(next(m for m in model.modules() if isinstance(m, nn.Conv2d)), {2})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with pytest.raises(TrainingDivergedError, match=r"1 of 4 batches overflowed in fp16.*running statistics.*"
-                                                    r"--set amp=false"):
+                                                    r"train --no-amp"):
         train_one_epoch(model, loader, optimizer, CPU, amp=False, scaler=torch.amp.GradScaler("cpu"), progress=False)
     assert not all(torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())
 
