@@ -134,11 +134,20 @@ class RFRow:
 
 
 class ReceptiveFieldTable(list):
-    """Rows of ``RFRow`` in execution order. ``final`` is the receptive field of the last conv/pool
-    layer before global pooling: how much of the image one position of the last feature map sees."""
+    """Rows of ``RFRow`` in execution order. ``final`` is the receptive field of the map the network pools
+    globally last (its classifier's global pooling, or a flatten): how much of the image one position of
+    that map sees. Branches count: a map that is the sum of a residual body and a shortcut sees what the
+    body sees, even when the shortcut's conv runs after the body's. Without global pooling, it is the
+    field of the last conv/pool layer."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.pooled: list[float] = []   # the field of each local map pooled away, in execution order
 
     @property
     def final(self) -> int:
+        if self.pooled:
+            return int(self.pooled[-1])
         rows = [r for r in self if not r.global_pool]
         if not rows:
             raise ValueError("the model has no conv or pool layer")
@@ -242,6 +251,13 @@ class _Tracker(TorchFunctionMode):
         jump = max(m[1] for m in (local or inputs))
         name = getattr(func, "__name__", "")
         x = args[0] if args else kwargs.get("input")
+        seen = rf   # the local field going in: what a global pooling here pools
+        if (not is_global and isinstance(out, torch.Tensor) and out.dim() <= 2 and isinstance(x, torch.Tensor)
+                and x.dim() >= 4 and tuple(x.shape[-2:]) != (1, 1)):
+            # the map's positions are gone (x.mean((2, 3)), x.flatten(1), x.amax((2, 3))): what follows is
+            # global context, and a conv over the channels of that vector (ECA as x.mean((2, 3)).unsqueeze(1)
+            # and a Conv1d) does not widen the field of any position
+            is_global = True
         if isinstance(out, torch.Tensor) and out.dim() >= 3 and isinstance(x, torch.Tensor) and not is_global:
             squeezed = out.shape[-2:] == (1, 1) and x.dim() >= 3 and tuple(x.shape[-2:]) != (1, 1)
             if name in _CONV:
@@ -292,6 +308,8 @@ class _Tracker(TorchFunctionMode):
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context
                 is_global = True
+        if is_global and local:
+            self.rows.pooled.append(seen)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self.mark(t, rf, jump, is_global)
@@ -322,7 +340,9 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     for name, module in model.named_modules():
         hooks.append(module.register_forward_pre_hook(enter(name)))
         hooks.append(module.register_forward_hook(leave))
-    x = torch.rand(1, *input_size, device=_model_device(model))
+    # drawn from a generator of its own: the global one is left where it was, so a model built after this call
+    # gets the same weights whether or not the cell that called it ran (or ran twice)
+    x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(0)).to(_model_device(model))
     tracker = _Tracker(names)
     tracker.mark(x, 1.0, 1.0)
     try:

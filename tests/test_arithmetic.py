@@ -334,3 +334,17 @@ def test_a_resize_by_a_different_factor_per_axis_is_refused_like_a_non_square_ke
         receptive_field(nn.Sequential(_Resize(size=(8, 32), mode="area"), nn.Conv2d(1, 1, 1)), (1, 32, 32))
     # the same factor on a map that is not square is fine
     assert receptive_field(nn.Sequential(_Resize(scale_factor=0.5, mode="area"), nn.Conv2d(1, 1, 1)), (1, 16, 32)).final == 2
+
+
+def test_receptive_field_leaves_the_global_random_stream_alone():
+    """A notebook cell that inspects a model must not change the weights of a model a later cell builds."""
+    from course_utils.inspection import receptive_field
+    from course_utils.models import CifarNet
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))   # built first: its init draws from the stream
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    receptive_field(model)
+    assert torch.equal(torch.rand(3), expected)
+    assert receptive_field(CifarNet()).final == 77

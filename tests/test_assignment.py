@@ -306,3 +306,48 @@ def test_a_call_the_pooling_watcher_cannot_follow_never_fails_the_check(monkeypa
     monkeypatch.setattr(assignment._Watcher, "_watch_pooling", cannot)
     report = check(CifarNet())
     assert report.failed() == ["global average pooling"] and report["global average pooling"].measured == "none found"
+
+
+class _ProjectedDown(nn.Module):
+    """A ResNet downsampling block as learners write it: the body, then the 1x1 stride-2 shortcut, summed.
+    The shortcut's conv runs after the body's, so it is the last conv row of the table."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.body = nn.Sequential(block(c_in, c_out, stride=2), block(c_out, c_out))
+        self.proj = nn.Conv2d(c_in, c_out, 1, stride=2, bias=False)
+
+    def forward(self, x):
+        return self.body(x) + self.proj(x)
+
+
+class _LearnersECA(nn.Module):
+    """ECA as a learner writes it: a 2-D mean (no keepdim), a Conv1d across the channels, a gate."""
+
+    def __init__(self, k=5):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.conv(x.mean((2, 3)).unsqueeze(1))).squeeze(1)
+        return x * gate[:, :, None, None]
+
+
+def test_the_receptive_field_is_the_pooled_maps_with_a_shortcut_after_the_body_and_a_gate_over_channels():
+    """The rule reads the field of the map the classifier pools: a projection shortcut that runs after the
+    body does not shrink it to the shortcut's own (it did: 21 instead of 61), and a Conv1d over a pooled
+    vector's channels does not widen it (a learner's ECA passed a too-shallow net: 57 instead of 25)."""
+    from course_utils import receptive_field
+
+    w = 16
+    shortcut = nn.Sequential(block(3, w), _ProjectedDown(w, 2 * w), _ProjectedDown(2 * w, 4 * w),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
+    plain = nn.Sequential(block(3, w), *_ProjectedDown(w, 2 * w).body, *_ProjectedDown(2 * w, 4 * w).body,
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
+    table = receptive_field(shortcut)
+    assert table[-2].rf < table.final == receptive_field(plain).final      # the last conv row is the shortcut's
+    shallow = [block(3, w), block(w, 2 * w, stride=2), block(2 * w, 2 * w)]
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 10)]
+    without = receptive_field(nn.Sequential(*shallow, *head)).final
+    assert receptive_field(nn.Sequential(*shallow, _LearnersECA(), *head)).final == without
+    assert check(nn.Sequential(*shallow, _LearnersECA(), *head))["receptive field"].measured == f"{without} pixels"
