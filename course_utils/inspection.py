@@ -322,8 +322,8 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
 
     One forward pass of a random ``(1, *input_size)`` batch in eval mode is watched; nothing is
     trained or changed. Rows name the module that ran the operation (``c2.1.body.1.0``). ``.final``
-    is the receptive field of the last conv/pool layer before global pooling; printing the table
-    shows every row.
+    is the receptive field of the map the network pools globally last (``ReceptiveFieldTable.final``);
+    printing the table shows every row.
     """
     _check_image_input(model, input_size)
     names: list[str] = []
