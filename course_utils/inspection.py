@@ -324,6 +324,11 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     trained or changed. Rows name the module that ran the operation (``c2.1.body.1.0``). ``.final``
     is the receptive field of the map the network pools globally last (``ReceptiveFieldTable.final``);
     printing the table shows every row.
+
+    After upsampling (pixel shuffle, a resize, a transposed conv) the jump is a fraction of a pixel and a
+    conv's growth is counted in those fractions: exact for a factor of 2 with odd kernels (the kit's
+    cases), a lower bound for 3 or more, where a 3×3 conv after a ×3 upsampling reaches one whole input
+    pixel further, not two thirds of one (``empirical_receptive_field`` measures it).
     """
     _check_image_input(model, input_size)
     names: list[str] = []

@@ -348,3 +348,18 @@ def test_receptive_field_leaves_the_global_random_stream_alone():
     receptive_field(model)
     assert torch.equal(torch.rand(3), expected)
     assert receptive_field(CifarNet()).final == 77
+
+
+@pytest.mark.parametrize("factor, exact", [(2, True), (3, False)])
+def test_the_field_after_upsampling_is_exact_by_two_and_a_lower_bound_beyond(factor, exact):
+    """What receptive_field's docstring says of fractional jumps: a 3x3 conv after a x2 upsampling adds
+    what the gradient measures; after x3 the table stays below the measurement."""
+    from course_utils.inspection import empirical_receptive_field, receptive_field
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Upsample(scale_factor=factor), nn.Conv2d(1, 1, 3, padding=1))
+    for p in model.parameters():
+        nn.init.uniform_(p, 0.5, 1.0)
+    rows, _ = np.nonzero(empirical_receptive_field(model, (1, 12, 12)) > 1e-12)
+    measured, table = rows.max() - rows.min() + 1, receptive_field(model, (1, 12, 12)).final
+    assert (table == measured) if exact else (table < measured)
