@@ -285,8 +285,7 @@ def check(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), num_
                          f"it returned shape {tuple(out.shape)}. End with global pooling, flatten and nn.Linear(C, {num_classes})")
     table = receptive_field(model, input_size)
     local = [r for r in table if not r.global_pool]
-    rf = int(local[-1].rf) if local else 1
-    jump = local[-1].jump if local else 1
+    rf, jump = (table.final, table.final_jump) if local else (1, 1)
     dilated = [c for c in watcher.convs if c.dilation > 1 and max(c.kernel) > 1]
     pairs = _separable_pairs(watcher.convs)
     report = Report()

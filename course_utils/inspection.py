@@ -142,16 +142,26 @@ class ReceptiveFieldTable(list):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        self.pooled: list[float] = []   # the field of each local map pooled away, in execution order
+        # (field, jump) of the map behind the model's output: the map itself when the output is a map, the
+        # map pooled into it when the output is global; None where the output was not followed
+        self.output_field: tuple[float, float] | None = None
 
-    @property
-    def final(self) -> int:
-        if self.pooled:
-            return int(self.pooled[-1])
+    def _final(self) -> tuple[float, float]:
+        if self.output_field is not None:
+            return self.output_field
         rows = [r for r in self if not r.global_pool]
         if not rows:
             raise ValueError("the model has no conv or pool layer")
-        return int(rows[-1].rf)
+        return rows[-1].rf, rows[-1].jump
+
+    @property
+    def final(self) -> int:
+        return int(self._final()[0])
+
+    @property
+    def final_jump(self) -> float:
+        """The jump of that map: how many input pixels apart its neighbouring positions sit."""
+        return self._final()[1]
 
     def __str__(self) -> str:
         header = ("layer", "op", "k", "s", "d", "p", "out", "jump", "RF")
@@ -230,8 +240,10 @@ class _Tracker(TorchFunctionMode):
         self.rows = ReceptiveFieldTable()
         self.names = names
 
-    def mark(self, t: torch.Tensor, rf: float, jump: float, is_global: bool = False) -> None:
-        self.meta[id(t)] = (rf, jump, is_global)
+    def mark(self, t: torch.Tensor, rf: float, jump: float, is_global: bool = False,
+             pooled: tuple[float, float] | None = None) -> None:
+        """``pooled``: for a global tensor, the (field, jump) of the map pooled into it."""
+        self.meta[id(t)] = (rf, jump, is_global, pooled)
         self.keep.append(t)
 
     def _row(self, op, k, s, d, p, out, jump, rf, is_global) -> None:
@@ -251,7 +263,7 @@ class _Tracker(TorchFunctionMode):
         jump = max(m[1] for m in (local or inputs))
         name = getattr(func, "__name__", "")
         x = args[0] if args else kwargs.get("input")
-        seen = rf   # the local field going in: what a global pooling here pools
+        seen = (rf, jump)   # the local map going in: what a global pooling here pools
         if (not is_global and isinstance(out, torch.Tensor) and out.dim() <= 2 and isinstance(x, torch.Tensor)
                 and x.dim() >= 4 and tuple(x.shape[-2:]) != (1, 1)):
             # the map's positions are gone (x.mean((2, 3)), x.flatten(1), x.amax((2, 3))): what follows is
@@ -308,11 +320,12 @@ class _Tracker(TorchFunctionMode):
                 jump = jump * x.shape[-1] / out.shape[-1]
             elif squeezed:  # x.mean((2, 3)) and friends: global context
                 is_global = True
-        if is_global and local:
-            self.rows.pooled.append(seen)
+        pooled = None
+        if is_global:   # pooled here (from a local map), or carried from the global inputs' own
+            pooled = seen if local else max((m[3] for m in inputs if m[3] is not None), default=None)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
-                self.mark(t, rf, jump, is_global)
+                self.mark(t, rf, jump, is_global, pooled)
         return out
 
 
@@ -352,10 +365,14 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     tracker.mark(x, 1.0, 1.0)
     try:
         with _eval_mode(model), torch.no_grad(), tracker:
-            model(x)
+            out = model(x)
     finally:
         for h in hooks:
             h.remove()
+    followed = [tracker.meta[id(t)] for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and id(t) in tracker.meta]
+    if followed:
+        rf, jump, is_global, pooled = followed[0]
+        tracker.rows.output_field = pooled if is_global else (rf, jump)
     if print_table:
         print(tracker.rows)
     return tracker.rows

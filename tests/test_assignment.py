@@ -346,8 +346,35 @@ def test_the_receptive_field_is_the_pooled_maps_with_a_shortcut_after_the_body_a
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
     table = receptive_field(shortcut)
     assert table[-2].rf < table.final == receptive_field(plain).final      # the last conv row is the shortcut's
+    assert check(shortcut)["receptive field"].measured == f"{table.final} pixels"   # the rule reads the same field
     shallow = [block(3, w), block(w, 2 * w, stride=2), block(2 * w, 2 * w)]
     head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 10)]
     without = receptive_field(nn.Sequential(*shallow, *head)).final
     assert receptive_field(nn.Sequential(*shallow, _LearnersECA(), *head)).final == without
     assert check(nn.Sequential(*shallow, _LearnersECA(), *head))["receptive field"].measured == f"{without} pixels"
+
+
+class _Gate(nn.Module):
+    """An SE-style gate: squeeze each channel to its mean, rescale the map."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+
+
+class _FlatMeanHead(nn.Module):
+    """Global pooling written as flatten(2).mean(-1), a form the tracker does not take for a pooling."""
+
+    def forward(self, x):
+        return x.flatten(2).mean(-1)
+
+
+def test_a_gates_squeeze_is_not_the_networks_field():
+    """A gate pools a map into a vector, but the network goes on from the gated map: with no global pooling
+    at the end (a super-resolution net), or one written in a form the tracker does not follow, the field
+    is the last map's, not the gate's earlier one."""
+    from course_utils import receptive_field
+
+    convs = [nn.Conv2d(3, 8, 3, padding=1), _Gate(), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)]
+    assert receptive_field(nn.Sequential(*convs)).final == 7                # a map out: its own field
+    assert receptive_field(nn.Sequential(*convs, _FlatMeanHead(), nn.Linear(8, 10))).final == 7
+    assert receptive_field(nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))).final == 7
