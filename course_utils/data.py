@@ -317,7 +317,8 @@ def _refuse_half_image_folder(root: Path) -> None:
     candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
     for c in candidates:
         have = [s for s in ("train", "test") if (c / s).is_dir()]
-        if len(have) == 1:
+        # another data set beside the copy (imagenette's train/ and val/) is not a CIFAR-10 copy cut short
+        if len(have) == 1 and any((c / have[0] / name).is_dir() for name in CLASSES):
             missing = "test" if have == ["train"] else "train"
             raise DataFormatError(
                 f"{c} holds {have[0]}/ but no {missing}/: the copy is incomplete (an extraction or a copy cut short?). "

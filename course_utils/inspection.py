@@ -43,6 +43,15 @@ def _check_image_input(model: nn.Module, input_size) -> None:
                          f"got {input_size!r}")
 
 
+def _runs_on(model: nn.Module, input_size) -> bool:
+    """Whether one forward pass of a zero input of ``input_size`` (plus the batch of one) succeeds."""
+    try:
+        _probe(model, [], tuple(input_size))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no
+        return False
+
+
 def _check_one_sample(input_size) -> None:
     """The counting tools take one input's shape, without the batch dimension: (3, 32, 32) for an image,
     (C, L) for a 1-D model, (C, D, H, W) for a 3-D one."""
@@ -568,7 +577,8 @@ def macs_by_module(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) 
         _probe(model, [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
                        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))], input_size)
     except (ValueError, RuntimeError) as err:
-        if len(input_size) == 4 and input_size[0] == 1:   # (1, 3, 32, 32): a batch of one, given as one input
+        if len(input_size) == 4 and input_size[0] == 1 and _runs_on(model, input_size[1:]):
+            # (1, 3, 32, 32): a batch of one given as one input, which the model takes without the 1
             raise ValueError(f"input_size is one input's shape without the batch dimension: {tuple(input_size[1:])}, "
                              f"not {tuple(input_size)} (the tools add the batch of one themselves)") from err
         raise

@@ -776,21 +776,27 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
             # the weights stopped partway through an epoch: give back those of the last complete epoch (what the
             # history and the checkpoint describe), in eval mode, so what a notebook does next with the model
             # describes that epoch, not a half-trained one
-            restored = bool(checkpoint and len(history) and Path(checkpoint).is_file())
-            if restored:
-                state = load_checkpoint(checkpoint, model, map_location=device)
-                if ema is not None and state.get("ema"):
-                    ema.load_state_dict(state["ema"])
+            restored = False
+            if checkpoint and len(history) and Path(checkpoint).is_file():
+                try:   # only the epoch the history ends at (not an older file's, nor one a step ahead)
+                    if int(load_checkpoint(checkpoint, map_location="cpu").get("epoch", -1)) == len(history):
+                        load_checkpoint(checkpoint, model, map_location=device)
+                        restored = True
+                except CheckpointError:
+                    pass
             model.eval()
             if log:
                 if not len(history):
                     log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
                 else:
-                    where = (f"; the last complete epoch is saved in {shown_path(checkpoint)}, and the model holds its "
-                             "weights again" if restored else "; the model holds weights from partway through the next "
-                             "epoch (no checkpoint to go back to)")
-                    log(f"interrupted after {len(history)} complete epoch(s){where}. "
-                        "Continue with fit(..., resume=True) or the CLI's --resume.")
+                    if restored:
+                        log(f"interrupted after {len(history)} complete epoch(s); the last complete epoch is saved in "
+                            f"{shown_path(checkpoint)}, and the model holds its weights again. "
+                            "Continue with fit(..., resume=True) or the CLI's --resume.")
+                    else:
+                        log(f"interrupted after {len(history)} complete epoch(s); the model holds weights from partway "
+                            "through the next epoch (no checkpoint of this epoch to go back to: pass checkpoint=... "
+                            "to be able to continue a run).")
         except TrainingDivergedError as err:
             where = (f" The checkpoint of epoch {len(history)} in {shown_path(checkpoint)} is kept."
                      if checkpoint and len(history)

@@ -91,6 +91,18 @@ def test_a_copy_cut_short_is_named_not_replaced_by_a_download(image_folder, monk
         load_cifar10(nested, download=False, cache=False)
 
 
+def test_another_data_set_beside_the_copy_is_not_a_copy_cut_short(image_folder, tmp_path):
+    """A shared datasets folder: imagenette's train/ and val/ beside CIFAR-10's folder is another data set,
+    not a CIFAR-10 copy without test/."""
+    shared = tmp_path / "datasets"
+    (shared / "imagenette2-160" / "train" / "n01440764").mkdir(parents=True)
+    (shared / "imagenette2-160" / "val").mkdir()
+    with tarfile.open(shared / "cifar10-jpeg.tar.gz", "w:gz") as tar:   # the CIFAR-10 copy, still packed
+        for split in ("train", "test"):
+            tar.add(image_folder / split, arcname=split)
+    assert len(load_cifar10(shared, download=False, cache=False).train_labels) == 60
+
+
 def test_missing_and_empty_class(image_folder):
     import shutil
     shutil.rmtree(image_folder / "train" / "frog")

@@ -965,6 +965,15 @@ def test_readme_ablation_table_quotes_the_committed_study():
         assert seeds == ("—" if name == "reference" else words[verdicts[name]]), name
         quoted.append(name)
     assert quoted == [v.name for v in ablation.VARIANTS]
+    # notebook 09's reading of the figure: the reference's bar (mean +- one std) is not its seeds' range
+    ref = summary["reference"]
+    low, high = float(ref["val_mean"]) - float(ref["val_std"]), float(ref["val_mean"]) + float(ref["val_std"])
+    ref_seeds = [float(r["final_val_acc"]) for r in ablation.read_csv(figures / ablation.RUNS_CSV) if r["variant"] == "reference"]
+    assert low < min(ref_seeds) and high < max(ref_seeds)
+    nb09 = " ".join(" ".join("".join(c["source"]) for c in json.loads(
+        (REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown").split())
+    assert (f"the reference's bar, {low:.2f}–{high:.2f}%, reaches below its lowest seed and stops short of its "
+            "highest") in nb09
     # the reference's seed 1 trained alone on both threads: outside the study's seed range, as docs say
     alone = _published("ablation-e4-reference-s1-alone")["row"]
     seeds = [float(r["final_val_acc"]) for r in ablation.read_csv(figures / ablation.RUNS_CSV) if r["variant"] == "reference"]

@@ -154,8 +154,29 @@ def test_a_run_stopped_mid_epoch_gives_back_the_last_complete_epochs_weights_in_
     unsaved = tiny_model()
     train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
     fit(unsaved, StopMidEpoch(train, 2), test, config, CPU, progress=False, log=lines.append)
-    assert not unsaved.training and "partway through the next epoch (no checkpoint to go back to)" in lines[-1]
+    assert not unsaved.training and "partway through the next epoch (no checkpoint of this epoch" in lines[-1]
+    assert "resume=True" not in lines[-1]                    # advice that would fail without a checkpoint
     assert not all(torch.equal(saved[k], v) for k, v in unsaved.state_dict().items())   # it did move on
+
+
+def test_a_stop_never_loads_another_epochs_checkpoint(tiny_data, tmp_path):
+    """Resumed from one file with checkpoint= naming an older one, and stopped before an epoch is saved:
+    the model keeps the resumed weights (the older file is not this history's epoch) and the history
+    comes back, no error from the stop."""
+    config = small_config(epochs=3)
+    train, test = make_loaders(tiny_data, config.batch_size, seed=config.seed)
+    torch.manual_seed(config.seed)
+    fit(tiny_model(), StopAfter(train, 2), test, config, CPU, checkpoint=tmp_path / "old.pt", progress=False, log=None)
+    torch.manual_seed(config.seed)
+    fit(tiny_model(), StopAfter(train, 3), test, config, CPU, checkpoint=tmp_path / "new.pt", progress=False, log=None)
+    assert load_checkpoint(tmp_path / "old.pt")["epoch"] == 1 and load_checkpoint(tmp_path / "new.pt")["epoch"] == 2
+    model, lines = tiny_model(), []
+    h = fit(model, StopAfter(train, 1), test, config, CPU, checkpoint=tmp_path / "old.pt", resume=tmp_path / "new.pt",
+            progress=False, log=lines.append)
+    assert h.interrupted and h.epoch == [1, 2] and not model.training
+    resumed = load_checkpoint(tmp_path / "new.pt")["model"]
+    assert all(torch.equal(resumed[k], v) for k, v in model.state_dict().items())
+    assert "no checkpoint of this epoch" in lines[-1]
 
 
 def test_a_stopped_runs_result_refuses_the_test_set_until_it_is_finished():
