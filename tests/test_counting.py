@@ -18,7 +18,14 @@ from course_utils.layers import (CBAM, ECA, DepthwiseSeparableConv2d, PixelShuff
                                  SqueezeExcitation, TransposedUpsample)
 from course_utils.models import MODELS, cifarnet_cbam, count_parameters
 
-fvcore_nn = pytest.importorskip("fvcore.nn", reason="fvcore is in requirements-dev.txt")
+try:
+    import fvcore.nn as fvcore_nn   # the independent counter: requirements-dev.txt installs it
+except ImportError:
+    from conftest import in_ci
+
+    if in_ci():   # CI installs it: its absence there is a failure, not a quiet skip of every check against it
+        raise
+    pytest.skip("fvcore is in requirements-dev.txt", allow_module_level=True)
 
 
 def fvcore_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
@@ -143,7 +150,21 @@ def test_v1s_full_3x3_convs_at_32x32_and_16x16_do_90_percent_of_its_macs():
     full = [m for m in inputs if m.kernel_size == (3, 3) and m.groups == 1 and inputs[m][1] in (32, 16)]
     share = sum(count_macs(m, inputs[m]) for m in full) / count_macs(model)
     assert len(full) == 5   # two convs at 32×32, the stride-2 one that leaves it, two at 16×16 (one dilated)
-    assert f"{count_macs(model) / 1e6:.1f} M" == "37.5 M" and f"{share:.0%}" == "90%"
+    # the texts that say it, each read: the share and the totals computed here
+    import json
+
+    from course_utils.models import count_parameters
+    from course_utils.runtime import REPO_ROOT
+
+    total, pct = count_macs(model), f"{share:.0%}"
+    docstring = " ".join(CifarNetV1.__doc__.split())
+    assert f"{total / 1e6:.1f} M multiply-accumulates per image, {pct} of them in full 3×3 convs at 32×32 and 16×16" in docstring
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert (f"(`CifarNetV1`, {count_parameters(model):,} parameters, {total / 1e6:.2f} M MACs, kept as a reference) "
+            f"spent {pct} of its compute in full 3×3 convolutions at 32×32 and 16×16") in readme
+    notebook = json.loads((REPO_ROOT / "notebooks/11_full_training.ipynb").read_text())
+    lesson = " ".join("".join(notebook["cells"][0]["source"]).split())
+    assert f"spent {pct} of its compute in full convolutions at 32×32 and 16×16" in lesson
 
 
 def test_counting_macs_and_stages_leave_no_hooks_and_keep_the_mode_even_when_the_forward_fails():

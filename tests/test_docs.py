@@ -112,6 +112,25 @@ def test_readme_time_in_class_is_computed_from_the_committed_runs():
     from course_utils.assignment import train_design
     assert inspect.signature(train_design).parameters["epochs"].default is None
     assert "(default: 5," in train_design.__doc__ and "trains for 5 epochs of the course recipe (an eighth of" in prose
+    # and it does: the run train_design starts, watched (nothing trains), outside smoke mode
+    from course_utils import experiment
+    from course_utils.config import TrainConfig
+    from course_utils.models import CifarNet
+
+    seen = []
+
+    def watch(model, data, config, device, log=print):
+        seen.append(config)
+        raise RuntimeError("watched, not trained")
+
+    original = experiment.train
+    experiment.train = watch
+    try:
+        with pytest.raises(RuntimeError, match="watched"):
+            train_design(CifarNet, data=object(), device="cpu")
+    finally:
+        experiment.train = original
+    assert seen[0].epochs == 5 == TrainConfig().epochs // 8
     notebook_07 = (REPO_ROOT / "notebooks/07_channel_attention.ipynb").read_text()
     assert 'trained_model(name, data, config, device) for name in (\\"se\\", \\"cbam\\")' in notebook_07
 

@@ -278,6 +278,11 @@ def test_shipped_weights_are_small_and_their_card_is_complete():
     record = json.loads((REPO_ROOT / "figures" / "runs" / info["run_record"]).read_text())
     assert info["device"] == "cpu", "a card from a GPU run: derive its precision from the card's capability here"
     assert info["precision"] == record["precision"] == "fp32"
+    # every number the card (and doctor, and notebook 11) states is the record's
+    for key in ("model", "parameters", "epochs", "final_val_acc", "final_test_acc", "final_test_acc_flip_tta",
+                "device", "device_name", "threads", "config"):
+        assert info[key] == record[key], key
+    assert info["train_minutes"] == round(record["train_seconds"] / 60, 1)
 
 
 class _LeavesAMark:
@@ -478,9 +483,16 @@ def test_readme_results_rows_quote_their_published_records():
     rows = [(row, re.search(r"figures/runs/[\w.-]+\.json", " ".join(row))) for row in _results_rows()]
     cited = [(row, m.group(0)) for row, m in rows if m]
     assert len(cited) >= 2, "the results table cites no published records"
+    from course_utils.inspection import count_macs
+    from course_utils.models import MODELS, get_model
+
+    macs_checked = 0
     for row, name in cited:
         record = json.loads((REPO_ROOT / name).read_text())
-        model, params, _macs, _device, recipe, minutes, ips, val, test, _source = row
+        model, params, macs, _device, recipe, minutes, ips, val, test, _source = row
+        if record["model"] in MODELS:   # two tried networks were registered in their session only (the row says how)
+            assert macs == f"{count_macs(get_model(record['model'])) / 1e6:.2f} M", (name, macs)
+            macs_checked += 1
         assert params == f"{record['parameters']:,}", (name, params)
         assert minutes.startswith(f"{record['train_seconds'] / 60:.1f} min"), (name, minutes)
         passes = record["history"].get("train_seconds")
@@ -494,8 +506,12 @@ def test_readme_results_rows_quote_their_published_records():
         else:  # a final run on all training images: nothing held out, so no validation number
             assert record["final_val_acc"] is None and val.startswith("— (none held out)"), (name, val)
         assert re.sub(r"[*]", "", test).startswith(f"{record['final_test_acc']:.2f}%"), (name, test)
+        flip = re.search(r"\(([\d.]+)% with flip averaging", test)
+        if flip:   # the figure beside the plain one is the record's too
+            assert flip.group(1) == f"{record['final_test_acc_flip_tta']:.2f}", (name, test)
         assert not record["interrupted"] and not record["smoke"] and record["epochs"] == record["epochs_planned"]
         assert "/work/" not in json.dumps(record) and not record["checkpoint"].startswith("/")
+    assert macs_checked >= 30
 
 
 def _row_commands(source: str) -> list[str]:
@@ -1251,6 +1267,11 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
         (REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
     prose = " ".join(prose.split())
     r = {name: speeds[name] for name in speeds}
+    # max-pool's MACs against the reference's, from the study's own rows
+    from course_utils import ablation
+
+    macs = {row["variant"]: int(row["macs"]) for row in ablation.read_csv(REPO_ROOT / "figures" / ablation.RUNS_CSV)}
+    macs_ratio = f"{macs['maxpool'] / macs['reference']:.2f}×"
     assert (f"measured the max-pool variant at {r['maxpool'][0]}× the reference's training images per second "
             f"(range {r['maxpool'][1]}–{r['maxpool'][2]})") in prose
     assert f"It also trains at {r['dilated-stride'][0]}× the reference's speed ({r['dilated-stride'][1]}–" in prose
@@ -1259,7 +1280,9 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
     assert (f"SE and ECA measured {r['se'][0]}× ({r['se'][1]}–{r['se'][2]}) and {r['eca'][0]}× "
             f"({r['eca'][1]}–{r['eca'][2]}), ranges that include 1: on this run their cost is no reading") in prose
     for other in ("11_full_training", "12_assignment"):   # the lessons that cite the max-pool finding
-        assert f"1.53× the MACs and {r['maxpool'][0]}× the speed" in (REPO_ROOT / f"notebooks/{other}.ipynb").read_text()
+        assert f"{macs_ratio} the MACs and {r['maxpool'][0]}× the speed" in (REPO_ROOT / f"notebooks/{other}.ipynb").read_text()
+    assert f"so it does {macs_ratio} the MACs" in prose and f"max-pool ({macs_ratio} the MACs)" in prose
+    assert f"max-pool (by spending {macs_ratio} the MACs" in _readme_prose()
     # what the prose reads as findings are readings (ranges clear of 1), and SE and ECA's are not
     assert all(r[v][3] for v in ("maxpool", "dilated-stride", "standard-conv", "cbam"))
     assert not r["se"][3] and not r["eca"][3]

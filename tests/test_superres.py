@@ -26,6 +26,16 @@ def test_the_three_upsamplers_have_equal_weights_and_double_the_size(kind):
     assert net(torch.rand(2, 3, 16, 16)).shape == (2, 3, 32, 32)
 
 
+def test_the_baseline_is_bilinear_by_hand():
+    """The baseline's values on a 2x2 input, computed by hand (align_corners=False: output pixel i samples
+    the input at (i + 0.5) / 2 - 0.5, clamped at the border, and mixes its two neighbours linearly)."""
+    x = torch.tensor([[0.0, 1.0], [2.0, 3.0]]).view(1, 1, 2, 2)
+    row = [0.0, 0.25, 0.75, 1.0]                            # one axis: positions -0.25, 0.25, 0.75, 1.25 -> clamp
+    expected = torch.tensor([[a + 2 * b for a in row] for b in row]).view(1, 1, 4, 4)
+    assert torch.allclose(sr.bilinear(x), expected)
+    assert sr.bilinear(x).shape == (1, 1, 4, 4)
+
+
 def test_a_zero_upsampler_returns_the_bilinear_baseline():
     net = sr.SuperResolutionNet("pixel_shuffle", width=4)
     for p in net.up.parameters():
