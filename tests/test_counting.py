@@ -18,8 +18,12 @@ from course_utils.layers import (CBAM, ECA, DepthwiseSeparableConv2d, PixelShuff
                                  SqueezeExcitation, TransposedUpsample)
 from course_utils.models import MODELS, cifarnet_cbam, count_parameters
 
+import warnings
+
 try:
-    import fvcore.nn as fvcore_nn   # the independent counter: requirements-dev.txt installs it
+    with warnings.catch_warnings():   # its import scripts a function: torch deprecates torch.jit.script (as importorskip hid)
+        warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+        import fvcore.nn as fvcore_nn   # the independent counter: requirements-dev.txt installs it
 except ImportError:
     from conftest import in_ci
 
