@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import time
@@ -274,8 +275,9 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     raise DataNotFoundError(
         "CIFAR-10 not found. Looked for:\n  - " + "\n  - ".join(looked) + f"\nand {reason}.\n"
         "To fix it, either\n"
-        f"  * put a copy in {root}: a folder with train/<class>/ and test/<class>/ images, or a .tar.gz "
-        "of one (the offline copy: tar -xzf cifar10-jpeg.tar.gz -C " + str(root) + "), or\n"
+        f"  * put a copy in {root}: the official cifar-10-python.tar.gz ({OFFICIAL_PAGE}, 170 MB, copied on a "
+        "USB stick or a shared drive) as it is, or a folder with train/<class>/ and test/<class>/ images, or a "
+        ".tar.gz of one (an archive is extracted on first use), or\n"
         f"  * point {DATA_ENV} (or data_dir=... / --data-dir) at the folder that holds your copy, or\n"
         "  * go online once: torchvision downloads the official archive to that folder."
     )
@@ -322,7 +324,7 @@ def _refuse_half_image_folder(root: Path) -> None:
             missing = "test" if have == ["train"] else "train"
             raise DataFormatError(
                 f"{c} holds {have[0]}/ but no {missing}/: the copy is incomplete (an extraction or a copy cut short?). "
-                f"Extract the archive again (the offline copy: tar -xzf cifar10-jpeg.tar.gz -C {root}), or move "
+                f"Copy or extract it again (or put its archive in {root}: it is extracted on first use), or move "
                 f"{c / have[0]} away to use another source")
 
 
@@ -383,6 +385,9 @@ def _extract(archive: Path, root: Path) -> None:
 #: would wait for ever.
 DOWNLOAD_TIMEOUT = 60.0
 
+#: Where the official archive is published (for a copy made on another machine and carried over).
+OFFICIAL_PAGE = "https://www.cs.toronto.edu/~kriz/cifar-10.html"
+
 
 def _download(root: Path) -> tuple[CIFAR10Data | None, str]:
     """torchvision's download of the official archive into ``root``, giving up after ``DOWNLOAD_TIMEOUT``
@@ -404,7 +409,11 @@ def _download(root: Path) -> tuple[CIFAR10Data | None, str]:
         if timed_out:
             return None, (f"the download from {CIFAR10.url} got no answer for {DOWNLOAD_TIMEOUT:g} s and was given up "
                           f"after {time.perf_counter() - start:.0f} s (a proxy or captive portal?)")
-        return None, f"the download from {CIFAR10.url} failed ({type(err).__name__}: {err})"
+        certificates = "CERTIFICATE_VERIFY_FAILED" in str(err) and sys.platform == "darwin"
+        hint = ("; a Python from python.org on macOS has no certificates until you run 'Install Certificates.command' "
+                f"in /Applications/Python {sys.version_info.major}.{sys.version_info.minor}/ (never turn the "
+                "certificate check off instead)") if certificates else ""
+        return None, f"the download from {CIFAR10.url} failed ({type(err).__name__}: {err}){hint}"
     finally:
         socket.setdefaulttimeout(previous)
 

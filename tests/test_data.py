@@ -54,7 +54,7 @@ def test_offline_without_data_says_where_it_looked_and_what_to_do(tmp_path):
         load_cifar10(tmp_path, download=False)
     msg = str(info.value)
     assert str(tmp_path) in msg and "train/<class>" in msg and "cifar-10-batches-py" in msg
-    assert "COURSE_DATA_DIR" in msg and "tar -xzf" in msg
+    assert "COURSE_DATA_DIR" in msg and "cifar-10-python.tar.gz" in msg and "extracted on first use" in msg
 
 
 def test_failed_download_is_reported(tmp_path, monkeypatch):
@@ -62,8 +62,30 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
     monkeypatch.setattr(D, "_from_torchvision", offline)
     with pytest.raises(DataNotFoundError, match=r"(?s)download from .* failed.*name resolution.*To fix it.*put a copy "
-                                                 r"in .*tar -xzf cifar10-jpeg.tar.gz.*COURSE_DATA_DIR.*go online once"):
+                                                 r"in .*the official cifar-10-python.tar.gz \(https://www.cs.toronto.edu/~kriz/cifar-10.html, 170 MB"
+                                                 r".*as it is.*"
+                                                 r"extracted on first use.*COURSE_DATA_DIR.*go online once"):
         load_cifar10(tmp_path, download=True)
+
+
+def test_a_certificate_failure_on_macos_names_the_certificates_fix(tmp_path, monkeypatch):
+    """python.org's Python on macOS ships without certificates: the download's failure says how to install
+    them, never to turn the check off; elsewhere the message stays as it was."""
+    import ssl
+    import urllib.error
+
+    def unverified(*args, **kwargs):
+        raise urllib.error.URLError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+                                                                     "verify failed: unable to get local issuer certificate"))
+    monkeypatch.setattr(D, "_from_torchvision", unverified)
+    monkeypatch.setattr(D.sys, "platform", "darwin")
+    with pytest.raises(DataNotFoundError, match=r"CERTIFICATE_VERIFY_FAILED.*run 'Install Certificates.command' in "
+                                                 r"/Applications/Python 3\.\d+/ \(never turn the certificate check off"):
+        load_cifar10(tmp_path, download=True)
+    monkeypatch.setattr(D.sys, "platform", "linux")
+    with pytest.raises(DataNotFoundError) as err:
+        load_cifar10(tmp_path, download=True)
+    assert "Install Certificates" not in str(err.value)
 
 
 def test_corrupt_archive(tmp_path):
@@ -81,8 +103,8 @@ def test_a_copy_cut_short_is_named_not_replaced_by_a_download(image_folder, monk
     shutil.rmtree(image_folder / gone)
     monkeypatch.setattr(D, "_from_torchvision", lambda *a, **k: pytest.fail("downloaded instead of naming the gap"))
     kept = "train" if gone == "test" else "test"
-    with pytest.raises(DataFormatError, match=rf"holds {kept}/ but no {gone}/: the copy is incomplete.*tar -xzf "
-                                              r"cifar10-jpeg.tar.gz"):
+    with pytest.raises(DataFormatError, match=rf"holds {kept}/ but no {gone}/: the copy is incomplete.*Copy or extract "
+                                              r"it again \(or put its archive in .*: it is extracted on first use\)"):
         load_cifar10(image_folder, download=True, cache=False)
     nested = image_folder.parent / "nested"
     (nested / "cifar10").mkdir(parents=True)
