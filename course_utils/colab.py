@@ -31,8 +31,21 @@ if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is
                 f"Could not clone the course kit from {{REPO}}: {{clone.stderr.strip()[-300:]}}\\n"
                 "Ways out: set REPO above to the address of your copy of the kit, or upload the kit as a "
                 "zip (Files panel), unzip it to {clone} and run this cell again.")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "{clone}"], check=True)
-    sys.path.insert(0, "{clone}")'''
+    kit = "{clone}"
+    if not os.path.isfile(os.path.join(kit, "pyproject.toml")):  # GitHub's zip unpacks into a folder of its own
+        inner = [d for d in os.listdir(kit) if os.path.isfile(os.path.join(kit, d, "pyproject.toml"))]
+        if len(inner) != 1:
+            raise SystemExit(
+                f"{{kit}} holds no course kit (no pyproject.toml in it, nor in one folder inside it). Ways out: "
+                f"delete it (!rm -rf {{kit}}) and run this cell again to clone, or unzip the kit so that "
+                f"{{kit}}/pyproject.toml exists (!unzip -q course-kit-main.zip -d /content && "
+                f"mv /content/course-kit-main {{kit}}).")
+        kit = os.path.join(kit, inner[0])
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", kit], capture_output=True, text=True)
+    if install.returncode != 0:
+        raise SystemExit(f"Could not install the course kit from {{kit}}: {{install.stderr.strip()[-500:]}}\\n"
+                         f"Run this cell again (a passing network hiccup?), or install it by hand: !pip install -e {{kit}}")
+    sys.path.insert(0, kit)'''
 
 
 def repo_url(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:

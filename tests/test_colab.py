@@ -39,12 +39,12 @@ def test_readme_links_every_notebook_to_colab_at_that_address():
 
 
 class Recorder:
-    def __init__(self, clone_rc=0, stderr=""):
-        self.calls, self.clone_rc, self.stderr = [], clone_rc, stderr
+    def __init__(self, clone_rc=0, stderr="", pip_rc=0):
+        self.calls, self.clone_rc, self.stderr, self.pip_rc = [], clone_rc, stderr, pip_rc
 
     def __call__(self, cmd, **kwargs):
         self.calls.append(cmd)
-        rc = self.clone_rc if cmd[:2] == ["git", "clone"] else 0
+        rc = self.clone_rc if cmd[:2] == ["git", "clone"] else self.pip_rc
         if kwargs.get("check") and rc:
             raise subprocess.CalledProcessError(rc, cmd)
         return subprocess.CompletedProcess(cmd, rc, "", self.stderr if rc else "")
@@ -59,8 +59,10 @@ def in_colab(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course_utils" else real_find_spec(name, *a))
-    real_isdir = os.path.isdir
+    real_isdir, real_isfile = os.path.isdir, os.path.isfile
     monkeypatch.setattr(os.path, "isdir", lambda p: False if p == colab.CLONE_DIR else real_isdir(p))
+    # the clone holds the kit (its pyproject.toml), as a real clone would
+    monkeypatch.setattr(os.path, "isfile", lambda p: True if p == f"{colab.CLONE_DIR}/pyproject.toml" else real_isfile(p))
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
@@ -87,6 +89,32 @@ def test_a_failed_clone_stops_with_one_message_and_the_ways_out(in_colab, monkey
     assert "Could not clone the course kit from https://github.com/me/fork" in message and "not found" in message
     assert "set REPO above" in message and "upload the kit as a zip" in message
     assert len(rec.calls) == 1  # nothing installed after a failed clone
+
+
+def test_a_zip_unpacked_one_folder_deep_is_found_and_a_folder_without_the_kit_is_named(in_colab, monkeypatch):
+    """GitHub's zip unpacks into course-kit-main/: the cell installs from that folder; a folder with no kit
+    in it (empty, another project) stops with the commands that fix it, before pip fails on it."""
+    import os
+
+    monkeypatch.setattr(os.path, "isdir", lambda p: p == colab.CLONE_DIR)       # uploaded: no clone
+    inner = f"{colab.CLONE_DIR}/course-kit-main"
+    monkeypatch.setattr(os.path, "isfile", lambda p: p == f"{inner}/pyproject.toml")
+    monkeypatch.setattr(os, "listdir", lambda p: ["course-kit-main", "__MACOSX"] if p == colab.CLONE_DIR else [])
+    rec = Recorder()
+    run_cell(monkeypatch, rec)
+    assert rec.calls == [[sys.executable, "-m", "pip", "install", "-q", "-e", inner]] and sys.path[0] == inner
+    monkeypatch.setattr(os, "listdir", lambda p: [])
+    with pytest.raises(SystemExit, match=r"holds no course kit \(no pyproject.toml in it.*!rm -rf /content/course-kit.*"
+                                         r"!unzip -q course-kit-main.zip -d /content && mv /content/course-kit-main"):
+        run_cell(monkeypatch, Recorder())
+
+
+def test_a_failed_install_stops_with_pips_own_error(in_colab, monkeypatch):
+    rec = Recorder(pip_rc=1, stderr="ERROR: Could not find a version that satisfies the requirement albumentations")
+    with pytest.raises(SystemExit) as stop:
+        run_cell(monkeypatch, rec)
+    assert "Could not install the course kit from /content/course-kit: ERROR: Could not find a version" in str(stop.value)
+    assert "!pip install -e /content/course-kit" in str(stop.value)
 
 
 def test_outside_colab_the_cell_does_nothing(in_colab, monkeypatch):
