@@ -85,11 +85,12 @@ def train_step_throughput(model, device, batch_size: int, amp: str | None = None
     import torch
     from torch import nn
 
-    from .runtime import synchronize, use_cudnn_autotuner
+    from .runtime import channels_last_on, synchronize, use_cudnn_autotuner
     from .training import training_step
 
     use_cudnn_autotuner(device)
     model = model.to(device)
+    channels_last = channels_last_on(device, channels_last)   # MPS: contiguous (runtime.channels_last_on)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -210,6 +210,14 @@ def loader_workers(device: torch.device, requested: int | None = None) -> int:
     return 0 if kind == "cpu" else min(2, cores) if kind == "mps" else min(8, cores)
 
 
+def channels_last_on(device: torch.device | str, wanted: bool) -> bool:
+    """Whether to run in the channels-last layout on ``device``: as ``wanted``, except on Apple's MPS, where
+    BatchNorm's backward gives wrong gradients for channels-last input (weight gradients orders of magnitude
+    off, training diverging within a few steps: pytorch/pytorch#175189, fixed in 2026, after releases the
+    kit supports); there every batch goes in contiguous (``training._layout``) and the model stays as built."""
+    return bool(wanted) and torch.device(device).type != "mps"
+
+
 def loader_settings(device: torch.device | str, workers: int) -> dict:
     """How the loaders move data to ``device``: pinned memory and asynchronous copies only on CUDA
     (the only place they are safe and useful). The training loader's workers are kept from epoch to epoch

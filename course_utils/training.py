@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import LEARNING_SETTINGS, TrainConfig
-from .runtime import (cuda_device_context, device_name, mixed_precision, needs_grad_scaler, precision_name, shown_path,
+from .runtime import (channels_last_on, cuda_device_context, device_name, mixed_precision, needs_grad_scaler, precision_name, shown_path,
                       synchronize)
 
 
@@ -206,9 +206,17 @@ def non_blocking(device: torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=non_blocking(device))
+def _layout(x: torch.Tensor, device: torch.device | str, channels_last: bool) -> torch.Tensor:
+    """A batch in the layout the model runs in on ``device``: channels-last when asked, except on MPS
+    (``runtime.channels_last_on``), where it is made contiguous: the loaders' batches are channels-last in
+    memory (a permuted view of HWC images) whatever was asked, and MPS convolutions pass that on."""
+    if torch.device(device).type == "mps":
+        return x.contiguous()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    return _layout(x.to(device, non_blocking=non_blocking(device)), device, channels_last)
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -647,7 +655,8 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                          f"{config.batch_size}{dropped}. Lower the batch size (--batch-size), train on more images "
                          "(--subset), or skip compiling (--no-compile)")
     model.to(device)
-    if config.channels_last:
+    channels_last = channels_last_on(device, config.channels_last)   # not on MPS: see its docstring
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, config, steps_per_epoch)
     dtype = mixed_precision(device, config.amp)
@@ -727,7 +736,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 lr = optimizer.param_groups[0]["lr"]
                 train_loss, train_acc = train_one_epoch(
                     train_model, train_loader, optimizer, device, scheduler, loss_fn, amp=amp,
-                    channels_last=config.channels_last, scaler=scaler, progress=progress,
+                    channels_last=channels_last, scaler=scaler, progress=progress,
                     desc=f"epoch {epoch + 1}/{config.epochs}",
                     after_step=None if ema is None else lambda: ema.update_parameters(model))
                 synchronize(device)
@@ -738,19 +747,19 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 # smaller batch would each cost a recompile for a few seconds of work)
                 scores = {}  # validation's, and the weight average's (validation and test)
                 if val_loader is not None:
-                    val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=config.channels_last)
+                    val_loss, val_acc = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last)
                     scores = dict(val_loss=val_loss, val_acc=val_acc)
                 test_loss = test_acc = None  # the test set is read after the last epoch only, unless asked
                 if config.test_each_epoch or epoch + 1 == config.epochs or val_loader is None:
                     test_loss, test_acc = evaluate(model, test_loader, device, amp=amp,
-                                                   channels_last=config.channels_last)
+                                                   channels_last=channels_last)
                 if ema is not None:  # the weight average, scored beside the trained weights on the same images
-                    refresh_batchnorm(ema.module, train_loader, device, channels_last=config.channels_last)
+                    refresh_batchnorm(ema.module, train_loader, device, channels_last=channels_last)
                     if val_loader is not None:
                         scores["ema_val_loss"], scores["ema_val_acc"] = evaluate(
-                            ema.module, val_loader, device, amp=amp, channels_last=config.channels_last)
+                            ema.module, val_loader, device, amp=amp, channels_last=channels_last)
                     scores["ema_test_acc"] = None if test_loss is None else evaluate(
-                        ema.module, test_loader, device, amp=amp, channels_last=config.channels_last)[1]
+                        ema.module, test_loader, device, amp=amp, channels_last=channels_last)[1]
                 for split, loss in (("validation", scores.get("val_loss")), ("test", test_loss)):
                     if loss is not None and not math.isfinite(loss):
                         raise TrainingDivergedError(

@@ -149,3 +149,19 @@ def test_timers_wait_for_cuda_and_mps_alike(monkeypatch, device, waits_on):
     monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append("mps"))
     runtime.synchronize(device)
     assert calls == ([waits_on] if waits_on else [])
+
+
+def test_on_mps_batches_go_in_contiguous_and_the_model_stays_as_built():
+    """MPS's BatchNorm backward is wrong for channels-last input (pytorch/pytorch#175189): there the layout
+    is contiguous whatever the recipe asks, including the loaders' batches, which are channels-last in memory
+    (a permuted view of HWC images); on CUDA and the CPU the recipe's channels_last holds."""
+    from course_utils.runtime import channels_last_on
+    from course_utils.training import _layout
+
+    assert channels_last_on("mps", True) is False and channels_last_on("cuda:1", True) is True
+    assert channels_last_on("cpu", True) is True and channels_last_on("cuda", False) is False
+    batch = torch.zeros(4, 32, 32, 3).permute(0, 3, 1, 2)          # what unit_tensor hands the loader
+    assert batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous()
+    assert _layout(batch, "mps", True).is_contiguous() and _layout(batch, "mps", False).is_contiguous()
+    assert _layout(batch, "cpu", True).is_contiguous(memory_format=torch.channels_last)
+    assert _layout(batch, "cuda", False) is batch                    # asked for nothing: left as it is
