@@ -289,7 +289,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
     from .experiment import run_training
     from .inspection import count_macs
     from .models import count_parameters, get_model
-    from .runtime import device_name, mixed_precision, precision_name, runs_dir, usable_cores, use_cudnn_autotuner
+    from .runtime import (cuda_device_context, device_name, mixed_precision, precision_name, runs_dir, usable_cores,
+                          use_cudnn_autotuner)
 
     autotuned = use_cudnn_autotuner(device)  # before any row: the rows time the kernels training uses
     record = {
@@ -316,7 +317,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
     sample = data.subset(100, 10) if quick else data
     max_workers = min(usable_cores(), 2 if quick else 8)
     for workers in range(0, max_workers + 1):
-        ips = loader_throughput(sample, 128, workers, max_batches=6 if quick else 60, device=str(device))
+        with cuda_device_context(device):   # cuda:N: the pin-memory thread pins on the current card, not card 0
+            ips = loader_throughput(sample, 128, workers, max_batches=6 if quick else 60, device=str(device))
         record["pipeline"].append({"workers": workers, "batch_size": 128, "images_per_s": round(ips, 1)})
         save(record)
         if log:
