@@ -324,6 +324,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         if log:
             log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
     settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
+    if device.type == "mps":   # no channels-last there (runtime.channels_last_on): a second row would time the same
+        settings = [(None, False)]
     if device.type == "cuda":  # bf16 only where the card has it natively (runtime.mixed_precision)
         settings += ([("bf16", True)] if mixed_precision(device) == torch.bfloat16 else []) + [("fp16", True)]
     for name in BENCH_MODELS:

@@ -38,8 +38,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is
             raise SystemExit(
                 f"{{kit}} holds no course kit (no pyproject.toml in it, nor in one folder inside it). Ways out: "
                 f"delete it (!rm -rf {{kit}}) and run this cell again to clone, or unzip the kit so that "
-                f"{{kit}}/pyproject.toml exists (!unzip -q course-kit-main.zip -d /content && "
-                f"mv /content/course-kit-main {{kit}}).")
+                f"{{kit}}/pyproject.toml exists (!rm -rf {{kit}} && unzip -q course-kit-main.zip -d /content && "
+                f"mv /content/course-kit-main {{kit}}), then run this cell again.")
         kit = os.path.join(kit, inner[0])
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", kit], capture_output=True, text=True)
     if install.returncode != 0:

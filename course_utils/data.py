@@ -324,8 +324,8 @@ def _refuse_half_image_folder(root: Path) -> None:
             missing = "test" if have == ["train"] else "train"
             raise DataFormatError(
                 f"{c} holds {have[0]}/ but no {missing}/: the copy is incomplete (an extraction or a copy cut short?). "
-                f"Copy or extract it again (or put its archive in {root}: it is extracted on first use), or move "
-                f"{c / have[0]} away to use another source")
+                f"Copy or extract the whole copy again over it, or move {c / have[0]} away: then an archive in "
+                f"{root} is extracted on first use, or another source is used")
 
 
 def _safe_members(tar: tarfile.TarFile, archive: Path) -> list:

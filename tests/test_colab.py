@@ -105,7 +105,8 @@ def test_a_zip_unpacked_one_folder_deep_is_found_and_a_folder_without_the_kit_is
     assert rec.calls == [[sys.executable, "-m", "pip", "install", "-q", "-e", inner]] and sys.path[0] == inner
     monkeypatch.setattr(os, "listdir", lambda p: [])
     with pytest.raises(SystemExit, match=r"holds no course kit \(no pyproject.toml in it.*!rm -rf /content/course-kit.*"
-                                         r"!unzip -q course-kit-main.zip -d /content && mv /content/course-kit-main"):
+                                         r"!rm -rf /content/course-kit && unzip -q course-kit-main.zip -d /content && "
+                                         r"mv /content/course-kit-main /content/course-kit\), then run this cell again"):
         run_cell(monkeypatch, Recorder())
 
 

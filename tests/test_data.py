@@ -104,7 +104,8 @@ def test_a_copy_cut_short_is_named_not_replaced_by_a_download(image_folder, monk
     monkeypatch.setattr(D, "_from_torchvision", lambda *a, **k: pytest.fail("downloaded instead of naming the gap"))
     kept = "train" if gone == "test" else "test"
     with pytest.raises(DataFormatError, match=rf"holds {kept}/ but no {gone}/: the copy is incomplete.*Copy or extract "
-                                              r"it again \(or put its archive in .*: it is extracted on first use\)"):
+                                              r"the whole copy again over it, or move .* away: then an archive in .* is "
+                                              r"extracted on first use"):
         load_cifar10(image_folder, download=True, cache=False)
     nested = image_folder.parent / "nested"
     (nested / "cifar10").mkdir(parents=True)
