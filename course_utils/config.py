@@ -274,7 +274,8 @@ class TrainConfig:
             f"label smoothing {self.label_smoothing:g}; augmentation: flip p={self.flip_p:g}, "
             f"shift-scale-rotate p={self.affine_p:g}, 16x16 coarse dropout p={self.dropout_p:g}",
             f"training images: {size}" + (held if self.validation else "")
-            + f"; seed {self.seed}; on {dev}" + (", channels_last" if self.channels_last else ""),
+            + f"; seed {self.seed}; on {dev}" + (", channels_last" if self.channels_last and dev.type != "mps" else
+                                                 ", contiguous (channels_last is off on MPS)" if self.channels_last else ""),
         ]
         if self.crop_epochs:
             rest = self.epochs - self.crop_epochs

@@ -165,3 +165,14 @@ def test_on_mps_batches_go_in_contiguous_and_the_model_stays_as_built():
     assert _layout(batch, "mps", True).is_contiguous() and _layout(batch, "mps", False).is_contiguous()
     assert _layout(batch, "cpu", True).is_contiguous(memory_format=torch.channels_last)
     assert _layout(batch, "cuda", False) is batch                    # asked for nothing: left as it is
+
+
+def test_describe_says_the_layout_mps_runs_in(monkeypatch):
+    """On MPS the recipe's channels_last is not used (runtime.channels_last_on): describe says what runs."""
+    from course_utils import runtime
+    from course_utils.config import TrainConfig
+
+    monkeypatch.setattr(runtime, "get_device", lambda device=None: torch.device(device or "cpu"))
+    assert ", channels_last" in TrainConfig().describe("cpu")
+    on_mps = TrainConfig().describe("mps")
+    assert "on mps, contiguous (channels_last is off on MPS)" in on_mps and ", channels_last\n" not in on_mps
