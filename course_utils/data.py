@@ -301,12 +301,16 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def _candidate_folders(root: Path) -> list[Path]:
+    """``root`` and its sub-folders that are not hidden: where a copy's ``train/`` and ``test/`` may sit."""
+    return [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
+
+
 def _find_image_folder(root: Path) -> Path | None:
     """``root`` itself, or its only sub-folder, when it holds ``train/`` and ``test/``. Hidden folders are
     not candidates: a ``.extracting-*`` folder left by an extraction that was killed (a kernel restart, out of
     memory) holds a partial copy, which would otherwise be decoded and cached as the data."""
-    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
-    for c in candidates:
+    for c in _candidate_folders(root):
         if (c / "train").is_dir() and (c / "test").is_dir():
             return c
     return None
@@ -316,8 +320,7 @@ def _refuse_half_image_folder(root: Path) -> None:
     """A ``DataFormatError`` when ``root`` (or its only candidate sub-folder) holds ``train/`` without
     ``test/`` or the other way round: a copy cut short. Without it the loader would go on to an archive or
     to torchvision's download, and train on another copy than the learner's without a word."""
-    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)) if root.is_dir() else [])
-    for c in candidates:
+    for c in _candidate_folders(root):
         have = [s for s in ("train", "test") if (c / s).is_dir()]
         # another data set beside the copy (imagenette's train/ and val/) is not a CIFAR-10 copy cut short
         if len(have) == 1 and any((c / have[0] / name).is_dir() for name in CLASSES):

@@ -22,6 +22,10 @@ from .runtime import (cuda_device_context, device_name, get_device, is_smoke, lo
 from .training import History, evaluate, fit
 
 
+def _finished(history: History, config: TrainConfig) -> bool:
+    return not history.interrupted and len(history) == config.epochs
+
+
 class RunNotFinished(RuntimeError):
     """The test set asked for after a run that stopped early: it is read once, after the last epoch."""
 
@@ -41,7 +45,7 @@ class RunResult:
     @property
     def finished(self) -> bool:
         """Whether every epoch of the run trained (not stopped early)."""
-        return not self.history.interrupted and len(self.history) == self.config.epochs
+        return _finished(self.history, self.config)
 
     def require_finished(self) -> None:
         """Raise ``RunNotFinished`` unless the run finished: a cell that reads the test set (per-class accuracy,
@@ -340,7 +344,7 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
                 progress=progress, log=log)
     wall = time.perf_counter() - t0
     model, history, data, test_loader = run.model, run.history, run.data, run.test_loader
-    finished = not history.interrupted and len(history) == config.epochs
+    finished = _finished(history, config)
     # flip averaging is reported beside the final test accuracy, so only for a finished run
     tta = None
     if finished:   # on cuda:N, as fit does: a read-back run starts the loader's pin-memory thread here
