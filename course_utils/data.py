@@ -412,13 +412,21 @@ def _download(root: Path) -> tuple[CIFAR10Data | None, str]:
         if timed_out:
             return None, (f"the download from {CIFAR10.url} got no answer for {DOWNLOAD_TIMEOUT:g} s and was given up "
                           f"after {time.perf_counter() - start:.0f} s (a proxy or captive portal?)")
-        certificates = "CERTIFICATE_VERIFY_FAILED" in str(err) and sys.platform == "darwin"
-        hint = ("; a Python from python.org on macOS has no certificates until you run 'Install Certificates.command' "
+        certificates = "CERTIFICATE_VERIFY_FAILED" in str(err) and _python_org_on_macos()
+        hint = ("; this Python from python.org has no certificates until you run 'Install Certificates.command' "
                 f"in /Applications/Python {sys.version_info.major}.{sys.version_info.minor}/ (never turn the "
                 "certificate check off instead)") if certificates else ""
         return None, f"the download from {CIFAR10.url} failed ({type(err).__name__}: {err}){hint}"
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _python_org_on_macos() -> bool:
+    """Whether this is python.org's installer build on macOS, the one Python that ships without a certificate
+    store (and with 'Install Certificates.command' to add one). Homebrew's, conda's and Apple's own Pythons use
+    the system's or certifi's certificates, so the hint would send their users to a script they do not have.
+    ``base_prefix``, not ``prefix``: a virtual environment made from the framework build still uses its ssl."""
+    return sys.platform == "darwin" and sys.base_prefix.startswith("/Library/Frameworks/Python.framework/")
 
 
 def _from_torchvision(root: Path, download: bool) -> CIFAR10Data:

@@ -79,13 +79,19 @@ def test_a_certificate_failure_on_macos_names_the_certificates_fix(tmp_path, mon
                                                                      "verify failed: unable to get local issuer certificate"))
     monkeypatch.setattr(D, "_from_torchvision", unverified)
     monkeypatch.setattr(D.sys, "platform", "darwin")
+    monkeypatch.setattr(D.sys, "base_prefix", "/Library/Frameworks/Python.framework/Versions/3.12")
     with pytest.raises(DataNotFoundError, match=r"CERTIFICATE_VERIFY_FAILED.*run 'Install Certificates.command' in "
                                                  r"/Applications/Python 3\.\d+/ \(never turn the certificate check off"):
         load_cifar10(tmp_path, download=True)
-    monkeypatch.setattr(D.sys, "platform", "linux")
-    with pytest.raises(DataNotFoundError) as err:
-        load_cifar10(tmp_path, download=True)
-    assert "Install Certificates" not in str(err.value)
+    # Homebrew's (or conda's) Python on macOS has no such script: no hint that sends its users to one
+    for platform, prefix in [("darwin", "/opt/homebrew/opt/python@3.12/Frameworks/Python.framework/Versions/3.12"),
+                             ("darwin", "/Users/me/miniconda3"),
+                             ("linux", "/Library/Frameworks/Python.framework/Versions/3.12")]:
+        monkeypatch.setattr(D.sys, "platform", platform)
+        monkeypatch.setattr(D.sys, "base_prefix", prefix)
+        with pytest.raises(DataNotFoundError, match="CERTIFICATE_VERIFY_FAILED") as err:
+            load_cifar10(tmp_path, download=True)
+        assert "Install Certificates" not in str(err.value), (platform, prefix)
 
 
 def test_corrupt_archive(tmp_path):
