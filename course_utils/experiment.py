@@ -17,7 +17,7 @@ from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, load_cifar10, make_loaders,
                    make_train_loader, val_loader)
 from .models import count_parameters, get_model
-from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
+from .runtime import (channels_last_on, cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
                       mixed_precision, precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
 from .training import History, evaluate, fit
 
@@ -248,8 +248,8 @@ def _as_the_saved_run_batched(prepared: tuple, data: CIFAR10Data, config: TrainC
 
 #: What a run record says of the call that trained the run: a later call that only reads the finished
 #: run back (resume, perhaps on another machine) keeps these as they were recorded
-TRAINED_BY = ("device", "device_name", "threads", "precision", "loader", "versions", "wall_seconds_this_call",
-              "finished_at")
+TRAINED_BY = ("device", "device_name", "threads", "precision", "layout", "loader", "versions",
+              "wall_seconds_this_call", "finished_at")
 
 
 def _as_recorded(record: dict, path: Path) -> dict:
@@ -359,6 +359,8 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
         "precision": precision_name(mixed_precision(dev, config.amp)),   # the last training call's (see ran_on)
+        # the memory layout the run used: config.channels_last asks, the device decides (none on MPS)
+        "layout": "channels_last" if channels_last_on(dev, config.channels_last) else "contiguous",
         "ran_on": history.ran_on(),   # each stretch of epochs on one device in one precision
         "loader": loader_settings(dev, workers),
         "epochs": len(history),

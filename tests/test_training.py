@@ -911,7 +911,7 @@ def test_a_finished_run_read_back_elsewhere_keeps_the_record_of_the_machine_that
     first = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
                                     checkpoint_dir=runs)
     elsewhere = dict(json.loads(first.record_path.read_text()), device="cuda", device_name="Tesla T4", threads=4,
-                     precision="fp16 + GradScaler", versions={"torch": "2.9.0", "python": "3.12.1"},
+                     precision="fp16 + GradScaler", layout="contiguous", versions={"torch": "2.9.0", "python": "3.12.1"},
                      wall_seconds_this_call=12.5, finished_at="2026-11-30T10:00:00+0000")
     first.record_path.write_text(json.dumps(elsewhere))
     again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
@@ -940,6 +940,27 @@ def test_a_finished_run_read_back_elsewhere_keeps_the_record_of_the_machine_that
     record = json.loads(fresh.record_path.read_text())
     assert record["device"] == "cpu" and record["threads"] == torch.get_num_threads() and "read_back_at" not in record
     assert record["versions"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize("asked, device_decides, layout", [(True, True, "channels_last"),
+                                                          (False, True, "contiguous"),
+                                                          (True, False, "contiguous")])
+def test_the_record_says_which_memory_layout_the_run_used(tiny_data, tmp_path, monkeypatch, asked, device_decides, layout):
+    """config.channels_last asks; the device decides (runtime.channels_last_on: never on MPS). The record
+    names the layout the run used, so an MPS run's record does not read as channels-last from its config."""
+    from course_utils import experiment
+
+    seen = []
+    if not device_decides:   # MPS's answer on this CPU: no MPS here, so its decision is stood in for
+        def decides(device, wanted):
+            seen.append(wanted)
+            return False
+        monkeypatch.setattr(experiment, "channels_last_on", decides)
+    run = experiment.run_training("cifarnet", small_config(epochs=1, validation=False, channels_last=asked),
+                                  device="cpu", data=tiny_data, progress=False, log=None, checkpoint_dir=tmp_path)
+    record = json.loads(run.record_path.read_text())
+    assert record["layout"] == layout and record["config"]["channels_last"] is asked
+    assert seen == ([] if device_decides else [asked])
 
 
 @pytest.mark.parametrize("settings, message", [
