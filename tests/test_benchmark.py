@@ -304,3 +304,73 @@ def test_train_step_throughput_trains_on_the_size_asked_for(monkeypatch):
     model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
     train_step_throughput(model, "cpu", 4, steps=1, warmup=0, size=24)
     assert seen == [(24, 24)]
+
+
+class _Events:
+    """Stands in for a GPU's clock and its queue: records, in order, each read of the clock ("clock"),
+    each wait for the device ("sync") and each unit of work queued, so a test can check that every
+    clock read that ends a timing comes after a wait for the work it times (the GPU runs asynchronously:
+    reading the clock before the wait times how fast work was queued, not done)."""
+
+    def __init__(self):
+        self.log, self._now = [], 0.0
+
+    def perf_counter(self):
+        self.log.append("clock")
+        self._now += 1.0
+        return self._now
+
+    def sync(self, device=None):
+        self.log.append("sync")
+
+    def work(self, name):
+        def queued(*args, **kwargs):
+            self.log.append(name)
+        return queued
+
+
+def _simulate_cuda_tensors(monkeypatch):
+    """No GPU here: tensors and models asked for 'cuda' stay on the CPU, so the device path's code runs."""
+    real_randn, real_randint = torch.randn, torch.randint
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch, "randn", lambda *a, device=None, **k: real_randn(*a, **k))
+    monkeypatch.setattr(torch, "randint", lambda *a, device=None, **k: real_randint(*a, **k))
+
+
+def test_a_training_step_timing_waits_for_the_device_before_each_clock_read(monkeypatch):
+    """``train_step_throughput`` on (simulated) CUDA: warm-up, wait, clock, the timed steps, wait, clock,
+    so the GPU's queue is empty when the clock starts and done when it stops."""
+    from types import SimpleNamespace
+
+    from course_utils import benchmark, runtime, training
+
+    events = _Events()
+    _simulate_cuda_tensors(monkeypatch)
+    monkeypatch.setattr(benchmark, "time", SimpleNamespace(perf_counter=events.perf_counter))
+    monkeypatch.setattr(runtime, "synchronize", events.sync)
+    monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda device: True)
+    monkeypatch.setattr(training, "training_step", events.work("step"))
+    rate = benchmark.train_step_throughput(nn.Linear(2, 2), torch.device("cuda"), batch_size=8, steps=3, warmup=2)
+    assert events.log == ["step"] * 2 + ["sync", "clock"] + ["step"] * 3 + ["sync", "clock"]
+    assert rate == 8 * 3 / 1.0   # the clock moved by one between its two reads
+
+
+def test_a_forward_timing_waits_for_the_device_before_each_clock_read(monkeypatch):
+    """``forward_ms``: each timed call is wait, clock, forward, wait, clock; the warm-up's end is not
+    read, and every timed call counts 1 s on the simulated clock."""
+    from types import SimpleNamespace
+
+    from course_utils import benchmark, runtime
+
+    events = _Events()
+    monkeypatch.setattr(benchmark, "time", SimpleNamespace(perf_counter=events.perf_counter))
+    monkeypatch.setattr(runtime, "synchronize", events.sync)
+
+    class Forward(nn.Module):
+        def forward(self, x):
+            events.log.append("forward")
+            return x
+
+    assert benchmark.forward_ms(Forward(), torch.zeros(1), repeats=2, warmup=1) == 1000.0
+    warm_up = ["sync", "clock", "forward", "sync"]   # its end is not read
+    assert events.log == warm_up + ["sync", "clock", "forward", "sync", "clock"] * 2

@@ -1390,3 +1390,44 @@ def test_training_with_a_scaler_shows_a_once_only_warning_once_not_every_step():
         train_one_epoch(model, loader, optimizer, CPU, scheduler, amp=False, scaler=scaler, progress=False)
     shown = [w for w in seen if "deprecated call" in str(w.message)]
     assert len(loader) == 8 and 1 <= len(shown) <= 2
+
+
+def test_each_epochs_clock_stops_after_a_wait_for_the_device_inside_the_runs_card_context(tiny_data, monkeypatch):
+    """An epoch's two times (training alone, and with evaluation) are read after waiting for the device:
+    a GPU runs asynchronously, so a clock read before the wait would time how fast work was queued. And every
+    epoch runs inside the run's card context (``cuda_device_context``: on cuda:N the loaders' pin-memory thread
+    pins on the current card). The clock, the wait and the context are stood in for (no GPU here); the order
+    of the calls is what is checked."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from course_utils import training
+
+    log, now = [], [0.0]
+
+    def clock():
+        log.append("clock")
+        now[0] += 1.0
+        return now[0]
+
+    @contextlib.contextmanager
+    def card(device):
+        log.append(("enter", torch.device(device)))
+        yield
+        log.append("exit")
+
+    def recorded(name, real):
+        def call(*args, **kwargs):
+            log.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(training, "synchronize", lambda device: log.append("sync"))
+    monkeypatch.setattr(training, "cuda_device_context", card)
+    monkeypatch.setattr(training, "train_one_epoch", recorded("train", training.train_one_epoch))
+    monkeypatch.setattr(training, "evaluate", recorded("evaluate", training.evaluate))
+    _, history = run(tiny_data, small_config(epochs=2))
+    epoch = ["clock", "train", "sync", "clock", "evaluate", "sync", "clock"]
+    assert log == [("enter", CPU)] + epoch * 2 + ["exit"]
+    assert history.train_seconds == [1.0, 1.0] and history.seconds == [2.0, 2.0]
