@@ -374,3 +374,44 @@ def test_a_forward_timing_waits_for_the_device_before_each_clock_read(monkeypatc
     assert benchmark.forward_ms(Forward(), torch.zeros(1), repeats=2, warmup=1) == 1000.0
     warm_up = ["sync", "clock", "forward", "sync"]   # its end is not read
     assert events.log == warm_up + ["sync", "clock", "forward", "sync", "clock"] * 2
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:1"])
+def test_the_benchmark_on_mps_times_one_layout_and_on_cuda_n_loads_inside_that_cards_context(monkeypatch, device):
+    """Simulated devices (none here). On MPS, batches always go in contiguous (``runtime.channels_last_on``),
+    so the benchmark times one fp32 row per model and batch, never a 'channels_last=True' row that would time
+    the contiguous layout again under another label. On ``cuda:1`` every loader row runs with that card made
+    current (its pin-memory thread pins on the current card: card 0 otherwise)."""
+    import contextlib
+
+    from course_utils import benchmark, experiment, runtime  # noqa: F401  (imported before the patches below)
+
+    class Data:
+        def subset(self, *a):
+            return self
+
+    current, loads = [], []
+
+    @contextlib.contextmanager
+    def card(d):
+        current.append(torch.device(d))
+        yield
+        current.pop()
+
+    monkeypatch.setattr(runtime, "cuda_device_context", card)
+    monkeypatch.setattr(runtime, "device_name", lambda d: f"a simulated {d}")
+    monkeypatch.setattr(runtime, "mixed_precision", lambda d, amp=True: torch.bfloat16 if "cuda" in str(d) else None)
+    monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda d: torch.device(d).type == "cuda")
+    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: loads.append(list(current)) or 1000.0)
+    monkeypatch.setattr(benchmark, "train_step_throughput", lambda model, d, batch, amp, cl, steps: 500.0)
+    record = benchmark.run_benchmark(torch.device(device), quick=True, data=Data(), log=None)
+    rows = {(r["model"], r["amp"], r["channels_last"]) for r in record["train_step"]}
+    models = set(benchmark.BENCH_MODELS)
+    assert loads and record["complete"]
+    if device == "mps":
+        assert rows == {(m, "fp32", False) for m in models}
+        assert len(record["train_step"]) == len(models)   # batch 128 only (quick), one row per model
+    else:
+        assert rows == {(m, amp, cl) for m in models for amp, cl in
+                        [("fp32", False), ("fp32", True), ("bf16", True), ("fp16", True)]}
+        assert loads == [[torch.device("cuda:1")]] * len(loads)
