@@ -2,7 +2,8 @@
 
 It says which device training will use and why, the precision and compile choices that follow, the
 loader workers, where the data was found (or what to do), the library versions, whether notebook
-progress bars will render as widgets, and whether the shipped weights are intact. It trains nothing
+progress bars will render as widgets, whether the shipped weights are intact, and whether the notebooks
+import this repository's own files (an editable install). It trains nothing
 and reads no image: it takes a second. ``diagnose()`` returns the findings; ``main`` prints them and
 returns 0 when the kit can train here, 1 when something must be fixed first. A line marked ``note``
 does not stop training but asks for a look (no data yet: the first run downloads it, which needs the
@@ -40,6 +41,56 @@ def _versions() -> Finding:
             parts.append(f"{name} MISSING (pip install -r requirements.txt)")
             missing = True
     return Finding("versions", ", ".join(parts), ok=not missing)
+
+
+def _editable_installs() -> set:
+    """The folders ``course_utils`` is installed from in editable mode (``pip install -e``), as pip's
+    ``direct_url.json`` records them, resolved: the repository whose files every notebook imports."""
+    import json
+    from importlib.metadata import distributions
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+    from urllib.request import url2pathname
+
+    found = set()
+    for dist in distributions():
+        if (dist.metadata["Name"] or "").replace("-", "_").lower() != "course_utils":
+            continue
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = info.get("url", "") if isinstance(info, dict) else ""
+        if isinstance(info, dict) and (info.get("dir_info") or {}).get("editable") and url.startswith("file:"):
+            found.add(Path(url2pathname(unquote(urlparse(url).path))).resolve())
+    return found
+
+
+def _kit_finding() -> Finding:
+    """Which copy of ``course_utils`` runs, and whether the notebooks run the same. requirements.txt installs
+    the repository editable (``-e .``), so the notebooks run its own files. A copy installed by ``pip install .``
+    keeps its old code after a ``git pull`` or an exercise's edit, a kit that is not installed imports only
+    from the repository's root (not from notebooks/), and with two clones the notebooks import the one
+    installed, whichever folder ``doctor`` ran in."""
+    from pathlib import Path
+
+    import course_utils
+
+    here = Path(course_utils.__file__).resolve().parent
+    if {"site-packages", "dist-packages"} & set(here.parts):
+        return Finding("kit", f"course_utils runs from a copy installed in {here.parent} (by pip install . or an "
+                              "older install): a git pull or an edit in the repository does not reach it. From the "
+                              "repository's root: pip install -e . (the notebooks then run its own files)", note=True)
+    installed = _editable_installs()
+    if here.parent in installed:
+        return Finding("kit", "course_utils from this repository, installed editable: the notebooks run its files")
+    if installed:
+        return Finding("kit", f"this is the kit in {here.parent}, but the one installed (editable) is in "
+                              f"{', '.join(str(p) for p in sorted(installed))}: the notebooks import that one. To use "
+                              "this one: pip install -e . from its root", note=True)
+    return Finding("kit", f"course_utils imported from {here.parent}, which is not installed: notebooks opened in "
+                          "notebooks/ will not find it. From the repository's root: pip install -r requirements.txt",
+                   note=True)
 
 
 def _device_findings(device_name: str | None) -> list[Finding]:
@@ -193,7 +244,7 @@ def _weights_finding() -> Finding:
 
 def diagnose(device: str | None = None, data_dir: str | None = None) -> list[Finding]:
     """Everything ``doctor`` checks, as findings; ``ok=False`` marks what stops training here."""
-    return [_versions(), *_device_findings(device), _data_finding(data_dir),
+    return [_versions(), _kit_finding(), *_device_findings(device), _data_finding(data_dir),
             _widgets_finding(), _weights_finding()]
 
 

@@ -18,7 +18,7 @@ def test_doctor_on_this_cpu_with_data(image_folder, capsys):
     assert main(["doctor", "--device", "cpu", "--data-dir", str(image_folder)]) == 0
     out = lines(capsys)
     topics = [line.split()[1] for line in out[:-1]]
-    assert topics == ["versions", "device", "recipe", "precision", "loader", "data", "widgets", "weights"]
+    assert topics == ["versions", "kit", "device", "recipe", "precision", "loader", "data", "widgets", "weights"]
     text = "\n".join(out)
     assert "auto picks 'course' here" in text and "fp32" in text and "0 worker" in text
     assert f"image folder {image_folder}" in text and out[-1] == "ready: python -m course_utils train"
@@ -233,3 +233,58 @@ def test_doctor_on_a_simulated_p100_says_compiling_is_off_and_why(fake_gpu, imag
     fake_gpu("Tesla V100", (7, 0))
     found = {f.topic: f for f in doctor.diagnose("auto", str(image_folder))}
     assert "torch.compile on" in found["precision"].text
+
+
+def test_the_kit_here_is_this_repository_installed_editable():
+    """requirements.txt installs the repository with -e: pip's record names this checkout, and doctor says ok."""
+    from course_utils.runtime import REPO_ROOT
+
+    assert REPO_ROOT.resolve() in doctor._editable_installs()
+    kit = doctor._kit_finding()
+    assert kit.tag == "ok" and kit.text.startswith("course_utils from this repository, installed editable")
+
+
+def test_the_kit_from_a_copy_another_clone_or_no_install_is_a_note_naming_the_fix(monkeypatch, tmp_path):
+    """The three ways the notebooks stop running this repository's files: a copy from pip install . (old code
+    after a git pull), another clone installed editable (the notebooks import that one), and no install (only
+    the repository's root can import it). Each is a note that says what to run; training is not stopped."""
+    import course_utils
+    from course_utils.runtime import REPO_ROOT
+
+    monkeypatch.setattr(course_utils, "__file__", str(tmp_path / "lib/python3.12/site-packages/course_utils/__init__.py"))
+    kit = doctor._kit_finding()
+    assert kit.tag == "note" and "runs from a copy installed in" in kit.text and "site-packages" in kit.text
+    assert kit.text.endswith("pip install -e . (the notebooks then run its own files)")
+    monkeypatch.undo()
+
+    other = tmp_path / "an-older-clone"
+    monkeypatch.setattr(doctor, "_editable_installs", lambda: {other})
+    kit = doctor._kit_finding()
+    assert kit.tag == "note" and f"the one installed (editable) is in {other}: the notebooks import that one" in kit.text
+    assert str(REPO_ROOT.resolve()) in kit.text and kit.text.endswith("pip install -e . from its root")
+
+    monkeypatch.setattr(doctor, "_editable_installs", set)
+    kit = doctor._kit_finding()
+    assert kit.tag == "note" and "which is not installed: notebooks opened in notebooks/ will not find it" in kit.text
+    assert kit.ok   # a note: doctor still says the kit can train here
+    assert [f.topic for f in doctor.diagnose("cpu") if f.note].count("kit") == 1
+
+
+def test_editable_installs_reads_pips_record_and_skips_other_and_damaged_ones(monkeypatch, tmp_path):
+    """Only course_utils's records count, only editable ones, and a damaged direct_url.json is passed over."""
+    from importlib import metadata
+
+    class Dist:
+        def __init__(self, name, direct_url):
+            self.metadata, self._text = {"Name": name}, direct_url
+
+        def read_text(self, name):
+            return self._text if name == "direct_url.json" else None
+
+    clone = tmp_path / "my clone"   # a space: the URL quotes it
+    dists = [Dist("course-utils", '{"dir_info": {"editable": true}, "url": "%s"}' % clone.as_uri()),
+             Dist("course_utils", '{"dir_info": {}, "url": "file:///somewhere/else"}'),          # pip install .
+             Dist("course_utils", "{not json"),
+             Dist("torch", '{"dir_info": {"editable": true}, "url": "file:///src/pytorch"}')]
+    monkeypatch.setattr(metadata, "distributions", lambda: dists)
+    assert doctor._editable_installs() == {clone.resolve()}
