@@ -17,9 +17,9 @@ from .config import LEARNING_SETTINGS, TrainConfig, choose_recipe
 from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, load_cifar10, make_loaders,
                    make_train_loader, val_loader)
 from .models import count_parameters, get_model
-from .runtime import (channels_last_on, cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
+from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
                       mixed_precision, precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
-from .training import History, evaluate, fit
+from .training import History, evaluate, fit, layout_name
 
 
 def _finished(history: History, config: TrainConfig) -> bool:
@@ -359,8 +359,9 @@ def run_training(model_name: str = "cifarnet", config: TrainConfig | None = None
         "device_name": device_name(dev),
         "threads": torch.get_num_threads(),
         "precision": precision_name(mixed_precision(dev, config.amp)),   # the last training call's (see ran_on)
-        # the memory layout the run used: config.channels_last asks, the device decides (none on MPS)
-        "layout": "channels_last" if channels_last_on(dev, config.channels_last) else "contiguous",
+        # the memory layout the last training call used (as precision): config.channels_last asks, the device
+        # decides (never channels-last on MPS), by the function fit decides with
+        "layout": layout_name(dev, config.channels_last),
         "ran_on": history.ran_on(),   # each stretch of epochs on one device in one precision
         "loader": loader_settings(dev, workers),
         "epochs": len(history),

@@ -175,7 +175,7 @@ def export_pretrained(record: dict | str | os.PathLike, name: str | None = None,
     shipped = io.BytesIO()   # the file's bytes first: its card is made from them before either is written
     torch.save({"format": state["format"], "model_class": state["model_class"], "model": model.state_dict()}, shipped)
     payload = shipped.getvalue()
-    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "ran_on", "epochs",
+    keep = ("model", "parameters", "recipe", "device", "device_name", "threads", "precision", "layout", "ran_on", "epochs",
             "train_seconds",
             "final_val_acc", "final_test_acc", "final_test_acc_flip_tta", "config", "data", "finished_at")
     info = {k: record.get(k) for k in keep}

@@ -206,6 +206,12 @@ def non_blocking(device: torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
+def layout_name(device: torch.device | str, channels_last: bool) -> str:
+    """The memory layout ``fit`` trains in on ``device`` when ``channels_last`` is asked or not:
+    ``"channels_last"`` or ``"contiguous"`` (``runtime.channels_last_on`` decides, as in ``fit``)."""
+    return "channels_last" if channels_last_on(device, channels_last) else "contiguous"
+
+
 def _layout(x: torch.Tensor, device: torch.device | str, channels_last: bool) -> torch.Tensor:
     """A batch in the layout the model runs in on ``device``: channels-last when asked, except on MPS
     (``runtime.channels_last_on``), where it is made contiguous: the loaders' batches are channels-last in
@@ -655,7 +661,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                          f"{config.batch_size}{dropped}. Lower the batch size (--batch-size), train on more images "
                          "(--subset), or skip compiling (--no-compile)")
     model.to(device)
-    channels_last = channels_last_on(device, config.channels_last)   # not on MPS: see its docstring
+    channels_last = layout_name(device, config.channels_last) == "channels_last"   # not on MPS: channels_last_on
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, config, steps_per_epoch)

@@ -333,6 +333,7 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     assert info["recipe"] == "course"                  # what auto chose on a CPU
     assert info["epochs"] == 1 and info["final_test_acc"] == run.history.test_acc[-1]
     assert info["run_record"] == run.record_path.name and info["precision"] == "fp32"
+    assert info["layout"] == record["layout"] == "channels_last"   # the layout it trained in (contiguous on MPS)
     # where and how every epoch ran, in the run record and on the card (a resumed run may have moved)
     assert data.source in record["data"]["source"] and "/tmp/" in data.source    # read from a temporary folder,
     assert "/tmp/" not in card_path.read_text()                                   # which the card does not name

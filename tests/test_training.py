@@ -947,20 +947,26 @@ def test_a_finished_run_read_back_elsewhere_keeps_the_record_of_the_machine_that
                                                           (True, False, "contiguous")])
 def test_the_record_says_which_memory_layout_the_run_used(tiny_data, tmp_path, monkeypatch, asked, device_decides, layout):
     """config.channels_last asks; the device decides (runtime.channels_last_on: never on MPS). The record
-    names the layout the run used, so an MPS run's record does not read as channels-last from its config."""
-    from course_utils import experiment
+    names the layout the run used, and it is the one the trained model is in, so an MPS run's record does not
+    read as channels-last from its config."""
+    from course_utils import experiment, training
 
     seen = []
     if not device_decides:   # MPS's answer on this CPU: no MPS here, so its decision is stood in for
         def decides(device, wanted):
             seen.append(wanted)
             return False
-        monkeypatch.setattr(experiment, "channels_last_on", decides)
+        monkeypatch.setattr(training, "channels_last_on", decides)
     run = experiment.run_training("cifarnet", small_config(epochs=1, validation=False, channels_last=asked),
                                   device="cpu", data=tiny_data, progress=False, log=None, checkpoint_dir=tmp_path)
     record = json.loads(run.record_path.read_text())
     assert record["layout"] == layout and record["config"]["channels_last"] is asked
-    assert seen == ([] if device_decides else [asked])
+    assert seen[:1] == ([] if device_decides else [asked])
+    kernels = [m.weight for m in run.model.modules()   # (a depthwise kernel, one input channel, is both layouts)
+               if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.weight.shape[1] > 1]
+    trained_in = {"channels_last" if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                  else "contiguous" for w in kernels}
+    assert trained_in == {layout}   # what fit did to the model, not only what the record says
 
 
 @pytest.mark.parametrize("settings, message", [
