@@ -43,51 +43,76 @@ def _versions() -> Finding:
     return Finding("versions", ", ".join(parts), ok=not missing)
 
 
-def _editable_installs() -> set:
-    """The folders ``course_utils`` is installed from in editable mode (``pip install -e``), as pip's
-    ``direct_url.json`` records them, resolved: the repository whose files every notebook imports."""
+def _installs() -> list:
+    """Where ``course_utils`` is installed, as ``(folder, editable)`` pairs, resolved. Editable installs
+    (``pip install -e``) name the repository pip's ``direct_url.json`` records; other installs (``pip install .``,
+    or a record without ``direct_url.json``) name the package folder they put in site-packages. The
+    repository's own ``course_utils.egg-info``, seen when Python runs in its root, is the source tree, not an
+    install, and is left out by the caller (its folder is the one imported)."""
     import json
     from importlib.metadata import distributions
     from pathlib import Path
-    from urllib.parse import unquote, urlparse
-    from urllib.request import url2pathname
 
-    found = set()
+    found = []
     for dist in distributions():
         if (dist.metadata["Name"] or "").replace("-", "_").lower() != "course_utils":
             continue
         try:
             info = json.loads(dist.read_text("direct_url.json") or "{}")
         except ValueError:
-            continue
-        url = info.get("url", "") if isinstance(info, dict) else ""
-        if isinstance(info, dict) and (info.get("dir_info") or {}).get("editable") and url.startswith("file:"):
-            found.add(Path(url2pathname(unquote(urlparse(url).path))).resolve())
+            info = {}
+        info = info if isinstance(info, dict) else {}
+        url = info.get("url", "")
+        if (info.get("dir_info") or {}).get("editable") and url.startswith("file:"):
+            found.append((_path_of_file_url(url), True))
+        else:
+            found.append((Path(dist.locate_file("course_utils")).resolve(), False))
     return found
+
+
+def _path_of_file_url(url: str):
+    """The folder a ``file:`` URL names, decoded once (``url2pathname`` decodes ``%XX``: a clone named
+    ``a%20b`` stays that), with a Windows share's server kept (``file://server/share/kit``)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parts = urlparse(url)
+    raw = parts.path if parts.netloc in ("", "localhost") else f"//{parts.netloc}{parts.path}"
+    return Path(url2pathname(raw)).resolve()
 
 
 def _kit_finding() -> Finding:
     """Which copy of ``course_utils`` runs, and whether the notebooks run the same. requirements.txt installs
     the repository editable (``-e .``), so the notebooks run its own files. A copy installed by ``pip install .``
-    keeps its old code after a ``git pull`` or an exercise's edit, a kit that is not installed imports only
-    from the repository's root (not from notebooks/), and with two clones the notebooks import the one
-    installed, whichever folder ``doctor`` ran in."""
+    keeps its old code after a ``git pull`` or an exercise's edit (and ``python -m course_utils`` in the
+    repository's root imports the root's files, so the copy the notebooks import is found among the installs),
+    a kit that is not installed imports only from the repository's root (not from notebooks/), and with two
+    clones the notebooks import the one installed, whichever folder ``doctor`` ran in."""
     from pathlib import Path
 
     import course_utils
 
     here = Path(course_utils.__file__).resolve().parent
+    fix = "From the repository's root: pip install -e . (the notebooks then run its own files)"
     if {"site-packages", "dist-packages"} & set(here.parts):
         return Finding("kit", f"course_utils runs from a copy installed in {here.parent} (by pip install . or an "
-                              "older install): a git pull or an edit in the repository does not reach it. From the "
-                              "repository's root: pip install -e . (the notebooks then run its own files)", note=True)
-    installed = _editable_installs()
-    if here.parent in installed:
+                              f"older install): a git pull or an edit in the repository does not reach it. {fix}",
+                       note=True)
+    installs = _installs()
+    editable = sorted({folder for folder, is_editable in installs if is_editable})
+    copies = sorted({folder for folder, is_editable in installs
+                     if not is_editable and folder != here and (folder / "__init__.py").is_file()})
+    if here.parent in editable:
         return Finding("kit", "course_utils from this repository, installed editable: the notebooks run its files")
-    if installed:
+    if editable:
         return Finding("kit", f"this is the kit in {here.parent}, but the one installed (editable) is in "
-                              f"{', '.join(str(p) for p in sorted(installed))}: the notebooks import that one. To use "
-                              "this one: pip install -e . from its root", note=True)
+                              f"{', '.join(map(str, editable))}: the notebooks import that one. To use this one: "
+                              "pip install -e . from its root", note=True)
+    if copies:
+        return Finding("kit", f"this is the kit in {here.parent}, but the notebooks import a copy installed in "
+                              f"{', '.join(str(c.parent) for c in copies)} (by pip install . or an older install), "
+                              f"which a git pull or an edit here does not reach. {fix}", note=True)
     return Finding("kit", f"course_utils imported from {here.parent}, which is not installed: notebooks opened in "
                           "notebooks/ will not find it. From the repository's root: pip install -r requirements.txt",
                    note=True)
