@@ -106,6 +106,9 @@ def test_answers_follow_the_kit():
     # 02.3: C1 to C3 see 37 pixels in theory (3 + 2 + 4 + 8 + 4 + 8 + 8, the arithmetic notebook's table), more
     # than the 32-pixel image: the non-zero gradient of the centre output spans the whole image
     assert _solution("02.3") == 32
+    # and working it out leaves the learner's random stream alone: notebook 02 builds its CifarNet from it
+    state = torch.random.get_rng_state()
+    assert _solution("02.3") == 32 and torch.equal(torch.random.get_rng_state(), state)
     # 04.2: C2's dilated 3x3 conv sits where the jump is 2; dilation 3 spans 7 pixels of its input instead
     # of 5, so the final field of 77 grows by (7 - 5) * 2
     assert _solution("04.2") == 77 + (7 - 5) * 2
