@@ -289,8 +289,8 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
     from .experiment import run_training
     from .inspection import count_macs
     from .models import count_parameters, get_model
-    from .runtime import (cuda_device_context, device_name, mixed_precision, precision_name, runs_dir, usable_cores,
-                          use_cudnn_autotuner)
+    from .runtime import (channels_last_on, cuda_device_context, device_name, mixed_precision, precision_name, runs_dir,
+                          usable_cores, use_cudnn_autotuner)
 
     autotuned = use_cudnn_autotuner(device)  # before any row: the rows time the kernels training uses
     record = {
@@ -323,9 +323,9 @@ def run_benchmark(device, quick: bool = False, data=None, log=print, save: Calla
         save(record)
         if log:
             log(f"data pipeline  workers={workers}  {ips:10,.0f} images/s")
-    settings = [(None, False), (None, True)]  # fp32: NCHW, channels_last (CPU: +CifarNet, -BaselineNet)
-    if device.type == "mps":   # no channels-last there (runtime.channels_last_on): a second row would time the same
-        settings = [(None, False)]
+    # fp32: NCHW, and channels_last where the device runs it (CPU: +CifarNet, -BaselineNet); not on MPS
+    # (runtime.channels_last_on), where a second row would time the contiguous layout again
+    settings = [(None, False)] + ([(None, True)] if channels_last_on(device, True) else [])
     if device.type == "cuda":  # bf16 only where the card has it natively (runtime.mixed_precision)
         settings += ([("bf16", True)] if mixed_precision(device) == torch.bfloat16 else []) + [("fp16", True)]
     for name in BENCH_MODELS:

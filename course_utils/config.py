@@ -262,7 +262,7 @@ class TrainConfig:
     def describe(self, device: "str | None" = None) -> str:
         """The recipe in a few lines, naming only what applies on ``device`` (mixed precision and
         torch.compile only on CUDA)."""
-        from .runtime import get_device
+        from .runtime import channels_last_on, get_device
 
         dev = get_device(None if device is None else str(device))
         size = "all" if self.train_per_class is None else f"{self.train_per_class} per class"
@@ -274,7 +274,7 @@ class TrainConfig:
             f"label smoothing {self.label_smoothing:g}; augmentation: flip p={self.flip_p:g}, "
             f"shift-scale-rotate p={self.affine_p:g}, 16x16 coarse dropout p={self.dropout_p:g}",
             f"training images: {size}" + (held if self.validation else "")
-            + f"; seed {self.seed}; on {dev}" + (", channels_last" if self.channels_last and dev.type != "mps" else
+            + f"; seed {self.seed}; on {dev}" + (", channels_last" if channels_last_on(dev, self.channels_last) else
                                                  ", contiguous (channels_last is off on MPS)" if self.channels_last else ""),
         ]
         if self.crop_epochs:

@@ -661,7 +661,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                          f"{config.batch_size}{dropped}. Lower the batch size (--batch-size), train on more images "
                          "(--subset), or skip compiling (--no-compile)")
     model.to(device)
-    channels_last = layout_name(device, config.channels_last) == "channels_last"   # not on MPS: channels_last_on
+    channels_last = channels_last_on(device, config.channels_last)   # not on MPS: see its docstring
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, config, steps_per_epoch)
