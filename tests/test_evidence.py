@@ -1278,16 +1278,30 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
     assert f"It also trains at {r['dilated-stride'][0]}× the reference's speed ({r['dilated-stride'][1]}–" in prose
     assert f"{r['standard-conv'][0]}× the reference's speed (range {r['standard-conv'][1]}–{r['standard-conv'][2]})" in prose
     assert f"measured it at {r['cbam'][0]}× the reference's speed ({r['cbam'][1]}–{r['cbam'][2]})" in prose
-    assert (f"SE and ECA measured {r['se'][0]}× ({r['se'][1]}–{r['se'][2]}) and {r['eca'][0]}× "
-            f"({r['eca'][1]}–{r['eca'][2]}), ranges that include 1: on this run their cost is no reading") in prose
+    assert (f"and ECA at {r['eca'][0]}× ({r['eca'][1]}–{r['eca'][2]}); SE measured {r['se'][0]}× "
+            f"({r['se'][1]}–{r['se'][2]}), a range that includes 1: on this run its cost is no reading") in prose
     for other in ("11_full_training", "12_assignment"):   # the lessons that cite the max-pool finding
         assert f"{macs_ratio} the MACs and {r['maxpool'][0]}× the speed" in (REPO_ROOT / f"notebooks/{other}.ipynb").read_text()
     assert f"so it does {macs_ratio} the MACs" in prose and f"max-pool ({macs_ratio} the MACs)" in prose
     assert f"max-pool (by spending {macs_ratio} the MACs" in _readme_prose()
-    # what the prose reads as findings are readings (ranges clear of 1), and SE and ECA's are not
-    assert all(r[v][3] for v in ("maxpool", "dilated-stride", "standard-conv", "cbam"))
-    assert not r["se"][3] and not r["eca"][3]
+    # what the prose reads as findings are readings (ranges clear of 1), and SE's is not
+    assert all(r[v][3] for v in ("maxpool", "dilated-stride", "standard-conv", "cbam", "eca"))
+    assert not r["se"][3]
     assert float(r["standard-conv"][1]) > 1 and max(float(r[v][2]) for v in ("maxpool", "dilated-stride", "cbam")) < 1
+
+
+def test_ablation_speeds_name_the_processor_the_cell_printed():
+    """The docs and notebook 09's prose name the machine of the speed table: the cell's own header line."""
+    header = committed_output("09_ablation", "speed vs the reference").splitlines()[0]
+    m = re.fullmatch(r"training step, batch 128, channels_last, on cpu: (.+) \((AVX512|AVX2)\), (\d+) threads", header)
+    assert m, header
+    processor = " ".join(m.group(1).replace("(R)", "").replace(" Processor", "").split())
+    vector = {"AVX512": "AVX-512", "AVX2": "AVX2"}[m.group(2)]
+    assert f"on an {processor} with {vector}, {m.group(3)} threads, nothing else running" in " ".join(
+        (REPO_ROOT / "docs/results.md").read_text().split())
+    words = {"1": "one core", "2": "two cores"}[m.group(3)]
+    assert f"{words} of an {processor} with {vector}, nothing else running" in " ".join(
+        "".join(c["source"]) for c in json.loads((REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"])
 
 
 def test_docs_length_as_the_one_factor_is_computed_from_the_records():
