@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny CIFAR-like image folder the tests make themselves (no real data needed)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -85,3 +86,19 @@ def conv_bn(cin, cout, k=3, groups=1):
 def separable(cin, cout):
     """Parameters of a depthwise-separable conv: depthwise 3x3 + BN, then pointwise 1x1 + BN."""
     return conv_bn(cin, cin, 3, groups=cin) + conv_bn(cin, cout, 1)
+
+
+class CardContext:
+    """Stands in for ``runtime.cuda_device_context`` where no second card exists: ``current`` is the stack of
+    devices made current, so a test reads which card was current while the code under test ran."""
+
+    def __init__(self):
+        self.current: list[torch.device] = []
+
+    @contextlib.contextmanager
+    def __call__(self, device):
+        self.current.append(torch.device(device))
+        try:
+            yield
+        finally:
+            self.current.pop()

@@ -382,7 +382,7 @@ def test_the_benchmark_on_mps_times_one_layout_and_on_cuda_n_loads_inside_that_c
     so the benchmark times one fp32 row per model and batch, never a 'channels_last=True' row that would time
     the contiguous layout again under another label. On ``cuda:1`` every loader row runs with that card made
     current (its pin-memory thread pins on the current card: card 0 otherwise)."""
-    import contextlib
+    from conftest import CardContext
 
     from course_utils import benchmark, experiment, runtime  # noqa: F401  (imported before the patches below)
 
@@ -390,19 +390,12 @@ def test_the_benchmark_on_mps_times_one_layout_and_on_cuda_n_loads_inside_that_c
         def subset(self, *a):
             return self
 
-    current, loads = [], []
-
-    @contextlib.contextmanager
-    def card(d):
-        current.append(torch.device(d))
-        yield
-        current.pop()
-
+    card, loads = CardContext(), []
     monkeypatch.setattr(runtime, "cuda_device_context", card)
     monkeypatch.setattr(runtime, "device_name", lambda d: f"a simulated {d}")
     monkeypatch.setattr(runtime, "mixed_precision", lambda d, amp=True: torch.bfloat16 if "cuda" in str(d) else None)
     monkeypatch.setattr(runtime, "use_cudnn_autotuner", lambda d: torch.device(d).type == "cuda")
-    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: loads.append(list(current)) or 1000.0)
+    monkeypatch.setattr(benchmark, "loader_throughput", lambda *a, **k: loads.append(list(card.current)) or 1000.0)
     monkeypatch.setattr(benchmark, "train_step_throughput", lambda model, d, batch, amp, cl, steps: 500.0)
     record = benchmark.run_benchmark(torch.device(device), quick=True, data=Data(), log=None)
     rows = {(r["model"], r["amp"], r["channels_last"]) for r in record["train_step"]}

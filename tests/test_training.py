@@ -1340,29 +1340,22 @@ def test_flip_averaging_of_a_read_back_run_happens_on_the_runs_own_card(tiny_dat
     current; a finished run read back (``resume=True``) trains no epoch, so the flip-averaged score after it
     must make it current too, or it creates a context on ``cuda:0``, the card the learner avoided. The CPU
     stands in: the context entered for the run's device is recorded."""
-    import contextlib
+    from conftest import CardContext
 
     from course_utils import experiment
 
     config, runs = small_config(epochs=1, validation=False), tmp_path / "runs"
     experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
                             checkpoint_dir=runs)
-    current, seen = [], []
-
-    @contextlib.contextmanager
-    def making_current(device):
-        current.append(torch.device(device))
-        yield
-        current.pop()
-
+    card, seen = CardContext(), []
     real = experiment.evaluate
 
     def evaluate(*args, tta=False, **kwargs):
         if tta:
-            seen.append(list(current))
+            seen.append(list(card.current))
         return real(*args, tta=tta, **kwargs)
 
-    monkeypatch.setattr(experiment, "cuda_device_context", making_current)
+    monkeypatch.setattr(experiment, "cuda_device_context", card)
     monkeypatch.setattr(experiment, "evaluate", evaluate)
     again = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
                                     checkpoint_dir=runs, resume=True)
