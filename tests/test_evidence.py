@@ -1284,6 +1284,8 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
         assert f"{macs_ratio} the MACs and {r['maxpool'][0]}× the speed" in (REPO_ROOT / f"notebooks/{other}.ipynb").read_text()
     assert f"so it does {macs_ratio} the MACs" in prose and f"max-pool ({macs_ratio} the MACs)" in prose
     assert f"max-pool (by spending {macs_ratio} the MACs" in _readme_prose()
+    sc = r["standard-conv"]   # the network-design screen cites the same row
+    assert f"standard convs in C4 as well, trains {sc[0]}× as fast as CifarNet (range {sc[1]}–{sc[2]})" in _readme_prose()
     # what the prose reads as findings are readings (ranges clear of 1), and SE's is not
     assert all(r[v][3] for v in ("maxpool", "dilated-stride", "standard-conv", "cbam", "eca"))
     assert not r["se"][3]
