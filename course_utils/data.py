@@ -635,6 +635,15 @@ class AugmentConfig:
     crop: int | None = None     # then a random crop x crop window (progressive resizing); None: whole images
 
 
+def hole_fill(mean: Sequence[float]) -> tuple[float, float, float]:
+    """The coarse-dropout hole's colour: the dataset mean (per channel, 0–1 scale) on the 0–255 pixel scale
+    the transform sees, since it runs before Normalize, rounded to whole grey levels as uint8 images hold
+    them (0.4465 → 114; a cast to uint8 would truncate 113.9 to 113). After Normalize the hole is 0 to
+    within half a grey level. Notebooks and exercises that draw the hole by hand take it from here."""
+    _check_stats(mean, (1.0, 1.0, 1.0))
+    return tuple(float(round(255.0 * m)) for m in mean)
+
+
 def train_transforms(mean: Sequence[float], std: Sequence[float], config: AugmentConfig = AugmentConfig(),
                      to_tensor: bool = True, normalize: bool = True):
     """The course's train pipeline: HorizontalFlip, shift-scale-rotate (``Affine``), CoarseDropout with one
@@ -642,9 +651,9 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
     (progressive resizing), Normalize (and ``ToTensorV2`` unless ``to_tensor=False``).
 
     ``mean`` and ``std`` are per channel on the 0–1 scale (``CIFAR10Data.mean``/``.std``). The hole is
-    filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale (rounded to whole grey
-    levels, as uint8 images hold): after Normalize it becomes 0 to within half a grey level, the value
-    the network sees on average.
+    filled *before* Normalize, so its fill is the mean on the 0–255 pixel scale (``hole_fill``: rounded to
+    whole grey levels, as uint8 images hold): after Normalize it becomes 0 to within half a grey level, the
+    value the network sees on average.
 
     ``normalize=False`` stops after CoarseDropout and returns uint8 HWC images: the loaders do that and
     normalise whole batches at once (``BatchNormalize``), a fraction of the per-image cost.
@@ -654,7 +663,7 @@ def train_transforms(mean: Sequence[float], std: Sequence[float], config: Augmen
     from albumentations.pytorch import ToTensorV2
 
     _check_stats(mean, std)
-    fill = tuple(float(round(255.0 * m)) for m in mean)  # uint8 images would truncate 113.9 to 113
+    fill = hole_fill(mean)
     steps = [
         A.HorizontalFlip(p=config.flip_p),
         # keep_ratio=False (albumentations' default, said here): each axis scales by its own factor, so the
@@ -917,7 +926,7 @@ def torchvision_train_transforms(mean: Sequence[float], std: Sequence[float], co
         v2.ToImage(),
         v2.RandomHorizontalFlip(p=config.flip_p),
         v2.RandomApply([v2.RandomAffine(degrees=config.rotate, translate=(config.shift, config.shift),
-                                        scale=config.scale, fill=[round(255 * m) for m in mean])], p=config.affine_p),
+                                        scale=config.scale, fill=[int(v) for v in hole_fill(mean)])], p=config.affine_p),
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomErasing(p=config.dropout_p, scale=(area, area), ratio=(1.0, 1.0), value=list(mean)),
         v2.Normalize(mean=list(mean), std=list(std)),

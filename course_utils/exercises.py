@@ -263,8 +263,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
     Exercise("01.2", "draw indices with `np.random.default_rng(0).choice(50_000, 1_000, replace=False)`; "
              "compare with `data.mean` and `data.std` channel by channel", "a few seconds"),
     Exercise("01.3", "`import albumentations as A`; `A.Compose([A.CoarseDropout(num_holes_range=(1, 1), "
-             "hole_height_range=(16, 16), hole_width_range=(16, 16), fill=tuple(round(255 * m) for m in data.mean), "
-             "p=1.0)])` (without `fill` the hole is black) and `plots.augmentation_preview`", "a few seconds"),
+             "hole_height_range=(16, 16), hole_width_range=(16, 16), fill=hole_fill(data.mean), p=1.0)])` "
+             "(`from course_utils.data import hole_fill`: the mean on the 0–255 scale; without `fill` the hole is "
+             "black) and `plots.augmentation_preview`", "a few seconds"),
     Exercise("02.1", "the dilated kernel spans d(k − 1) + 1 pixels; \"same\" needs half of (span − 1) on each side",
              "instant", "an int", _simple(_padding_same_5x5_d2, "the padding that keeps the size")),
     Exercise("02.2", "`receptive_field_of_stack([(3, 1), (3, 2)] * 5)` gives the field after every layer",

@@ -128,7 +128,7 @@ def _conv_inputs(model: nn.Module) -> dict:
 
 
 def test_the_pointwise_share_of_cifarnets_macs_is_what_notebook_03_says():
-    """Notebook 03 (section 3) says CifarNet's six 1×1 convs do 3.84 M of its 10.41 M multiply-accumulates,
+    """Notebook 03 (section 4) says CifarNet's six 1×1 convs do 3.84 M of its 10.41 M multiply-accumulates,
     37%: each 1×1 conv counted alone, by ``count_macs``, at the input size it sees inside the network."""
     import json
 

@@ -222,6 +222,20 @@ def test_coarse_dropout_leaves_one_16x16_mean_filled_hole():
         assert rows[-1] - rows[0] == 15 and cols[-1] - cols[0] == 15
 
 
+def test_the_hole_is_filled_with_the_mean_rounded_on_the_pixel_scale():
+    """One rule for the hole's colour (``hole_fill``), used by the pipeline: the offline copy's mean rounds
+    to (125, 123, 114), where a uint8 cast would truncate blue's 113.86 to 113; a mean on the 0-255 scale is
+    refused with the fix."""
+    from course_utils.data import hole_fill
+
+    assert hole_fill((0.4913, 0.4821, 0.4465)) == (125.0, 123.0, 114.0)
+    tf = train_transforms(MEAN, STD, AugmentConfig(flip_p=0.0, affine_p=0.0, dropout_p=1.0), normalize=False)
+    [dropout] = [t for t in tf.transforms if type(t).__name__ == "CoarseDropout"]
+    assert tuple(dropout.fill) == hole_fill(MEAN)
+    with pytest.raises(ValueError, match="0-1 scale"):
+        hole_fill((125.0, 123.0, 114.0))
+
+
 def test_fixed_seed_gives_a_fixed_output():
     img = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     a, b = train_transforms(MEAN, STD), train_transforms(MEAN, STD)

@@ -1292,6 +1292,22 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
     assert float(r["standard-conv"][1]) > 1 and max(float(r[v][2]) for v in ("maxpool", "dilated-stride", "cbam")) < 1
 
 
+def test_notebook_08s_throughput_reading_quotes_the_committed_outputs():
+    """Notebook 08's reading of its throughput cell quotes that cell, its per-epoch cost follows from it, and
+    the loader pass it sets beside them is notebook 01's committed one (a re-run of 01 left a stale copy here
+    once: the number was thought cited nowhere)."""
+    cell = committed_output("08_augmentation", "torchvision v2:")
+    alb, tv = (re.search(rf"{name}:\s+([\d,]+) images/s", cell).group(1) for name in ("albumentations", "torchvision v2"))
+    [loader] = re.findall(r"([\d,]+) images/s in this process", committed_output("01_data_analysis", "images/s in this process"))
+    prose = " ".join(" ".join("".join(c["source"]) for c in json.loads(
+        (REPO_ROOT / "notebooks/08_augmentation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown").split())
+    per_epoch = 45_000 / int(alb.replace(",", ""))
+    assert f"({alb} against {tv}, printed above;" in prose
+    assert f"at {alb} images/s the 45,000 training images take 45,000 / {alb} ≈ {per_epoch:.1f} s of one core" in prose
+    assert f"Notebook 01's pass over the training loader ({loader} images/s in its saved run" in prose
+    assert 1.5 < int(alb.replace(",", "")) / int(tv.replace(",", "")) < 2.5   # "about twice as many images a second"
+
+
 def test_ablation_speeds_name_the_processor_the_cell_printed():
     """The docs and notebook 09's prose name the machine of the speed table: the cell's own header line."""
     header = committed_output("09_ablation", "speed vs the reference").splitlines()[0]

@@ -10,9 +10,11 @@ Computed that way, the same arithmetic runs through other kernels and takes anot
 PyTorch's (oneDNN's) backward pass of a channels-last 1×1 convolution is faster or slower than that of
 the matrix product depending on the layer's shape. Notebook 03 (section 4) times CifarNet's 1×1
 shapes both ways with ``benchmark.pointwise_timings``. Measured on 2 CPU cores, the answer moved with
-the machine: in one recording the matrix product won for C4's 4×4 shapes and CifarNet's whole training
-step gained a few percent with all six of its 1×1s as matrix products; in a later one, on an AVX-512
-EPYC, it lost for every shape and the step showed no difference. So the course's layers keep ``nn.Conv2d``: this layer
+the machine and from run to run: in two recordings (on two machines) the matrix product won for C4's 4×4
+shapes and CifarNet's whole training step gained a few percent with all six of its 1×1s as matrix
+products; in two others, on an AVX-512 EPYC and, a day after one of those gains, on the same kind of
+Intel Xeon, the step showed no difference (notebook 03's last section lists the four). So the course's
+layers keep ``nn.Conv2d``: this layer
 is there to time, not a default. It keeps ``nn.Conv2d``'s weight ``(C_out, C_in, 1, 1)``, bias,
 ``state_dict`` and results (up to float rounding), so a checkpoint loads into either; it takes the
 convolution path on GPUs, without gradients (evaluation, the kit's inspection tools) and when
