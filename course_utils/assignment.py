@@ -7,7 +7,8 @@ as a row: what it asks, what was measured, pass or fail, and for a failure a hin
 The rules:
 
 1. fewer than 200,000 parameters;
-2. no max-pooling (downsample with strided convolutions);
+2. no max-pooling (downsample with strided convolutions; the rule, as the assignment states it, forbids
+   max-pooling only, so an average pool that downsamples passes it, though it learns nothing either);
 3. at least one depthwise-separable convolution (a k×k conv with ``groups = C_in``, then a 1×1 conv);
 4. at least one dilated convolution (``dilation > 1``);
 5. global average pooling before the classifier;

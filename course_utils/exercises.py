@@ -330,8 +330,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in (
              _check_12_1),
     Exercise("12.2", "the receptive-field rule sets a minimum depth; `count_parameters` and `train_design` for two widths",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
-    Exercise("12.3", "`train_design(CifarNet)` (`from course_utils.models import CifarNet`); `stages(model)` "
-             "(`from course_utils import stages`) shows where the parameters and MACs sit",
+    Exercise("12.3", "`train_design(CifarNet)` (`from course_utils.models import CifarNet`); `stages(my_network())` "
+             "and `stages(CifarNet())` (`from course_utils import stages`) show where the parameters and MACs sit",
              "about 5 minutes for two designs of CifarNet's cost (longer for costlier ones)"),
     Exercise("11.1", "`baseline = run_training(\"baseline\", config, data=load_cifar10())` (a new name: the cells above "
              "read `result`, `history` and `model`); compare `baseline.history.final_val_acc` with "

@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from .data import (AugmentConfig, CIFAR10Data, PhasedLoader, check_crop_size, lo
 from .models import count_parameters, get_model
 from .runtime import (cuda_device_context, device_name, get_device, is_smoke, loader_settings, loader_workers,
                       mixed_precision, precision_name, runs_dir, seed_everything, shown_path, use_cudnn_autotuner)
-from .training import History, evaluate, fit, layout_name
+from .training import History, evaluate, fit, layout_name, predict
 
 
 def _finished(history: History, config: TrainConfig) -> bool:
@@ -41,6 +41,7 @@ class RunResult:
     record_path: Path
     checkpoint: Path
     test_loader: torch.utils.data.DataLoader
+    _predictions: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def finished(self) -> bool:
@@ -55,6 +56,18 @@ class RunResult:
                 f"the run stopped after epoch {len(self.history)} of {self.config.epochs}, and the test set is read "
                 "only after the last one: set RESUME = True in the training cell and run it again (or python -m "
                 "course_utils train --resume) to finish the run, then run this cell")
+
+    def predictions(self):
+        """This finished run's test-set predictions and true labels (NumPy arrays), with the run's layout and
+        precision, on its card; computed once per result and kept. The cells that draw per-class accuracy,
+        the confusion matrix and the mistakes each ask for them, so after the training cell runs again
+        (a new result) none of them can draw the previous model's predictions."""
+        self.require_finished()
+        if self._predictions is None:
+            with cuda_device_context(self.device):
+                self._predictions = predict(self.model, self.test_loader, self.device,
+                                            channels_last=self.config.channels_last, amp=self.config.amp)
+        return self._predictions
 
 
 def _no_nan(value):

@@ -1335,6 +1335,34 @@ def test_a_run_on_cuda_n_makes_its_card_the_current_device(tiny_data, monkeypatc
     assert seen[-1] == ("summary", CPU)
 
 
+def test_a_results_predictions_are_its_own_model_s_computed_once_and_only_when_finished(tiny_data, tmp_path, monkeypatch):
+    """Notebook 11's per-class, confusion-matrix and mistakes cells read ``result.predictions()``: the test
+    set's predictions of that result's model with the run's precision setting, computed once per result (a
+    re-drawn figure costs no pass), refused for a run stopped early, and another result (the training cell
+    run again) never hands back the first one's."""
+    from course_utils import experiment
+    from course_utils.experiment import RunNotFinished
+    from course_utils.training import predict
+
+    config = small_config(epochs=1, validation=False, amp=False)
+    result = experiment.run_training("cifarnet", config, device="cpu", data=tiny_data, progress=False, log=None,
+                                     checkpoint_dir=tmp_path / "runs")
+    calls = []
+    monkeypatch.setattr(experiment, "predict", lambda *a, **k: calls.append(k) or predict(*a, **k))
+    preds, labels = result.predictions()
+    expected_preds, expected_labels = predict(result.model, result.test_loader, CPU)
+    assert np.array_equal(preds, expected_preds) and np.array_equal(labels, expected_labels)
+    assert len(labels) == len(tiny_data.test_labels) and 100 * (preds == labels).mean() == pytest.approx(
+        result.history.final_test_acc, abs=1e-6)
+    assert result.predictions()[0] is preds and len(calls) == 1      # kept, not computed again
+    assert calls[0]["amp"] is False and calls[0]["channels_last"] == config.channels_last
+    other = replace(result, model=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)))
+    assert other.predictions()[0] is not preds and len(calls) == 2    # a new result computes its own
+    result.history.interrupted = True
+    with pytest.raises(RunNotFinished):
+        result.predictions()
+
+
 def test_flip_averaging_of_a_read_back_run_happens_on_the_runs_own_card(tiny_data, tmp_path, monkeypatch):
     """On ``cuda:1`` the test loader's pin-memory thread pins on the current card. ``fit`` makes ``cuda:1``
     current; a finished run read back (``resume=True``) trains no epoch, so the flip-averaged score after it
