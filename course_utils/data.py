@@ -640,7 +640,8 @@ def hole_fill(mean: Sequence[float]) -> tuple[float, float, float]:
     the transform sees, since it runs before Normalize, rounded to whole grey levels as uint8 images hold
     them (0.4465 → 114; a cast to uint8 would truncate 113.9 to 113). After Normalize the hole is 0 to
     within half a grey level. Notebooks and exercises that draw the hole by hand take it from here."""
-    _check_stats(mean, (1.0, 1.0, 1.0))
+    if len(mean) != 3 or any(not 0.0 <= m <= 1.0 for m in mean):
+        raise ValueError(f"hole_fill takes the mean per RGB channel on the 0-1 scale (CIFAR10Data.mean), got {mean}")
     return tuple(float(round(255.0 * m)) for m in mean)
 
 
@@ -926,7 +927,7 @@ def torchvision_train_transforms(mean: Sequence[float], std: Sequence[float], co
         v2.ToImage(),
         v2.RandomHorizontalFlip(p=config.flip_p),
         v2.RandomApply([v2.RandomAffine(degrees=config.rotate, translate=(config.shift, config.shift),
-                                        scale=config.scale, fill=[int(v) for v in hole_fill(mean)])], p=config.affine_p),
+                                        scale=config.scale, fill=[round(255 * m) for m in mean])], p=config.affine_p),
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomErasing(p=config.dropout_p, scale=(area, area), ratio=(1.0, 1.0), value=list(mean)),
         v2.Normalize(mean=list(mean), std=list(std)),

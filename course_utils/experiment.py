@@ -49,8 +49,9 @@ class RunResult:
         return _finished(self.history, self.config)
 
     def require_finished(self) -> None:
-        """Raise ``RunNotFinished`` unless the run finished: a cell that reads the test set (per-class accuracy,
-        the confusion matrix) calls it first, so a run stopped early is continued, not scored."""
+        """Raise ``RunNotFinished`` unless the run finished: whatever reads the test set after training
+        (``predictions``, for per-class accuracy and the confusion matrix) calls it first, so a run stopped
+        early is continued, not scored."""
         if not self.finished:
             raise RunNotFinished(
                 f"the run stopped after epoch {len(self.history)} of {self.config.epochs}, and the test set is read "

@@ -132,8 +132,9 @@ NOTES = {
             "(figures/runs/cifarnet-full-e40-s1.json), 6.2 points; on whole images throughout, 81.28% against "
             "85.08% (baseline-full-e40-s1-whole.json, cifarnet-full-e40-s1-whole.json, both on another machine), "
             "3.8 points. The crops were chosen on CifarNet: they cost BaselineNet 2.3 points and CifarNet "
-            "nothing, so part of the first gap is the recipe suiting the network it was chosen for: the architecture is "
-            "worth four to six points, depending on the recipe.",
+            "nothing (one seed against one, on two machines: a reading, not a ranking), so part of the first gap may "
+            "be the recipe suiting the network it was chosen for: the architecture is worth four to six points, "
+            "depending on the recipe.",
     "11.2": "Not measured in the kit at p = 0. Measured beside it (docs/results.md, Recipes, screened; 3 seeds each): at p = 0.5 "
             "every seed ended below the recipe's p = 0.25 on validation and fitted less of its training set, at "
             "p = 0.1 the seeds leaned higher (85.40% against 85.07%) with overlapping ranges; without the hole "

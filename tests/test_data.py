@@ -232,7 +232,7 @@ def test_the_hole_is_filled_with_the_mean_rounded_on_the_pixel_scale():
     tf = train_transforms(MEAN, STD, AugmentConfig(flip_p=0.0, affine_p=0.0, dropout_p=1.0), normalize=False)
     [dropout] = [t for t in tf.transforms if type(t).__name__ == "CoarseDropout"]
     assert tuple(dropout.fill) == hole_fill(MEAN)
-    with pytest.raises(ValueError, match="0-1 scale"):
+    with pytest.raises(ValueError, match=r"hole_fill takes the mean per RGB channel on the 0-1 scale.*got \(125"):
         hole_fill((125.0, 123.0, 114.0))
 
 

@@ -180,7 +180,7 @@ def test_a_stop_never_loads_another_epochs_checkpoint(tiny_data, tmp_path):
 
 
 def test_a_stopped_runs_result_refuses_the_test_set_until_it_is_finished():
-    """Notebook 11's per-class cell calls require_finished first: a run stopped after epoch 1 of 2 is to be
+    """Notebook 11's per-class cells ask result.predictions(), which calls require_finished first: a run stopped after epoch 1 of 2 is to be
     continued, not scored on the test set; a finished one passes."""
     from course_utils.experiment import RunNotFinished, RunResult
     from course_utils.training import History
