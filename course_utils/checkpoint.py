@@ -107,26 +107,33 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         raise CheckpointError(f"{path} holds no weights (no 'model' state dict): it is damaged or was not written "
                               "by course_utils; delete it to start afresh")
     if model is not None:
-        saved = payload.get("model_class")
-        if saved != type(model).__name__:
-            raise CheckpointError(
-                f"{path} holds a {saved}, but the model given is a {type(model).__name__}; "
-                f"build a {saved} to load it, or start without resume"
-            )
-        current = model.state_dict()
-        weights = payload["model"]
-        mismatched = [
-            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(current[k].shape)}"
-            for k, v in weights.items() if k in current and current[k].shape != v.shape
-        ]
-        missing = sorted(set(current) - set(weights))
-        unexpected = sorted(set(weights) - set(current))
-        if mismatched or missing or unexpected:
-            detail = "; ".join(mismatched[:3] + [f"missing {missing[:3]}"] * bool(missing)
-                               + [f"unexpected {unexpected[:3]}"] * bool(unexpected))
-            raise CheckpointError(
-                f"{path} does not fit this {type(model).__name__} (another width or version?): {detail}. "
-                "Build the model it was saved from (its run record names the model and config), or start without resume"
-            )
-        model.load_state_dict(weights)
+        load_weights(payload, model, path)
     return payload
+
+
+def load_weights(payload: dict, model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint's weights (``load_checkpoint(path)``'s result) into ``model``, after checking that
+    they fit it: ``CheckpointError`` naming the class or the tensors that differ, before anything is loaded."""
+    path = Path(path)
+    saved = payload.get("model_class")
+    if saved != type(model).__name__:
+        raise CheckpointError(
+            f"{path} holds a {saved}, but the model given is a {type(model).__name__}; "
+            f"build a {saved} to load it, or start without resume"
+        )
+    current = model.state_dict()
+    weights = payload["model"]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(current[k].shape)}"
+        for k, v in weights.items() if k in current and current[k].shape != v.shape
+    ]
+    missing = sorted(set(current) - set(weights))
+    unexpected = sorted(set(weights) - set(current))
+    if mismatched or missing or unexpected:
+        detail = "; ".join(mismatched[:3] + [f"missing {missing[:3]}"] * bool(missing)
+                           + [f"unexpected {unexpected[:3]}"] * bool(unexpected))
+        raise CheckpointError(
+            f"{path} does not fit this {type(model).__name__} (another width or version?): {detail}. "
+            "Build the model it was saved from (its run record names the model and config), or start without resume"
+        )
+    model.load_state_dict(weights)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import LEARNING_SETTINGS, TrainConfig
 from .runtime import (channels_last_on, cuda_device_context, device_name, mixed_precision, needs_grad_scaler, precision_name, shown_path,
                       synchronize)
@@ -680,7 +680,7 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                              "pass checkpoint=<its path> (or resume=<its path>), or leave resume out to start afresh")
         resume = checkpoint
     if resume:
-        state = load_checkpoint(resume, model, map_location=device)
+        state = load_checkpoint(resume, map_location=device)   # checked below before the model takes its weights
         lacking = [k for k in ("optimizer", "scheduler", "epoch", "history", "config") if k not in state]
         if lacking:
             raise CheckpointError(
@@ -705,14 +705,15 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                 "(data folder, subset, validation split), with a loader that keeps or drops each epoch's last partial "
                 "batch as the saved run's did (on CUDA torch.compile drops it; experiment.train, behind --resume, "
                 "matches the checkpoint)")
+        if ema is not None and not state.get("ema"):
+            raise CheckpointError(f"{shown_path(resume)} holds no weight average (ema_decay={config.ema_decay}); "
+                                  "start the run afresh, without resume")
+        load_weights(state, model, resume)   # only now: a refused resume leaves the caller's model as it was
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if ema is not None:
-            if not state.get("ema"):
-                raise CheckpointError(f"{shown_path(resume)} holds no weight average (ema_decay={config.ema_decay}); "
-                                      "start the run afresh, without resume")
             ema.load_state_dict(state["ema"])
         history = History.from_dict(state["history"])
         history.interrupted = False
@@ -817,4 +818,5 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
                      if checkpoint and len(history)
                      else " No epoch finished, so nothing was saved." if checkpoint else "")
             raise TrainingDivergedError(f"epoch {len(history) + 1}: {err}.{where}") from None
+        model.eval()   # as each epoch's evaluation leaves it; a finished run read back (no epoch ran) too
         return history

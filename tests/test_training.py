@@ -439,6 +439,34 @@ def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
         run(tiny_data, small_config(epochs=4), checkpoint=tmp_path / "c.pt", resume=True)
 
 
+@pytest.mark.parametrize("other", [dict(epochs=4), dict(ema_decay=0.9)], ids=["other settings", "no weight average"])
+def test_a_refused_resume_leaves_the_callers_model_as_it_was(tiny_data, tmp_path, other):
+    """fit checks the checkpoint against the run before the model takes its weights: a learner who passes their
+    own trained model with resume= and another config gets the error, and keeps their weights."""
+    run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
+    torch.manual_seed(99)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train, test = make_loaders(tiny_data, 16, seed=3)
+    with pytest.raises(CheckpointError):
+        fit(model, train, test, small_config(**{"epochs": 1, **other}), CPU, checkpoint=tmp_path / "c.pt", resume=True,
+            progress=False, log=None)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_finished_run_read_back_by_fit_gives_its_model_in_eval_mode(tiny_data, tmp_path):
+    """No epoch runs when the checkpoint is a finished run's, so no evaluation sets eval mode: fit does, as
+    after a run it trains, or the model's BatchNorm would use each batch's statistics in what the learner does next."""
+    _, history = run(tiny_data, small_config(epochs=1), checkpoint=tmp_path / "c.pt")
+    model = tiny_model().train()
+    train, test = make_loaders(tiny_data, 16, seed=3)
+    again = fit(model, train, test, small_config(epochs=1), CPU, checkpoint=tmp_path / "c.pt", resume=True,
+                progress=False, log=None)
+    assert len(again) == len(history) == 1 and not model.training
+    saved = load_checkpoint(tmp_path / "c.pt")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
     """Epoch 1 trains normally and is checkpointed; from epoch 2 on the network's outputs turn to NaN.
     The run must stop with a message, and the checkpoint on disk must still be epoch 1's, byte for byte,
