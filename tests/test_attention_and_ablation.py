@@ -289,8 +289,29 @@ def test_the_gate_figures_draw_one_row_per_class_and_three_rows_of_maps():
 
 
 def test_eca_refuses_an_even_kernel_with_the_fix():
-    from course_utils.layers import ECA
+    from course_utils.layers import ECA, attention_cost
 
     with pytest.raises(ValueError, match=r"ECA: kernel_size must be odd .*got 4; leave it out to take eca_kernel_size\(64\)"):
         ECA(64, kernel_size=4)
     assert ECA(64, kernel_size=5)(torch.randn(2, 64, 4, 4)).shape == (2, 64, 4, 4)
+    # 0 is not 'choose one for me' (it was taken as None), and a negative size is named, not left to Conv1d
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=rf"ECA: kernel_size must be a positive integer, got {bad}"):
+            ECA(64, kernel_size=bad)
+        with pytest.raises(ValueError, match=rf"ECA: kernel_size must be a positive integer, got {bad}"):
+            attention_cost("eca", 64, 8, kernel_size=bad)
+    assert ECA(64).kernel_size == attention_cost("eca", 64, 8)["weights"] == eca_kernel_size(64)
+
+
+@pytest.mark.parametrize("bad", [6, 0])
+def test_cbam_refuses_a_kernel_that_is_not_a_centred_window_when_built(bad):
+    """An even spatial kernel with padding k // 2 makes a map one pixel larger than the input: it used to build,
+    then fail at the first forward pass with a broadcasting error that named no kernel."""
+    from course_utils.layers import attention_cost
+
+    message = "kernel_size must be odd" if bad else "kernel_size must be a positive integer"
+    with pytest.raises(ValueError, match=rf"CBAM: {message}.*got {bad}"):
+        CBAM(16, kernel_size=bad)
+    with pytest.raises(ValueError, match=rf"CBAM: {message}.*got {bad}"):
+        attention_cost("cbam", 16, 8, spatial_kernel=bad)
+    assert CBAM(16, kernel_size=5)(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)

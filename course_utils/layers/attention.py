@@ -55,6 +55,27 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return t if t % 2 else t + 1
 
 
+def _odd_kernel(layer: str, kernel_size: int, over: str, fix: str) -> int:
+    """``kernel_size`` when it is a positive odd integer, else ``ValueError`` naming ``layer`` and ``fix``: "same"
+    padding (``k // 2``) keeps the size only for a centred window, and an even one gives one output too many."""
+    check_positive(layer, kernel_size=kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"{layer}: kernel_size must be odd (a centred window over {over}), got {kernel_size}; {fix}")
+    return kernel_size
+
+
+def _eca_kernel(channels: int, kernel_size: int | None, gamma: int = 2, b: int = 1) -> int:
+    """ECA's kernel: the one given (checked: 0 is an error, not 'choose one'), else ``eca_kernel_size``."""
+    if kernel_size is None:
+        return eca_kernel_size(channels, gamma, b)
+    return _odd_kernel("ECA", kernel_size, "the channels, as in the paper",
+                       f"leave it out to take eca_kernel_size({channels})")
+
+
+def _spatial_kernel(kernel_size: int) -> int:
+    return _odd_kernel("CBAM", kernel_size, "each position; the paper uses 7", "7 is CBAM's")
+
+
 def attention_cost(kind: str, channels: int, size: int, reduction: int = 16, kernel_size: int | None = None,
                    spatial_kernel: int = 7) -> dict[str, int]:
     """What one attention module costs per image on a ``channels × size × size`` map, as built here.
@@ -78,10 +99,10 @@ def attention_cost(kind: str, channels: int, size: int, reduction: int = 16, ker
         cost = dict(weights=2 * channels * hidden + hidden + channels, macs=2 * channels * hidden,
                     pooling=values, rescale=values)
     elif kind == "eca":
-        k = kernel_size or eca_kernel_size(channels)
+        k = _eca_kernel(channels, kernel_size)
         cost = dict(weights=k, macs=k * channels, pooling=values, rescale=values)
     elif kind == "cbam":
-        taps = 2 * spatial_kernel * spatial_kernel
+        taps = 2 * _spatial_kernel(spatial_kernel) ** 2
         cost = dict(weights=2 * channels * hidden + taps, macs=2 * 2 * channels * hidden + taps * size * size,
                     pooling=4 * values, rescale=2 * values)
     else:
@@ -95,10 +116,7 @@ class ECA(nn.Module):
         super().__init__()
         check_positive(type(self).__name__, channels=channels)
         self.channels = channels
-        self.kernel_size = kernel_size or eca_kernel_size(channels, gamma, b)
-        if self.kernel_size % 2 == 0:   # "same" padding of an even kernel would give one weight too many
-            raise ValueError(f"ECA: kernel_size must be odd (a centred window over the channels, as in the paper), "
-                             f"got {self.kernel_size}; leave it out to take eca_kernel_size({channels})")
+        self.kernel_size = _eca_kernel(channels, kernel_size, gamma, b)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=self.kernel_size // 2, bias=False)
         self.gate = nn.Sigmoid()
@@ -131,6 +149,7 @@ class SpatialGate(nn.Module):
 
     def __init__(self, kernel_size: int = 7) -> None:
         super().__init__()
+        kernel_size = _spatial_kernel(kernel_size)
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.gate = nn.Sigmoid()
 
@@ -142,7 +161,7 @@ class SpatialGate(nn.Module):
 class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
-        check_positive(type(self).__name__, channels=channels, reduction=reduction, kernel_size=kernel_size)
+        check_positive(type(self).__name__, channels=channels, reduction=reduction)
         self.channels = channels
         self.channel = ChannelGate(channels, reduction)
         self.spatial = SpatialGate(kernel_size)
