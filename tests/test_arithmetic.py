@@ -186,11 +186,11 @@ def test_closed_form_of_the_course_models_equals_the_measured_table():
 
 
 def test_closed_form_errors_name_the_bad_value():
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(ValueError, match=r"^stride must be an integer >= 1, got 0$"):
         ar.receptive_field_closed_form([(3, 0)])
-    with pytest.raises(ValueError, match="padding"):
+    with pytest.raises(ValueError, match=r"^padding must be an integer >= 0, got -1$"):
         ar.receptive_field_closed_form([(3, 1, -1)])
-    with pytest.raises(ValueError, match="u"):
+    with pytest.raises(ValueError, match=r"^u must be an integer >= 0, got -1$"):   # "u" alone matched every message
         ar.field_span(-1, 3, 1, 1)
 
 

@@ -1,6 +1,7 @@
 """course_utils.benchmark: the arithmetic of relative speed, with the timer stubbed (no timing in tests)."""
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -87,11 +88,19 @@ def test_relative_throughput_rejects_bad_input_with_a_clear_message(kwargs, mess
         relative_throughput(**args)
 
 
-def test_relative_throughput_times_real_training_steps_by_default():
-    rows = relative_throughput(builds("a", "b"), torch.device("cpu"), passes=1, batch_size=4, steps=1)
-    assert [r.name for r in rows] == ["a", "b"] and all(r.images_per_s > 0 for r in rows)
-    assert rows[0].ratios == (1.0,)
-    assert train_step_throughput(Named("c"), "cpu", 4, steps=1, warmup=1) > 0
+def test_relative_throughput_times_training_steps_by_default(monkeypatch):
+    """Without ``measure`` each model's speed is ``train_step_throughput``'s, called with the settings given
+    (a stand-in records the calls; the real one then runs once: a finite, positive speed)."""
+    from course_utils import benchmark
+
+    measure, calls = stub_measure({"a": [400.0, 100.0], "b": [200.0, 100.0]})
+    monkeypatch.setattr(benchmark, "train_step_throughput", measure)
+    rows = relative_throughput(builds("a", "b"), "cpu", passes=2, batch_size=4, steps=3, channels_last=False)
+    assert calls == [("a", "cpu", 4, False, 3), ("b", "cpu", 4, False, 3)] * 2
+    assert [(r.name, r.ratios) for r in rows] == [("a", (1.0, 1.0)), ("b", (0.5, 1.0))]
+    monkeypatch.undo()
+    speed = train_step_throughput(Named("c"), "cpu", 4, steps=1, warmup=1)
+    assert math.isfinite(speed) and speed > 0
 
 
 def test_pointwise_timings_time_each_shape_both_ways():

@@ -359,7 +359,7 @@ def test_export_writes_weights_and_a_card_that_load_pretrained_reads_back(data, 
     no_time = tmp_path / "old-record.json"          # a record of older code, without a field the card needs
     no_time.write_text(json.dumps({k: v for k, v in json.loads(run.record_path.read_text()).items() if k != "train_seconds"}))
     (tmp_path / "old-record.pt").write_bytes(run.checkpoint.read_bytes())
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="train_seconds"):
         export_pretrained(no_time, folder=tmp_path / "weights", force=True)
     assert weights.read_bytes() == b"the weights shipped before"   # nothing written before the card was made
     assert export_pretrained(run.record_path, folder=tmp_path / "weights", force=True)[0] == weights

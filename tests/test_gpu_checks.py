@@ -145,8 +145,9 @@ def test_a_fast_run_that_fails_two_checks_names_both(tmp_path):
     # its own maximum (3 s) is the limit: it overran what it is allowed, a failure
     ("1 3", 100, 1, "doctor: rc=124 (over its own limit of 3 s: failed)", "end: failed: doctor bench"),
     # the budget (3 s) is the limit: the step is unfinished, not failed, and the last line says so
-    # (the budget's seconds are counted from the script's start: the step may get one second less)
-    ("1 60", 3, 0, re.compile(r"doctor: rc=124 \(cut when the budget ran out after [23] s: unfinished, not failed\)"),
+    # (the budget's seconds are counted from the script's start: the step gets what is left of them, less
+    # on a loaded machine, so the seconds are any up to the budget; rc, wording and last line are the check)
+    ("1 60", 3, 0, re.compile(r"doctor: rc=124 \(cut when the budget ran out after [0-3] s: unfinished, not failed\)"),
      "end: every step that ran passed; cut by the budget, unfinished: doctor"),
 ])
 def test_a_step_cut_by_the_budget_is_unfinished_and_one_over_its_own_limit_failed(tmp_path, doctor_limits, budget,

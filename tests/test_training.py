@@ -829,14 +829,19 @@ def test_resume_refuses_a_checkpoint_trained_with_another_optimizer_or_augmentat
 def test_only_training_is_compiled_and_the_compile_time_is_recorded(tiny_data, monkeypatch):
     """fit with compile on (the compiled function simulated, as no GPU is here): every call through the
     compiled function is a training step; validation and test run the eager model. The first compiled
-    step's duration is kept apart from the epochs'."""
+    step's duration is kept apart from the epochs' (a stand-in clock that only the compiled steps move: 7 s
+    for the first, compiling, and 0.5 s for each after it)."""
+    from types import SimpleNamespace
+
     from course_utils import training
 
-    calls = []
+    calls, now = [], [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
 
     def fake_compiled(model, device, log):
         def through_compiled(x):
             calls.append(model.training)
+            now[0] += 7.0 if len(calls) == 1 else 0.5
             return model(x)
         return training.CompileGuard(model, through_compiled, log)
 
@@ -849,7 +854,10 @@ def test_only_training_is_compiled_and_the_compile_time_is_recorded(tiny_data, m
     h = fit(model, train, test, config, CPU, progress=False, log=None, val_loader=test)
     assert len(calls) == 2 * len(train) and all(calls)                # training steps only, all in train mode
     assert val_calls.count(False) == 2 * len(test) + len(test)         # eval: val twice, test once, eagerly
-    assert h.compile_seconds is not None and 0 < h.compile_seconds < h.seconds[0]
+    steps = len(train)
+    assert h.compile_seconds == pytest.approx(7.0)                         # the first step alone
+    assert h.train_seconds == pytest.approx([7.0 + 0.5 * (steps - 1), 0.5 * steps])   # inside epoch 1's time
+    assert h.seconds == pytest.approx(h.train_seconds)                    # evaluation moved no stand-in clock
 
 
 def test_compiled_cuda_runs_keep_one_batch_shape_and_let_cudnn_pick_kernels(tiny_data, monkeypatch):
@@ -1244,7 +1252,10 @@ def test_an_interrupt_during_the_checkpoint_write_leaves_history_and_checkpoint_
 
 class _BackwardFails(torch.autograd.Function):
     """The identity forward; a backward that fails as a backward graph's compile can (Inductor compiles it
-    at the first backward()), or that takes ``pause`` seconds, as compiling it does."""
+    at the first backward()), or that takes ``pause`` seconds, as compiling it does: of a stand-in clock's
+    time, which ``spend`` advances (no real sleeping)."""
+
+    spend = staticmethod(lambda seconds: None)
 
     @staticmethod
     def forward(ctx, x, fail, pause):
@@ -1255,8 +1266,7 @@ class _BackwardFails(torch.autograd.Function):
     def backward(ctx, grad):
         if ctx.fail:
             raise RuntimeError("backward kernel failed to compile")
-        import time
-        time.sleep(ctx.pause)
+        _BackwardFails.spend(ctx.pause)
         return grad, None, None
 
 
@@ -1282,23 +1292,30 @@ def test_a_compile_that_fails_in_the_backward_falls_back_and_the_step_is_taken_o
         assert torch.equal(a, b)
 
 
-def test_the_first_compiled_steps_time_includes_its_backward():
+def test_the_first_compiled_steps_time_includes_its_backward(monkeypatch):
     """compile_seconds is the whole first step: a backward that takes 0.3 s (compiling, at the first
-    backward) is inside it, and the steps after it run through the compiled function."""
+    backward) is inside it, and the steps after it run through the compiled function. The clock is a stand-in
+    that only the backward moves, so the first step's time is exactly the backward's."""
+    from types import SimpleNamespace
+
     from course_utils import training
+
+    now = [100.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(_BackwardFails, "spend", staticmethod(lambda seconds: now.__setitem__(0, now[0] + seconds)))
 
     torch.manual_seed(0)
     model, calls = nn.Sequential(nn.Flatten(), nn.Linear(48, 10)), []
 
     def compiled_fn(inp):
         calls.append(len(calls))
-        return _BackwardFails.apply(model(inp), False, 0.3 if len(calls) == 1 else 0.0)
+        return _BackwardFails.apply(model(inp), False, 0.3 if len(calls) == 1 else 5.0)
 
     guard = training.CompileGuard(model, compiled_fn, None)
     loader = DataLoader(TensorDataset(torch.randn(32, 3, 4, 4), torch.randint(0, 10, (32,))), batch_size=16)
     train_one_epoch(guard, loader, torch.optim.SGD(model.parameters(), lr=0.1), CPU, progress=False)
     assert guard.state == "compiled" and len(calls) == 2
-    assert guard.first_call_seconds >= 0.3
+    assert guard.first_call_seconds == pytest.approx(0.3)   # the second step's 5 s are not in it
 
 
 @pytest.mark.parametrize("capability, compiles", [((6, 0), False), ((6, 1), False), ((7, 0), True), ((9, 0), True)])
