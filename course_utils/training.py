@@ -790,17 +790,17 @@ def fit(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader, con
         except KeyboardInterrupt:
             history.interrupted = True
             # the weights stopped partway through an epoch: give back those of the last complete epoch (what the
-            # history and the checkpoint describe), in eval mode, so what a notebook does next with the model
-            # describes that epoch, not a half-trained one
+            # history and the checkpoint describe), in eval mode (as fit ends), so what a notebook does next with
+            # the model describes that epoch, not a half-trained one
             restored = False
             if checkpoint and len(history) and Path(checkpoint).is_file():
                 try:   # only the epoch the history ends at (not an older file's, nor one a step ahead)
-                    if int(load_checkpoint(checkpoint, map_location="cpu").get("epoch", -1)) == len(history):
-                        load_checkpoint(checkpoint, model, map_location=device)
+                    saved = load_checkpoint(checkpoint, map_location=device)   # read once: checked, then loaded
+                    if int(saved.get("epoch", -1)) == len(history):
+                        load_weights(saved, model, checkpoint)
                         restored = True
                 except CheckpointError:
                     pass
-            model.eval()
             if log:
                 if not len(history):
                     log("interrupted before the first epoch finished: nothing was saved; run again from the start.")
