@@ -803,6 +803,13 @@ def _readme_prose() -> str:
     return " ".join(_docs_text().split())
 
 
+def _notebook_prose(notebook: str) -> str:
+    """The markdown cells of ``notebooks/<notebook>.ipynb`` as committed, whitespace made one space as in
+    ``_readme_prose``: what a notebook's reading of its outputs says."""
+    cells = json.loads((REPO_ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    return " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+
+
 def test_readme_clean_tail_at_the_long_length_compares_runs_that_differ_only_in_the_tail():
     """The long-length clean-tail runs and the run without a tail share every epoch before their tails, so
     each pair differs in the tail alone, as the README's Results say."""
@@ -987,8 +994,7 @@ def test_readme_ablation_table_quotes_the_committed_study():
     low, high = float(ref["val_mean"]) - float(ref["val_std"]), float(ref["val_mean"]) + float(ref["val_std"])
     ref_seeds = [float(r["final_val_acc"]) for r in ablation.read_csv(figures / ablation.RUNS_CSV) if r["variant"] == "reference"]
     assert low < min(ref_seeds) and high < max(ref_seeds)
-    nb09 = " ".join(" ".join("".join(c["source"]) for c in json.loads(
-        (REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown").split())
+    nb09 = _notebook_prose("09_ablation")
     assert (f"the reference's bar, {low:.2f}–{high:.2f}%, reaches below its lowest seed and stops short of its "
             "highest") in nb09
     # the reference's seed 1 trained alone on both threads: outside the study's seed range, as docs say
@@ -1264,9 +1270,7 @@ def test_ablation_speeds_in_docs_and_notebook_prose_are_notebook_09s_committed_r
         if name == "reference":
             continue
         assert column[name] == f"{ratio}× ({low}–{high}{'' if reading else ': no reading'})", name
-    prose = " ".join("".join(c["source"]) for c in json.loads(
-        (REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
-    prose = " ".join(prose.split())
+    prose = _notebook_prose("09_ablation")
     r = {name: speeds[name] for name in speeds}
     # max-pool's MACs against the reference's, from the study's own rows
     from course_utils import ablation
@@ -1299,8 +1303,7 @@ def test_notebook_08s_throughput_reading_quotes_the_committed_outputs():
     cell = committed_output("08_augmentation", "torchvision v2:")
     alb, tv = (re.search(rf"{name}:\s+([\d,]+) images/s", cell).group(1) for name in ("albumentations", "torchvision v2"))
     [loader] = re.findall(r"([\d,]+) images/s in this process", committed_output("01_data_analysis", "images/s in this process"))
-    prose = " ".join(" ".join("".join(c["source"]) for c in json.loads(
-        (REPO_ROOT / "notebooks/08_augmentation.ipynb").read_text())["cells"] if c["cell_type"] == "markdown").split())
+    prose = _notebook_prose("08_augmentation")
     per_epoch = 45_000 / int(alb.replace(",", ""))
     assert f"({alb} against {tv}, printed above;" in prose
     assert f"at {alb} images/s the 45,000 training images take 45,000 / {alb} ≈ {per_epoch:.1f} s of one core" in prose
@@ -1318,8 +1321,7 @@ def test_ablation_speeds_name_the_processor_the_cell_printed():
     assert f"on an {processor} with {vector}, {m.group(3)} threads, nothing else running" in " ".join(
         (REPO_ROOT / "docs/results.md").read_text().split())
     words = {"1": "one core", "2": "two cores"}[m.group(3)]
-    assert f"{words} of an {processor} with {vector}, nothing else running" in " ".join(
-        "".join(c["source"]) for c in json.loads((REPO_ROOT / "notebooks/09_ablation.ipynb").read_text())["cells"])
+    assert f"{words} of an {processor} with {vector}, nothing else running" in _notebook_prose("09_ablation")
 
 
 def test_docs_length_as_the_one_factor_is_computed_from_the_records():
